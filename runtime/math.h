@@ -1,0 +1,80 @@
+// Element-wise math shared by the CPU ops and the CUDA kernels, so CPU tests cover the formulas
+// the GPU runs. Everything here is a header-only __host__ __device__ function.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define MOWE_HD __host__ __device__
+#else
+#define MOWE_HD
+#endif
+
+namespace mowe::math {
+
+// GELU, tanh approximation, as T5.1.1 (gelu_new): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+template <typename T>
+MOWE_HD inline T gelu(T x) {
+  const T k = T(0.7978845608028654);  // sqrt(2/pi)
+  T inner = k * (x + T(0.044715) * x * x * x);
+  return T(0.5) * x * (T(1) + tanh(inner));
+}
+
+template <typename T>
+MOWE_HD inline T gelu_grad(T x) {
+  const T k = T(0.7978845608028654);
+  T x2 = x * x;
+  T inner = k * (x + T(0.044715) * x2 * x);
+  T t = tanh(inner);
+  T dinner = k * (T(1) + T(3) * T(0.044715) * x2);
+  return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * dinner;
+}
+
+// T5 relative position bucket (mesh_tensorflow / T5X _relative_position_bucket).
+// relative_position = key_position - query_position. Bidirectional buckets use half the range
+// for each sign; half of each range is exact, the rest is logarithmic up to max_distance.
+MOWE_HD inline int relative_position_bucket(int relative_position, bool bidirectional,
+                                            int num_buckets, int max_distance) {
+  int bucket = 0;
+  int n = -relative_position;
+  if (bidirectional) {
+    num_buckets /= 2;
+    if (n < 0) bucket += num_buckets;
+    n = n < 0 ? -n : n;
+  } else {
+    n = n < 0 ? 0 : n;
+  }
+  int max_exact = num_buckets / 2;
+  if (n < max_exact) return bucket + n;
+  // Same float32 arithmetic as the reference implementations, then truncation toward zero.
+  float v = logf(static_cast<float>(n) / static_cast<float>(max_exact)) /
+            logf(static_cast<float>(max_distance) / static_cast<float>(max_exact)) *
+            static_cast<float>(num_buckets - max_exact);
+  int large = max_exact + static_cast<int>(v);
+  if (large > num_buckets - 1) large = num_buckets - 1;
+  return bucket + large;
+}
+
+// Counter-based random numbers: the value at (seed, index) needs no state, so dropout masks are
+// recomputed in the backward pass and are identical on every device and thread split.
+MOWE_HD inline uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+// Uniform in [0, 1) with 24 bits, the resolution of a float.
+MOWE_HD inline float uniform01(uint64_t seed, uint64_t index) {
+  uint64_t r = mix64(seed * 0x9e3779b97f4a7c15ULL + mix64(index + 0x632be59bd9b4e019ULL));
+  return static_cast<float>(r >> 40) * (1.0f / 16777216.0f);
+}
+
+// Keep-scale of element `index`: 0 when dropped, 1/(1-rate) when kept.
+template <typename T>
+MOWE_HD inline T dropout_scale(uint64_t seed, uint64_t index, float rate) {
+  if (rate <= 0.0f) return T(1);
+  return uniform01(seed, index) < rate ? T(0) : T(1) / (T(1) - T(rate));
+}
+
+}  // namespace mowe::math

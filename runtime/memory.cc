@@ -1,0 +1,120 @@
+#include "runtime/memory.h"
+
+#include <cstdlib>
+#include <cstring>
+
+namespace mowe {
+namespace {
+
+class HostAllocator final : public DeviceAllocator {
+ public:
+  Device device() const override { return Device::CPU; }
+  void* allocate(size_t bytes) override {
+    // aligned_alloc needs a size that is a multiple of the alignment.
+    size_t rounded = (bytes + 63) / 64 * 64;
+    void* p = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
+    MOWE_CHECK(p != nullptr, "host allocation of {} bytes failed", bytes);
+    return p;
+  }
+  void deallocate(void* ptr) override { std::free(ptr); }
+  void zero(void* ptr, size_t bytes) override { std::memset(ptr, 0, bytes); }
+};
+
+}  // namespace
+
+DeviceAllocator& host_allocator() {
+  static HostAllocator allocator;
+  return allocator;
+}
+
+Buffer::Buffer(DeviceAllocator& allocator, Shape shape, DType dtype) : allocator_(&allocator) {
+  tensor_ = Tensor(nullptr, dtype, allocator.device(), shape);
+  size_t bytes = tensor_.nbytes();
+  tensor_.data = allocator.allocate(bytes);
+  allocator.zero(tensor_.data, bytes);
+}
+
+Buffer::Buffer(Buffer&& other) noexcept : allocator_(other.allocator_), tensor_(other.tensor_) {
+  other.allocator_ = nullptr;
+  other.tensor_ = Tensor();
+}
+
+Buffer& Buffer::operator=(Buffer&& other) noexcept {
+  if (this != &other) {
+    if (allocator_ && tensor_.data) allocator_->deallocate(tensor_.data);
+    allocator_ = other.allocator_;
+    tensor_ = other.tensor_;
+    other.allocator_ = nullptr;
+    other.tensor_ = Tensor();
+  }
+  return *this;
+}
+
+Buffer::~Buffer() {
+  if (allocator_ && tensor_.data) allocator_->deallocate(tensor_.data);
+}
+
+Arena::Arena(DeviceAllocator& allocator, size_t chunk_bytes)
+    : allocator_(allocator), chunk_bytes_(chunk_bytes) {}
+
+Arena::~Arena() {
+  for (Chunk& c : chunks_) allocator_.deallocate(c.data);
+}
+
+void* Arena::alloc_bytes(size_t bytes, size_t alignment) {
+  MOWE_CHECK(alignment > 0 && (alignment & (alignment - 1)) == 0,
+             "arena alignment {} is not a power of two", alignment);
+  while (true) {
+    if (current_ < chunks_.size()) {
+      size_t start = (offset_ + alignment - 1) & ~(alignment - 1);
+      if (start + bytes <= chunks_[current_].size) {
+        offset_ = start + bytes;
+        return chunks_[current_].data + start;
+      }
+      // Try the next kept chunk; skipped space is reused after the next rewind.
+      if (current_ + 1 < chunks_.size()) {
+        ++current_;
+        offset_ = 0;
+        continue;
+      }
+    }
+    size_t size = std::max(chunk_bytes_, bytes + alignment);
+    chunks_.push_back({static_cast<char*>(allocator_.allocate(size)), size});
+    ++system_allocations_;
+    current_ = chunks_.size() - 1;
+    offset_ = 0;
+  }
+}
+
+Tensor Arena::alloc(Shape shape, DType dtype) {
+  Tensor t(nullptr, dtype, allocator_.device(), shape);
+  t.data = alloc_bytes(t.nbytes());
+  return t;
+}
+
+Tensor Arena::alloc_zeros(Shape shape, DType dtype) {
+  Tensor t = alloc(shape, dtype);
+  allocator_.zero(t.data, t.nbytes());
+  return t;
+}
+
+void Arena::rewind(Mark mark) {
+  MOWE_CHECK(mark.chunk < chunks_.size() || (mark.chunk == 0 && mark.offset == 0),
+             "arena rewound to a mark it never gave out");
+  current_ = mark.chunk;
+  offset_ = mark.offset;
+}
+
+size_t Arena::bytes_in_use() const {
+  size_t used = 0;
+  for (size_t i = 0; i < current_ && i < chunks_.size(); ++i) used += chunks_[i].size;
+  return used + offset_;
+}
+
+size_t Arena::capacity() const {
+  size_t total = 0;
+  for (const Chunk& c : chunks_) total += c.size;
+  return total;
+}
+
+}  // namespace mowe
