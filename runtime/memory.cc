@@ -1,6 +1,7 @@
 #include "runtime/memory.h"
 
 #include <cstdlib>
+#include <cstdint>
 #include <cstring>
 
 namespace mowe {
@@ -66,7 +67,9 @@ void* Arena::alloc_bytes(size_t bytes, size_t alignment) {
              "arena alignment {} is not a power of two", alignment);
   while (true) {
     if (current_ < chunks_.size()) {
-      size_t start = (offset_ + alignment - 1) & ~(alignment - 1);
+      // Align the address, not the offset: chunks are only 64-byte aligned.
+      const uintptr_t base = reinterpret_cast<uintptr_t>(chunks_[current_].data);
+      const size_t start = ((base + offset_ + alignment - 1) & ~(alignment - 1)) - base;
       if (start + bytes <= chunks_[current_].size) {
         offset_ = start + bytes;
         return chunks_[current_].data + start;

@@ -1,0 +1,158 @@
+// T5 relative position bias and multi-head attention on the CPU. Heads are strided views into
+// [B,T,H,D] tensors (row stride H*D), so no transposes are materialised.
+#include "runtime/cpu/cpu_backend.h"
+#include "runtime/cpu/gemm.h"
+#include "runtime/math.h"
+
+namespace mowe::cpu {
+
+void CpuBackend::position_bias_forward(const Context&, const Tensor& table, const Tensor& out,
+                                       bool bidirectional, int max_distance) {
+  check_cpu("position_bias_forward", table);
+  MOWE_CHECK(table.shape.ndim() == 2 && out.shape.ndim() == 3 && out.dim(0) == table.dim(1) &&
+                 out.dtype == table.dtype,
+             "position_bias_forward: expects table [K,H] and out [H,T,S]; got {}, {}",
+             table.str(), out.str());
+  const int64_t nb = table.dim(0), h = table.dim(1), t = out.dim(1), s = out.dim(2);
+  dispatch_float("position_bias_forward", table.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    const T* tab = table.ptr<T>();
+    T* po = out.ptr<T>();
+    for (int64_t i = 0; i < t; ++i) {
+      for (int64_t j = 0; j < s; ++j) {
+        int bucket = math::relative_position_bucket(static_cast<int>(j - i), bidirectional,
+                                                    static_cast<int>(nb), max_distance);
+        for (int64_t hh = 0; hh < h; ++hh) po[(hh * t + i) * s + j] = tab[bucket * h + hh];
+      }
+    }
+  });
+}
+
+void CpuBackend::position_bias_backward(const Context&, const Tensor& dout, const Tensor& dtable,
+                                        bool bidirectional, int max_distance) {
+  check_cpu("position_bias_backward", dtable);
+  MOWE_CHECK(dtable.shape.ndim() == 2 && dout.shape.ndim() == 3 &&
+                 dout.dim(0) == dtable.dim(1) && dout.dtype == dtable.dtype,
+             "position_bias_backward: expects dout [H,T,S] and dtable [K,H]; got {}, {}",
+             dout.str(), dtable.str());
+  const int64_t nb = dtable.dim(0), h = dtable.dim(1), t = dout.dim(1), s = dout.dim(2);
+  dispatch_float("position_bias_backward", dtable.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    const T* pd = dout.ptr<T>();
+    T* tab = dtable.ptr<T>();
+    for (int64_t i = 0; i < t; ++i) {
+      for (int64_t j = 0; j < s; ++j) {
+        int bucket = math::relative_position_bucket(static_cast<int>(j - i), bidirectional,
+                                                    static_cast<int>(nb), max_distance);
+        for (int64_t hh = 0; hh < h; ++hh) tab[bucket * h + hh] += pd[(hh * t + i) * s + j];
+      }
+    }
+  });
+}
+
+namespace {
+
+struct AttnDims {
+  int64_t b, t, s, h, d;
+};
+
+AttnDims attention_dims(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
+                        const Tensor& probs) {
+  check_cpu(op, q);
+  MOWE_CHECK(q.shape.ndim() == 4 && k.shape.ndim() == 4, "{}: q and k must be [B,T,H,D]; got {}, {}",
+             op, q.str(), k.str());
+  AttnDims d{q.dim(0), q.dim(1), k.dim(1), q.dim(2), q.dim(3)};
+  check_shape(op, "k", k, {d.b, d.s, d.h, d.d});
+  check_shape(op, "v", v, {d.b, d.s, d.h, d.d});
+  check_shape(op, "probs", probs, {d.b, d.h, d.t, d.s});
+  for (const Tensor* x : {&k, &v, &probs}) check_dtype(op, "operand", *x, q.dtype);
+  return d;
+}
+
+}  // namespace
+
+void CpuBackend::attention_forward(const Context&, const Tensor& q, const Tensor& k,
+                                   const Tensor& v, const Tensor& bias, const Tensor& key_valid,
+                                   const AttentionArgs& args, const Tensor& probs,
+                                   const Tensor& out) {
+  const AttnDims d = attention_dims("attention_forward", q, k, v, probs);
+  check_same_shape("attention_forward", q, out);
+  if (!bias.empty()) check_shape("attention_forward", "bias", bias, {d.h, d.t, d.s});
+  if (!key_valid.empty()) {
+    check_shape("attention_forward", "key_valid", key_valid, {d.b, d.s});
+    check_dtype("attention_forward", "key_valid", key_valid, DType::I32);
+  }
+  const int64_t hd = d.h * d.d;
+  dispatch_float("attention_forward", q.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    const T mask = static_cast<T>(args.mask_value);
+    for (int64_t b = 0; b < d.b; ++b) {
+      for (int64_t h = 0; h < d.h; ++h) {
+        const T* qbh = q.ptr<T>() + b * d.t * hd + h * d.d;
+        const T* kbh = k.ptr<T>() + b * d.s * hd + h * d.d;
+        const T* vbh = v.ptr<T>() + b * d.s * hd + h * d.d;
+        T* p = probs.ptr<T>() + (b * d.h + h) * d.t * d.s;
+        gemm(false, true, d.t, d.s, d.d, T(1), qbh, hd, kbh, hd, T(0), p, d.s);
+        for (int64_t i = 0; i < d.t; ++i) {
+          T* row = p + i * d.s;
+          if (!bias.empty()) {
+            const T* brow = bias.ptr<T>() + (h * d.t + i) * d.s;
+            for (int64_t j = 0; j < d.s; ++j) row[j] += brow[j];
+          }
+          for (int64_t j = 0; j < d.s; ++j) {
+            bool masked = args.causal && j > i;
+            if (!key_valid.empty() && key_valid.ptr<int32_t>()[b * d.s + j] == 0) masked = true;
+            if (masked) row[j] += mask;
+          }
+          if (d.s > 0) softmax_row(row, d.s);
+        }
+        gemm(false, false, d.t, d.d, d.s, T(1), p, d.s, vbh, hd, T(0),
+             out.ptr<T>() + b * d.t * hd + h * d.d, hd);
+      }
+    }
+  });
+}
+
+// Per (b, h) with P = probs: dP = dO V^T, dS = softmax'(P) dP, dQ = dS K, dK = dS^T Q,
+// dV = P^T dO, dbias[h] += dS. Masks are constants, and P is ~0 where they apply.
+void CpuBackend::attention_backward(const Context& ctx, const Tensor& dout, const Tensor& q,
+                                    const Tensor& k, const Tensor& v, const Tensor& probs,
+                                    const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                                    const Tensor& dbias) {
+  const AttnDims d = attention_dims("attention_backward", q, k, v, probs);
+  check_same_shape("attention_backward", q, dout);
+  check_same_shape("attention_backward", q, dq);
+  check_same_shape("attention_backward", k, dk);
+  check_same_shape("attention_backward", v, dv);
+  if (!dbias.empty()) check_shape("attention_backward", "dbias", dbias, {d.h, d.t, d.s});
+  MOWE_CHECK(ctx.scratch != nullptr, "attention_backward needs a scratch arena in the context");
+  ArenaScope scope(*ctx.scratch);
+  Tensor ds = ctx.scratch->alloc({d.t, d.s}, q.dtype);
+  const int64_t hd = d.h * d.d;
+  dispatch_float("attention_backward", q.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    T* pds = ds.ptr<T>();
+    for (int64_t b = 0; b < d.b; ++b) {
+      for (int64_t h = 0; h < d.h; ++h) {
+        const int64_t qo = b * d.t * hd + h * d.d, ko = b * d.s * hd + h * d.d;
+        const T* p = probs.ptr<T>() + (b * d.h + h) * d.t * d.s;
+        gemm(false, true, d.t, d.s, d.d, T(1), dout.ptr<T>() + qo, hd, v.ptr<T>() + ko, hd, T(0),
+             pds, d.s);
+        for (int64_t i = 0; i < d.t; ++i)
+          softmax_row_backward(p + i * d.s, pds + i * d.s, pds + i * d.s, d.s);
+        if (!dbias.empty()) {
+          T* pb = dbias.ptr<T>() + h * d.t * d.s;
+          for (int64_t i = 0; i < d.t * d.s; ++i) pb[i] += pds[i];
+        }
+        gemm(false, false, d.t, d.d, d.s, T(1), pds, d.s, k.ptr<T>() + ko, hd, T(0),
+             dq.ptr<T>() + qo, hd);
+        gemm(true, false, d.s, d.d, d.t, T(1), pds, d.s, q.ptr<T>() + qo, hd, T(0),
+             dk.ptr<T>() + ko, hd);
+        gemm(true, false, d.s, d.d, d.t, T(1), p, d.s, dout.ptr<T>() + qo, hd, T(0),
+             dv.ptr<T>() + ko, hd);
+      }
+    }
+  });
+}
+
+}  // namespace mowe::cpu

@@ -1,0 +1,61 @@
+// T5 RMSNorm on the CPU.
+#include <cmath>
+
+#include "runtime/cpu/cpu_backend.h"
+#include "runtime/cpu/gemm.h"
+
+namespace mowe::cpu {
+
+void CpuBackend::rmsnorm_forward(const Context&, const Tensor& x, const Tensor& scale,
+                                 const Tensor& out, const Tensor& rstd, double eps) {
+  check_cpu("rmsnorm_forward", x);
+  check_same_shape("rmsnorm_forward", x, out);
+  const int64_t n = x.rows(), c = x.cols();
+  check_shape("rmsnorm_forward", "scale", scale, {c});
+  check_shape("rmsnorm_forward", "rstd", rstd, {n});
+  dispatch_float("rmsnorm_forward", x.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    const T *px = x.ptr<T>(), *ps = scale.ptr<T>();
+    T *po = out.ptr<T>(), *pr = rstd.ptr<T>();
+    for (int64_t r = 0; r < n; ++r) {
+      const T* row = px + r * c;
+      T ss = 0;
+      for (int64_t i = 0; i < c; ++i) ss += row[i] * row[i];
+      T inv = T(1) / std::sqrt(ss / T(c) + T(eps));
+      pr[r] = inv;
+      for (int64_t i = 0; i < c; ++i) po[r * c + i] = row[i] * inv * ps[i];
+    }
+  });
+}
+
+// With y_i = x_i * r * s_i and r = (mean(x^2) + eps)^-1/2:
+// dx_i = r * (g_i s_i) - x_i * r^3 / C * sum_j (g_j s_j x_j),   ds_i += g_i x_i r.
+void CpuBackend::rmsnorm_backward(const Context&, const Tensor& dout, const Tensor& x,
+                                  const Tensor& scale, const Tensor& rstd, const Tensor& dx,
+                                  const Tensor& dscale) {
+  check_cpu("rmsnorm_backward", x);
+  check_same_shape("rmsnorm_backward", dout, x);
+  check_same_shape("rmsnorm_backward", x, dx);
+  const int64_t n = x.rows(), c = x.cols();
+  check_shape("rmsnorm_backward", "scale", scale, {c});
+  check_shape("rmsnorm_backward", "dscale", dscale, {c});
+  check_shape("rmsnorm_backward", "rstd", rstd, {n});
+  dispatch_float("rmsnorm_backward", x.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    const T *pg = dout.ptr<T>(), *px = x.ptr<T>(), *ps = scale.ptr<T>(), *pr = rstd.ptr<T>();
+    T *pdx = dx.ptr<T>(), *pds = dscale.ptr<T>();
+    for (int64_t r = 0; r < n; ++r) {
+      const T *g = pg + r * c, *xr = px + r * c;
+      const T inv = pr[r];
+      T dot = 0;
+      for (int64_t i = 0; i < c; ++i) dot += g[i] * ps[i] * xr[i];
+      const T k = dot * inv * inv * inv / T(c);
+      for (int64_t i = 0; i < c; ++i) {
+        pdx[r * c + i] = inv * g[i] * ps[i] - xr[i] * k;
+        pds[i] += g[i] * xr[i] * inv;
+      }
+    }
+  });
+}
+
+}  // namespace mowe::cpu
