@@ -9,7 +9,9 @@
 #include "runtime/check.h"
 
 namespace mowe::comm {
-inline bool mpi_ok(int status) { return status == MPI_SUCCESS; }
+inline bool mpi_ok(int status) {
+  return status == MPI_SUCCESS;
+}
 std::string mpi_error_string(int status);  // "MPI_ERR_COUNT: invalid count argument"
 }  // namespace mowe::comm
 

@@ -38,8 +38,8 @@ class Backend {
   virtual void matmul(const Context& ctx, const Tensor& a, const Tensor& b, const Tensor& c,
                       bool trans_a, bool trans_b, float alpha = 1.0f, float beta = 0.0f) = 0;
   // c[G,M,N] = alpha * op(a[G]) @ op(b[G]) + beta * c for each of the G groups.
-  virtual void batched_matmul(const Context& ctx, const Tensor& a, const Tensor& b,
-                              const Tensor& c, bool trans_a, bool trans_b, float alpha = 1.0f,
+  virtual void batched_matmul(const Context& ctx, const Tensor& a, const Tensor& b, const Tensor& c,
+                              bool trans_a, bool trans_b, float alpha = 1.0f,
                               float beta = 0.0f) = 0;
 
   // ---- element-wise ----------------------------------------------------------------------------
@@ -83,9 +83,8 @@ class Backend {
   // table [K,H]; one table is shared by all layers of a stack, as in T5.
   virtual void position_bias_forward(const Context& ctx, const Tensor& table, const Tensor& out,
                                      bool bidirectional, int max_distance) = 0;
-  virtual void position_bias_backward(const Context& ctx, const Tensor& dout,
-                                      const Tensor& dtable, bool bidirectional,
-                                      int max_distance) = 0;
+  virtual void position_bias_backward(const Context& ctx, const Tensor& dout, const Tensor& dtable,
+                                      bool bidirectional, int max_distance) = 0;
   // Multi-head attention without score scaling (T5 folds 1/sqrt(D) into the initialisation):
   // probs[B,H,T,S] = softmax(q k^T + bias + mask); out[B,T,H,D] = probs v.
   // q [B,T,H,D]; k, v [B,S,H,D]; bias [H,T,S] or empty; key_valid [B,S] i32 (1 = real token,
@@ -115,8 +114,8 @@ class Backend {
                                      const Tensor& losses, const Tensor& lse) = 0;
   // dlogits = loss_scale * d(sum_n losses[n]) / dlogits; dlogits [N,V] is overwritten.
   virtual void cross_entropy_backward(const Context& ctx, const Tensor& logits,
-                                      const Tensor& targets, const Tensor& weights,
-                                      double z_loss, const Tensor& lse, double loss_scale,
+                                      const Tensor& targets, const Tensor& weights, double z_loss,
+                                      const Tensor& lse, double loss_scale,
                                       const Tensor& dlogits) = 0;
 };
 

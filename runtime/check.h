@@ -23,15 +23,16 @@ class Error : public std::runtime_error {
 
 // MOWE_CHECK_GEN(lib, expr, is_ok, describe): evaluates expr once; when is_ok(status) is false,
 // reports describe(status) with the expression text, file, line and rank, then throws.
-#define MOWE_CHECK_GEN(lib, expr, is_ok, describe)                             \
-  do {                                                                         \
-    auto mowe_status_ = (expr);                                                \
-    if (!(is_ok(mowe_status_)))                                                \
+#define MOWE_CHECK_GEN(lib, expr, is_ok, describe)                                  \
+  do {                                                                              \
+    auto mowe_status_ = (expr);                                                     \
+    if (!(is_ok(mowe_status_)))                                                     \
       ::mowe::check_failed(lib, #expr, describe(mowe_status_), __FILE__, __LINE__); \
   } while (0)
 
 // MOWE_CHECK(cond, fmt, args...): an invariant of this program; the message says what to do.
-#define MOWE_CHECK(cond, ...)                                                              \
-  do {                                                                                     \
-    if (!(cond)) ::mowe::check_failed("check", #cond, fmt::format(__VA_ARGS__), __FILE__, __LINE__); \
+#define MOWE_CHECK(cond, ...)                                                             \
+  do {                                                                                    \
+    if (!(cond))                                                                          \
+      ::mowe::check_failed("check", #cond, fmt::format(__VA_ARGS__), __FILE__, __LINE__); \
   } while (0)

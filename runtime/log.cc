@@ -21,8 +21,8 @@ void init(const Options& options) {
   // stderr keeps logs apart from data a program prints on stdout (reports, --help).
   auto logger = std::make_shared<spdlog::logger>(
       "mowe", std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
-  logger->set_pattern(fmt::format("[%Y-%m-%d %H:%M:%S.%e] [rank {}/{}] [%l] %v", options.rank,
-                                  options.world_size));
+  logger->set_pattern(
+      fmt::format("[%Y-%m-%d %H:%M:%S.%e] [rank {}/{}] [%l] %v", options.rank, options.world_size));
   if (options.rank != 0 && !options.all_ranks && level < spdlog::level::warn) {
     level = spdlog::level::warn;
   }
@@ -31,6 +31,8 @@ void init(const Options& options) {
   spdlog::set_default_logger(std::move(logger));
 }
 
-int rank() { return g_rank; }
+int rank() {
+  return g_rank;
+}
 
 }  // namespace mowe::log

@@ -1,7 +1,7 @@
 #include "runtime/memory.h"
 
-#include <cstdlib>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 namespace mowe {

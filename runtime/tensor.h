@@ -22,11 +22,17 @@ const char* device_name(Device device);
 template <typename T>
 constexpr DType dtype_of();
 template <>
-constexpr DType dtype_of<float>() { return DType::F32; }
+constexpr DType dtype_of<float>() {
+  return DType::F32;
+}
 template <>
-constexpr DType dtype_of<double>() { return DType::F64; }
+constexpr DType dtype_of<double>() {
+  return DType::F64;
+}
 template <>
-constexpr DType dtype_of<int32_t>() { return DType::I32; }
+constexpr DType dtype_of<int32_t>() {
+  return DType::I32;
+}
 
 class Shape {
  public:
@@ -39,7 +45,7 @@ class Shape {
   int64_t operator[](int i) const { return dims_[i < 0 ? i + ndim_ : i]; }
   int64_t numel() const;
   bool operator==(const Shape& other) const;
-  std::string str() const;  // "[2, 3, 4]"
+  std::string str() const;                     // "[2, 3, 4]"
   Shape with_dim(int i, int64_t value) const;  // a copy with dimension i replaced
 
  private:
@@ -73,7 +79,7 @@ struct Tensor {
     return static_cast<T*>(data);
   }
 
-  Tensor reshape(Shape new_shape) const;  // same numel, same memory
+  Tensor reshape(Shape new_shape) const;                // same numel, same memory
   Tensor rows_slice(int64_t begin, int64_t end) const;  // slice along dim 0
   std::string str() const;                              // "f32[2, 3]@cpu"
 };

@@ -11,8 +11,8 @@ void CpuBackend::position_bias_forward(const Context&, const Tensor& table, cons
   check_cpu("position_bias_forward", table);
   MOWE_CHECK(table.shape.ndim() == 2 && out.shape.ndim() == 3 && out.dim(0) == table.dim(1) &&
                  out.dtype == table.dtype,
-             "position_bias_forward: expects table [K,H] and out [H,T,S]; got {}, {}",
-             table.str(), out.str());
+             "position_bias_forward: expects table [K,H] and out [H,T,S]; got {}, {}", table.str(),
+             out.str());
   const int64_t nb = table.dim(0), h = table.dim(1), t = out.dim(1), s = out.dim(2);
   dispatch_float("position_bias_forward", table.dtype, [&](auto zero) {
     using T = decltype(zero);
@@ -31,8 +31,8 @@ void CpuBackend::position_bias_forward(const Context&, const Tensor& table, cons
 void CpuBackend::position_bias_backward(const Context&, const Tensor& dout, const Tensor& dtable,
                                         bool bidirectional, int max_distance) {
   check_cpu("position_bias_backward", dtable);
-  MOWE_CHECK(dtable.shape.ndim() == 2 && dout.shape.ndim() == 3 &&
-                 dout.dim(0) == dtable.dim(1) && dout.dtype == dtable.dtype,
+  MOWE_CHECK(dtable.shape.ndim() == 2 && dout.shape.ndim() == 3 && dout.dim(0) == dtable.dim(1) &&
+                 dout.dtype == dtable.dtype,
              "position_bias_backward: expects dout [H,T,S] and dtable [K,H]; got {}, {}",
              dout.str(), dtable.str());
   const int64_t nb = dtable.dim(0), h = dtable.dim(1), t = dout.dim(1), s = dout.dim(2);
@@ -59,8 +59,8 @@ struct AttnDims {
 AttnDims attention_dims(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
                         const Tensor& probs) {
   check_cpu(op, q);
-  MOWE_CHECK(q.shape.ndim() == 4 && k.shape.ndim() == 4, "{}: q and k must be [B,T,H,D]; got {}, {}",
-             op, q.str(), k.str());
+  MOWE_CHECK(q.shape.ndim() == 4 && k.shape.ndim() == 4,
+             "{}: q and k must be [B,T,H,D]; got {}, {}", op, q.str(), k.str());
   AttnDims d{q.dim(0), q.dim(1), k.dim(1), q.dim(2), q.dim(3)};
   check_shape(op, "k", k, {d.b, d.s, d.h, d.d});
   check_shape(op, "v", v, {d.b, d.s, d.h, d.d});

@@ -7,7 +7,9 @@
 namespace mowe::cpu {
 namespace {
 
-CBLAS_TRANSPOSE tr(bool t) { return t ? CblasTrans : CblasNoTrans; }
+CBLAS_TRANSPOSE tr(bool t) {
+  return t ? CblasTrans : CblasNoTrans;
+}
 
 // op(x) for a [rows, cols] operand: [M, K] with its row stride.
 struct Operand {
@@ -36,8 +38,8 @@ void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const
 void CpuBackend::matmul(const Context&, const Tensor& a, const Tensor& b, const Tensor& c,
                         bool trans_a, bool trans_b, float alpha, float beta) {
   for (const Tensor* t : {&a, &b, &c}) check_cpu("matmul", *t);
-  MOWE_CHECK(a.dtype == b.dtype && a.dtype == c.dtype, "matmul: dtypes differ: {}, {}, {}",
-             a.str(), b.str(), c.str());
+  MOWE_CHECK(a.dtype == b.dtype && a.dtype == c.dtype, "matmul: dtypes differ: {}, {}, {}", a.str(),
+             b.str(), c.str());
   Operand oa = op_shape(a, trans_a, false), ob = op_shape(b, trans_b, false);
   MOWE_CHECK(oa.inner == ob.outer && c.rows() == oa.outer && c.cols() == ob.inner,
              "matmul: shapes do not chain: op(a) {}x{}, op(b) {}x{}, c {} (trans_a={}, "
@@ -45,19 +47,18 @@ void CpuBackend::matmul(const Context&, const Tensor& a, const Tensor& b, const 
              oa.outer, oa.inner, ob.outer, ob.inner, c.shape.str(), trans_a, trans_b);
   dispatch_float("matmul", a.dtype, [&](auto zero) {
     using T = decltype(zero);
-    gemm(trans_a, trans_b, oa.outer, ob.inner, oa.inner, T(alpha), a.ptr<T>(), a.cols(),
-         b.ptr<T>(), b.cols(), T(beta), c.ptr<T>(), c.cols());
+    gemm(trans_a, trans_b, oa.outer, ob.inner, oa.inner, T(alpha), a.ptr<T>(), a.cols(), b.ptr<T>(),
+         b.cols(), T(beta), c.ptr<T>(), c.cols());
   });
 }
 
-void CpuBackend::batched_matmul(const Context&, const Tensor& a, const Tensor& b,
-                                const Tensor& c, bool trans_a, bool trans_b, float alpha,
-                                float beta) {
+void CpuBackend::batched_matmul(const Context&, const Tensor& a, const Tensor& b, const Tensor& c,
+                                bool trans_a, bool trans_b, float alpha, float beta) {
   for (const Tensor* t : {&a, &b, &c}) check_cpu("batched_matmul", *t);
   MOWE_CHECK(a.shape.ndim() == 3 && b.shape.ndim() == 3 && c.shape.ndim() == 3 &&
                  a.dim(0) == b.dim(0) && a.dim(0) == c.dim(0),
-             "batched_matmul: expects [G,M,K], [G,K,N], [G,M,N]; got {}, {}, {}", a.str(),
-             b.str(), c.str());
+             "batched_matmul: expects [G,M,K], [G,K,N], [G,M,N]; got {}, {}, {}", a.str(), b.str(),
+             c.str());
   MOWE_CHECK(a.dtype == b.dtype && a.dtype == c.dtype, "batched_matmul: dtypes differ: {}, {}, {}",
              a.str(), b.str(), c.str());
   Operand oa = op_shape(a, trans_a, true), ob = op_shape(b, trans_b, true);
@@ -69,8 +70,8 @@ void CpuBackend::batched_matmul(const Context&, const Tensor& a, const Tensor& b
   dispatch_float("batched_matmul", a.dtype, [&](auto zero) {
     using T = decltype(zero);
     for (int64_t g = 0; g < groups; ++g) {
-      gemm(trans_a, trans_b, oa.outer, ob.inner, oa.inner, T(alpha), a.ptr<T>() + g * sa,
-           a.dim(2), b.ptr<T>() + g * sb, b.dim(2), T(beta), c.ptr<T>() + g * sc, c.dim(2));
+      gemm(trans_a, trans_b, oa.outer, ob.inner, oa.inner, T(alpha), a.ptr<T>() + g * sa, a.dim(2),
+           b.ptr<T>() + g * sb, b.dim(2), T(beta), c.ptr<T>() + g * sc, c.dim(2));
     }
   });
 }

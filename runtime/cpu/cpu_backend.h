@@ -48,10 +48,9 @@ class CpuBackend final : public Backend {
   void attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                          const Tensor& bias, const Tensor& key_valid, const AttentionArgs& args,
                          const Tensor& probs, const Tensor& out) override;
-  void attention_backward(const Context& ctx, const Tensor& dout, const Tensor& q,
-                          const Tensor& k, const Tensor& v, const Tensor& probs,
-                          const Tensor& dq, const Tensor& dk, const Tensor& dv,
-                          const Tensor& dbias) override;
+  void attention_backward(const Context& ctx, const Tensor& dout, const Tensor& q, const Tensor& k,
+                          const Tensor& v, const Tensor& probs, const Tensor& dq, const Tensor& dk,
+                          const Tensor& dv, const Tensor& dbias) override;
 
   void embedding_forward(const Context& ctx, const Tensor& table, const Tensor& ids,
                          const Tensor& out) override;

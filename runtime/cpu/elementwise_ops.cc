@@ -159,8 +159,8 @@ void CpuBackend::dropout_forward(const Context&, const Tensor& x, const Tensor& 
   });
 }
 
-void CpuBackend::dropout_backward(const Context&, const Tensor& dout, const Tensor& dx,
-                                  float rate, uint64_t seed) {
+void CpuBackend::dropout_backward(const Context&, const Tensor& dout, const Tensor& dx, float rate,
+                                  uint64_t seed) {
   check_cpu("dropout_backward", dout);
   check_same_shape("dropout_backward", dout, dx);
   check_rate("dropout_backward", rate);

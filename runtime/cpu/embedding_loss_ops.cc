@@ -68,9 +68,9 @@ void check_loss_args(const char* op, const Tensor& logits, const Tensor& targets
 }
 }  // namespace
 
-void CpuBackend::cross_entropy_forward(const Context&, const Tensor& logits,
-                                       const Tensor& targets, const Tensor& weights,
-                                       double z_loss, const Tensor& losses, const Tensor& lse) {
+void CpuBackend::cross_entropy_forward(const Context&, const Tensor& logits, const Tensor& targets,
+                                       const Tensor& weights, double z_loss, const Tensor& losses,
+                                       const Tensor& lse) {
   check_loss_args("cross_entropy_forward", logits, targets, weights, lse);
   check_shape("cross_entropy_forward", "losses", losses, {logits.rows()});
   dispatch_float("cross_entropy_forward", logits.dtype, [&](auto zero) {
@@ -91,10 +91,9 @@ void CpuBackend::cross_entropy_forward(const Context&, const Tensor& logits,
 }
 
 // d/dlogit_j of (lse - logit_t + z lse^2) = p_j (1 + 2 z lse) - [j == t].
-void CpuBackend::cross_entropy_backward(const Context&, const Tensor& logits,
-                                        const Tensor& targets, const Tensor& weights,
-                                        double z_loss, const Tensor& lse, double loss_scale,
-                                        const Tensor& dlogits) {
+void CpuBackend::cross_entropy_backward(const Context&, const Tensor& logits, const Tensor& targets,
+                                        const Tensor& weights, double z_loss, const Tensor& lse,
+                                        double loss_scale, const Tensor& dlogits) {
   check_loss_args("cross_entropy_backward", logits, targets, weights, lse);
   check_same_shape("cross_entropy_backward", logits, dlogits);
   dispatch_float("cross_entropy_backward", logits.dtype, [&](auto zero) {

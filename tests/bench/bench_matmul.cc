@@ -54,9 +54,8 @@ int main(int argc, char** argv) {
     mowe::Tensor tc(out.data(), mowe::DType::F32, mowe::Device::CPU, Shape{c.m, c.n});
     const int lda = c.ta ? c.m : c.k, ldb = c.tb ? c.k : c.n;
     auto raw = [&] {
-      cblas_sgemm(CblasRowMajor, c.ta ? CblasTrans : CblasNoTrans,
-                  c.tb ? CblasTrans : CblasNoTrans, c.m, c.n, c.k, 1.0f, a.data(), lda, b.data(),
-                  ldb, 0.0f, out.data(), c.n);
+      cblas_sgemm(CblasRowMajor, c.ta ? CblasTrans : CblasNoTrans, c.tb ? CblasTrans : CblasNoTrans,
+                  c.m, c.n, c.k, 1.0f, a.data(), lda, b.data(), ldb, 0.0f, out.data(), c.n);
     };
     auto wrapped = [&] { backend.matmul({}, ta, tb, tc, c.ta, c.tb); };
     raw();

@@ -17,7 +17,7 @@ using testing::set;
 // Expected buckets from an independent implementation of T5's _relative_position_bucket
 // (32 buckets, max distance 128), evaluated in float32 as the reference code does.
 TEST(RelativePositionBucket, MatchesT5Reference) {
-  const std::vector<int> rel = {-200, -128, -64, -20, -9, -8, -7, -1, 0, 1,
+  const std::vector<int> rel = {-200, -128, -64, -20, -9, -8, -7,  -1,  0,  1,
                                 2,    7,    8,   9,   20, 64, 127, 128, 500};
   const std::vector<int> bidirectional = {15, 15, 14, 10, 8,  8,  7,  1,  0, 17,
                                           18, 23, 24, 24, 26, 30, 31, 31, 31};
@@ -133,9 +133,9 @@ TEST_P(AttentionGrad, GradientsMatchFiniteDifferences) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, AttentionGrad,
-    ::testing::Values(AttnCase{1, 3, 3, 1, 2, false, false, false},  // plain
-                      AttnCase{2, 4, 4, 2, 3, true, true, true},     // decoder self-attention
-                      AttnCase{2, 3, 5, 2, 2, false, true, false},   // cross-attention, T != S
+    ::testing::Values(AttnCase{1, 3, 3, 1, 2, false, false, false},   // plain
+                      AttnCase{2, 4, 4, 2, 3, true, true, true},      // decoder self-attention
+                      AttnCase{2, 3, 5, 2, 2, false, true, false},    // cross-attention, T != S
                       AttnCase{1, 4, 4, 3, 2, false, false, true}));  // encoder with bias
 
 TEST(Attention, BackwardWithoutScratchIsAnError) {

@@ -8,9 +8,15 @@
 namespace mowe {
 namespace {
 
-int fake_status(int v) { return v; }
-bool is_zero(int v) { return v == 0; }
-std::string describe(int v) { return "status " + std::to_string(v); }
+int fake_status(int v) {
+  return v;
+}
+bool is_zero(int v) {
+  return v == 0;
+}
+std::string describe(int v) {
+  return "status " + std::to_string(v);
+}
 
 TEST(Check, GeneratorReportsExpressionDetailFileLineAndRank) {
   log::init({.rank = 3, .world_size = 4});

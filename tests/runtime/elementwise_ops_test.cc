@@ -11,7 +11,9 @@ namespace {
 
 using testing::get;
 using testing::random_buffer;
-Backend& cpu() { return cpu_backend(); }
+Backend& cpu() {
+  return cpu_backend();
+}
 
 Buffer values(std::initializer_list<double> v, Shape shape) {
   Buffer b = testing::host_buffer(shape);
@@ -112,8 +114,7 @@ TEST(Dropout, GradientsMatchFiniteDifferences) {
   Buffer y = testing::host_buffer({40}), dx = testing::host_buffer({40});
   cpu().dropout_backward({}, g, dx, 0.3f, 7);
   testing::check_gradients(
-      [&] { return cpu().dropout_forward({}, x, y, 0.3f, 7), testing::dot(y, g); },
-      {{"x", x, dx}});
+      [&] { return cpu().dropout_forward({}, x, y, 0.3f, 7), testing::dot(y, g); }, {{"x", x, dx}});
 }
 
 TEST(Elementwise, FillAndAxpy) {

@@ -39,8 +39,7 @@ TEST(Embedding, RejectsIdOutsideTheTable) {
     cpu_backend().embedding_forward({}, table, ids, out);
     FAIL() << "must throw";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("id 5 at position 1 is outside [0, 5)"),
-              std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("id 5 at position 1 is outside [0, 5)"), std::string::npos)
         << e.what();
   }
 }

@@ -8,7 +8,9 @@
 
 namespace mowe::testing {
 
-Buffer host_buffer(Shape shape, DType dtype) { return Buffer(host_allocator(), shape, dtype); }
+Buffer host_buffer(Shape shape, DType dtype) {
+  return Buffer(host_allocator(), shape, dtype);
+}
 
 Buffer random_buffer(Shape shape, uint64_t seed, double lo, double hi, DType dtype) {
   Buffer buf(host_allocator(), shape, dtype);
@@ -61,8 +63,8 @@ double check_gradients(const std::function<double()>& loss, const std::vector<Gr
       const double an = get(in.gradient, i);
       const double err = std::abs(fd - an) / std::max(1.0, std::abs(fd));
       worst = std::max(worst, err);
-      EXPECT_LE(err, tol) << in.name << "[" << i << "]: finite difference " << fd
-                          << ", analytic " << an;
+      EXPECT_LE(err, tol) << in.name << "[" << i << "]: finite difference " << fd << ", analytic "
+                          << an;
     }
   }
   return worst;

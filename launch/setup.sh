@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs every Debian package the project needs. Idempotent: packages already present are
+# skipped, and apt-get update runs at most once. Works as root or through sudo.
+#   launch/setup.sh            build, test and demo dependencies
+set -euo pipefail
+
+packages=(
+  g++ cmake make pkg-config git
+  libopenmpi-dev openmpi-bin
+  libopenblas-dev
+  libprotobuf-dev protobuf-compiler
+  libspdlog-dev libfmt-dev
+  libgtest-dev
+  libsentencepiece-dev sentencepiece
+  wordnet-base
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "[setup] all ${#packages[@]} packages are installed"
+  exit 0
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+  sudo=()
+elif command -v sudo >/dev/null 2>&1; then
+  sudo=(sudo)
+else
+  echo "[setup] error: need root or sudo to install: ${missing[*]}" >&2
+  exit 1
+fi
+
+echo "[setup] installing: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+echo "[setup] done"
