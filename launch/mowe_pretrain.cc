@@ -11,6 +11,7 @@
 #include <iostream>
 #include <string>
 
+#include "comm/agree.h"
 #include "comm/mpi_check.h"
 #include "runtime/backend.h"
 #include "runtime/config/config.h"
@@ -28,22 +29,29 @@ uint64_t fingerprint(const std::string& text) {
   return h;
 }
 
-int run(int argc, char** argv, int rank, int world) {
-  auto flags = mowe::config::parse_common_flags(argc, argv, {"--dry-run"});
+struct Startup {
+  mowe::config::CommonFlags flags;
+  mowe::config::Config config;
+};
+
+// Flags and config: errors here are the same on every rank, so they are agreed on collectively.
+Startup parse_and_load(int argc, char** argv, int rank, int world) {
+  Startup s;
+  s.flags = mowe::config::parse_common_flags(argc, argv, {"--dry-run"});
   mowe::log::init({.rank = rank,
                    .world_size = world,
-                   .all_ranks = flags.log_all_ranks,
-                   .level = flags.log_level});
-  if (flags.help) {
-    if (rank == 0) std::cout << mowe::config::help_text("mowe_pretrain", kUsage);
-    return 0;
-  }
-  if (flags.config_path.empty()) throw mowe::Error("--config FILE is required (see --help)");
-  mowe::config::Config cfg = mowe::config::load_config(flags.config_path, flags.overrides);
-  const std::string resolved = mowe::config::to_text(cfg);
-  spdlog::info("[pretrain] {} ranks, config {} resolved to:\n{}", world, flags.config_path,
-               resolved);
+                   .all_ranks = s.flags.log_all_ranks,
+                   .level = s.flags.log_level});
+  if (s.flags.help) return s;
+  if (s.flags.config_path.empty()) throw mowe::Error("--config FILE is required (see --help)");
+  s.config = mowe::config::load_config(s.flags.config_path, s.flags.overrides);
+  return s;
+}
 
+int run(const Startup& s, int world) {
+  const std::string resolved = mowe::config::to_text(s.config);
+  spdlog::info("[pretrain] {} ranks, config {} resolved to:\n{}", world, s.flags.config_path,
+               resolved);
   // Every rank must train the same model: a rank that read another file or other overrides
   // would silently diverge, so compare fingerprints before doing any work.
   uint64_t mine = fingerprint(resolved), lo = 0, hi = 0;
@@ -55,12 +63,12 @@ int run(int argc, char** argv, int rank, int world) {
         "same --config and --set arguments",
         lo, hi));
   }
-  const auto device = cfg.parallel().device();
+  const auto device = s.config.parallel().device();
   const bool cuda = device == mowe::config::ParallelConfig::CUDA ||
                     (device == mowe::config::ParallelConfig::AUTO && mowe::cuda_backend_compiled());
   spdlog::info("[pretrain] all {} ranks agree on the config (fingerprint {:016x}); backend: {}",
                world, mine, cuda ? "cuda (compiled in; needs a GPU at run time)" : "cpu");
-  if (!flags.has("--dry-run")) {
+  if (!s.flags.has("--dry-run")) {
     throw mowe::Error(
         "the training loop is not available in this version; run with --dry-run to validate the "
         "configuration and the MPI world");
@@ -78,14 +86,22 @@ int main(int argc, char** argv) {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   mowe::log::init({.rank = rank, .world_size = world});
-  int status = 0;
-  try {
-    status = run(argc, argv, rank, world);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "mowe_pretrain: error on rank %d of %d: %s\n", rank, world, e.what());
-    // Other ranks may be waiting in a collective for this one: end the whole job, never hang.
-    if (world > 1) MPI_Abort(MPI_COMM_WORLD, 2);
-    status = 2;
+  Startup startup;
+  int status = 2;
+  if (mowe::comm::all_ranks_succeed(MPI_COMM_WORLD, "mowe_pretrain",
+                                    [&] { startup = parse_and_load(argc, argv, rank, world); })) {
+    if (startup.flags.help) {
+      if (rank == 0) std::cout << mowe::config::help_text("mowe_pretrain", kUsage);
+      status = 0;
+    } else {
+      try {
+        status = run(startup, world);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "mowe_pretrain: error on rank %d of %d: %s\n", rank, world, e.what());
+        // Other ranks may be waiting in a collective for this one: end the job, never hang.
+        if (world > 1) MPI_Abort(MPI_COMM_WORLD, 2);
+      }
+    }
   }
   MPI_Finalize();
   return status;

@@ -5,7 +5,7 @@
 namespace mowe {
 
 #ifdef MOWE_WITH_CUDA
-Backend& cuda_backend();  // runtime/cuda/cuda_backend.cu
+Backend& cuda_backend();  // runtime/cuda/cuda_backend.cc
 #endif
 
 void matmul_backward(Backend& backend, const Context& ctx, const Tensor& dc, const Tensor& a,

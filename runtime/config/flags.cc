@@ -1,0 +1,70 @@
+// The command line every program shares; program-specific flags are passed in by name.
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "runtime/check.h"
+#include "runtime/config/config.h"
+
+namespace mowe::config {
+namespace {
+
+bool contains(const std::vector<std::string>& list, const std::string& item) {
+  return std::find(list.begin(), list.end(), item) != list.end();
+}
+
+const std::vector<std::string> kLogLevels = {"trace", "debug", "info", "warn", "error", "off"};
+
+}  // namespace
+
+CommonFlags parse_common_flags(int argc, char** argv,
+                               const std::vector<std::string>& extra_bool_flags,
+                               const std::vector<std::string>& extra_value_flags) {
+  CommonFlags flags;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--") {
+      flags.positional.insert(flags.positional.end(), argv + i + 1, argv + argc);
+      break;
+    }
+    if (arg.size() < 2 || arg[0] != '-') {
+      flags.positional.push_back(arg);
+      continue;
+    }
+    // "--name=value" and "--name value" are the same flag.
+    size_t eq = arg.rfind("--", 0) == 0 ? arg.find('=') : std::string::npos;
+    std::string name = arg.substr(0, eq);
+    bool inline_value = eq != std::string::npos;
+    auto value = [&]() -> std::string {
+      if (inline_value) return arg.substr(eq + 1);
+      if (i + 1 >= argc) throw Error(fmt::format("flag {} needs a value", name));
+      return argv[++i];
+    };
+    auto no_value = [&]() {
+      if (inline_value) throw Error(fmt::format("flag {} takes no value", name));
+    };
+    if (name == "--config") {
+      flags.config_path = value();
+    } else if (name == "--set") {
+      flags.overrides.push_back(value());
+    } else if (name == "--help" || name == "-h") {
+      no_value(), flags.help = true;
+    } else if (name == "--log-all-ranks") {
+      no_value(), flags.log_all_ranks = true;
+    } else if (name == "--log-level") {
+      flags.log_level = value();
+      if (!contains(kLogLevels, flags.log_level))
+        throw Error(fmt::format("flag --log-level: '{}' is not one of {}", flags.log_level,
+                                fmt::join(kLogLevels, ", ")));
+    } else if (contains(extra_bool_flags, name)) {
+      no_value(), flags.flags.insert(name);
+    } else if (contains(extra_value_flags, name)) {
+      flags.values[name] = value();
+    } else {
+      throw Error(fmt::format("unknown flag '{}' (run with --help for the flags)", name));
+    }
+  }
+  return flags;
+}
+
+}  // namespace mowe::config

@@ -1,0 +1,268 @@
+// The one validation step: schema bounds on every field, then the rules relating fields.
+#include <fmt/format.h>
+
+#include <cmath>
+#include <set>
+
+#include "runtime/check.h"
+#include "runtime/config/config.h"
+#include "runtime/config/schema.h"
+#include "runtime/proto/options.pb.h"
+
+namespace mowe::config {
+namespace {
+
+using Result = std::optional<Violation>;
+
+Result violation(const std::string& path, const std::string& message) {
+  return Violation{path, message};
+}
+
+bool is_numeric(const pb::FieldDescriptor* field) {
+  switch (field->cpp_type()) {
+    case pb::FieldDescriptor::CPPTYPE_INT32:
+    case pb::FieldDescriptor::CPPTYPE_INT64:
+    case pb::FieldDescriptor::CPPTYPE_UINT32:
+    case pb::FieldDescriptor::CPPTYPE_UINT64:
+    case pb::FieldDescriptor::CPPTYPE_DOUBLE:
+    case pb::FieldDescriptor::CPPTYPE_FLOAT:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// The value of a numeric field (index -1 for a singular one), as a double for the bound checks
+// and as text for the message.
+std::pair<double, std::string> numeric_value(const pb::Message& m, const pb::FieldDescriptor* f,
+                                             int index) {
+  const pb::Reflection* r = m.GetReflection();
+  bool rep = index >= 0;
+  switch (f->cpp_type()) {
+    case pb::FieldDescriptor::CPPTYPE_INT32: {
+      auto v = rep ? r->GetRepeatedInt32(m, f, index) : r->GetInt32(m, f);
+      return {double(v), std::to_string(v)};
+    }
+    case pb::FieldDescriptor::CPPTYPE_INT64: {
+      auto v = rep ? r->GetRepeatedInt64(m, f, index) : r->GetInt64(m, f);
+      return {double(v), std::to_string(v)};
+    }
+    case pb::FieldDescriptor::CPPTYPE_UINT32: {
+      auto v = rep ? r->GetRepeatedUInt32(m, f, index) : r->GetUInt32(m, f);
+      return {double(v), std::to_string(v)};
+    }
+    case pb::FieldDescriptor::CPPTYPE_UINT64: {
+      auto v = rep ? r->GetRepeatedUInt64(m, f, index) : r->GetUInt64(m, f);
+      return {double(v), std::to_string(v)};
+    }
+    case pb::FieldDescriptor::CPPTYPE_FLOAT: {
+      auto v = rep ? r->GetRepeatedFloat(m, f, index) : r->GetFloat(m, f);
+      return {double(v), fmt::format("{}", v)};
+    }
+    default: {
+      auto v = rep ? r->GetRepeatedDouble(m, f, index) : r->GetDouble(m, f);
+      return {v, fmt::format("{}", v)};
+    }
+  }
+}
+
+bool in_range(double v, const pb::FieldOptions& o) {
+  return !(o.HasExtension(minimum) && v < o.GetExtension(minimum)) &&
+         !(o.HasExtension(maximum) && v > o.GetExtension(maximum)) &&
+         !(o.HasExtension(exclusive_minimum) && v <= o.GetExtension(exclusive_minimum)) &&
+         !(o.HasExtension(exclusive_maximum) && v >= o.GetExtension(exclusive_maximum));
+}
+
+Result check_number(const pb::Message& m, const pb::FieldDescriptor* f, int index,
+                    const std::string& path) {
+  auto [value, text] = numeric_value(m, f, index);
+  if (!std::isfinite(value))
+    return violation(path, fmt::format("{} = {} is not a finite number", path, text));
+  if (in_range(value, f->options())) return std::nullopt;
+  return violation(path,
+                   fmt::format("{} = {} is out of range: must be {}", path, text, range_text(f)));
+}
+
+Result check_size(const pb::FieldDescriptor* f, int size, const std::string& path) {
+  const pb::FieldOptions& o = f->options();
+  bool too_few = o.HasExtension(min_items) && size < o.GetExtension(min_items);
+  bool too_many = o.HasExtension(max_items) && size > o.GetExtension(max_items);
+  if (!too_few && !too_many) return std::nullopt;
+  return violation(path, fmt::format("{} has {} elements: must have {}", path, size, size_text(f)));
+}
+
+// Walks every field, set or default (unset messages read as their default instance).
+Result check_bounds(const pb::Message& m, const std::string& prefix) {
+  const pb::Reflection* r = m.GetReflection();
+  const pb::Descriptor* type = m.GetDescriptor();
+  for (int i = 0; i < type->field_count(); ++i) {
+    const pb::FieldDescriptor* f = type->field(i);
+    std::string path = prefix.empty() ? f->name() : prefix + "." + f->name();
+    bool message = f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE;
+    if (!f->is_repeated()) {
+      Result v = message         ? check_bounds(r->GetMessage(m, f), path)
+                 : is_numeric(f) ? check_number(m, f, -1, path)
+                                 : std::nullopt;
+      if (v) return v;
+      continue;
+    }
+    int size = r->FieldSize(m, f);
+    if (Result v = check_size(f, size, path)) return v;
+    for (int k = 0; k < size; ++k) {
+      std::string element = fmt::format("{}[{}]", path, k);
+      Result v = message         ? check_bounds(r->GetRepeatedMessage(m, f, k), element)
+                 : is_numeric(f) ? check_number(m, f, k, element)
+                                 : std::nullopt;
+      if (v) return v;
+    }
+  }
+  return std::nullopt;
+}
+
+// ---- rules relating fields to each other -----------------------------------------------------
+
+Result check_layer_list(const pb::RepeatedField<int32_t>& layers, int num_blocks,
+                        const std::string& path, const char* stack) {
+  std::set<int> seen;
+  for (int i = 0; i < layers.size(); ++i) {
+    std::string element = fmt::format("{}[{}]", path, i);
+    if (layers[i] >= num_blocks)
+      return violation(element, fmt::format("{} = {} is not a block index: the {} has {} blocks "
+                                            "(0..{})",
+                                            element, layers[i], stack, num_blocks, num_blocks - 1));
+    if (!seen.insert(layers[i]).second)
+      return violation(element, fmt::format("{} = {} is listed twice", element, layers[i]));
+  }
+  return std::nullopt;
+}
+
+Result check_mowe_layers(const Config& c) {
+  const ModelConfig& m = c.model();
+  if (Result v = check_layer_list(m.mowe().encoder_layers(), m.num_encoder_layers(),
+                                  "model.mowe.encoder_layers", "encoder"))
+    return v;
+  return check_layer_list(m.mowe().decoder_layers(), m.num_decoder_layers(),
+                          "model.mowe.decoder_layers", "decoder");
+}
+
+Result check_routing_vocab(const Config& c) {
+  const MoweConfig& w = c.model().mowe();
+  if (w.encoder_layers().empty() && w.decoder_layers().empty()) return std::nullopt;
+  if (w.routing_vocab_size() < c.data().sp_vocab_size())
+    return violation("model.mowe.routing_vocab_size",
+                     fmt::format("model.mowe.routing_vocab_size = {} must be >= "
+                                 "data.sp_vocab_size ({}): routing ids start with the default "
+                                 "vocabulary's pieces",
+                                 w.routing_vocab_size(), c.data().sp_vocab_size()));
+  if (w.num_unrouted_ids() >= w.routing_vocab_size())
+    return violation("model.mowe.num_unrouted_ids",
+                     fmt::format("model.mowe.num_unrouted_ids = {} must be < "
+                                 "model.mowe.routing_vocab_size ({})",
+                                 w.num_unrouted_ids(), w.routing_vocab_size()));
+  if (w.buckets().empty())
+    return violation("model.mowe.buckets",
+                     "model.mowe.buckets is empty, but MoWE layers are configured "
+                     "(model.mowe.encoder_layers/decoder_layers): add at least one bucket");
+  return std::nullopt;
+}
+
+Result check_buckets(const Config& c) {
+  const MoweConfig& w = c.model().mowe();
+  int64_t total = 0;
+  for (int i = 0; i < w.buckets_size(); ++i) {
+    int ids = w.buckets(i).num_routing_ids();
+    if (ids == 0 && i + 1 < w.buckets_size())
+      return violation(fmt::format("model.mowe.buckets[{}].num_routing_ids", i),
+                       fmt::format("model.mowe.buckets[{}].num_routing_ids = 0 (all remaining "
+                                   "ids) is only allowed on the last bucket",
+                                   i));
+    total += ids;
+  }
+  int64_t available = int64_t(w.routing_vocab_size()) - w.num_unrouted_ids();
+  bool last_takes_rest = !w.buckets().empty() && w.buckets().rbegin()->num_routing_ids() == 0;
+  if (total > available || (last_takes_rest && total == available))
+    return violation("model.mowe.buckets",
+                     fmt::format("model.mowe.buckets hold {} routing ids{}, but "
+                                 "model.mowe.routing_vocab_size ({}) minus "
+                                 "model.mowe.num_unrouted_ids ({}) leaves {}",
+                                 total, last_takes_rest ? " before the last bucket" : "",
+                                 w.routing_vocab_size(), w.num_unrouted_ids(), available));
+  return std::nullopt;
+}
+
+// T5's bucketing is logarithmic between num_buckets/2 (num_buckets/4 per direction when
+// bidirectional) and max_distance; a max_distance at or below that start divides by log(<= 1).
+Result check_position_buckets(const Config& c) {
+  const ModelConfig& m = c.model();
+  if (m.relative_attention_max_distance() > m.relative_attention_num_buckets() / 2)
+    return std::nullopt;
+  return violation(
+      "model.relative_attention_max_distance",
+      fmt::format("model.relative_attention_max_distance = {} must be > "
+                  "model.relative_attention_num_buckets / 2 ({})",
+                  m.relative_attention_max_distance(), m.relative_attention_num_buckets() / 2));
+}
+
+Result check_vocabularies(const Config& c) {
+  const DataConfig& d = c.data();
+  if (c.model().vocab_size() < d.sp_vocab_size())
+    return violation("model.vocab_size",
+                     fmt::format("model.vocab_size = {} must be >= data.sp_vocab_size ({}): the "
+                                 "embedding needs a row for every piece",
+                                 c.model().vocab_size(), d.sp_vocab_size()));
+  if (d.num_sentinels() >= d.sp_vocab_size())
+    return violation("data.num_sentinels",
+                     fmt::format("data.num_sentinels = {} must be < data.sp_vocab_size ({})",
+                                 d.num_sentinels(), d.sp_vocab_size()));
+  return std::nullopt;
+}
+
+// Span corruption numbers each corrupted span with its own sentinel (T5's
+// random_spans_noise_mask), so the spans of one sequence must not outnumber the sentinels.
+Result check_span_corruption(const Config& c) {
+  const DataConfig& d = c.data();
+  int64_t noise = std::llround(d.input_length() * d.noise_density());
+  noise = std::clamp<int64_t>(noise, 1, d.input_length() - 1);
+  int64_t spans = std::max<int64_t>(1, std::llround(noise / d.mean_noise_span_length()));
+  if (spans <= d.num_sentinels()) return std::nullopt;
+  return violation("data.num_sentinels",
+                   fmt::format("data.num_sentinels = {} is too few: data.input_length {} at "
+                               "noise_density {} makes {} spans, each needing its own sentinel",
+                               d.num_sentinels(), d.input_length(), d.noise_density(), spans));
+}
+
+Result check_corpus(const Config& c) {
+  const DataConfig& d = c.data();
+  if (d.corpus() == DataConfig::WORDNET || !d.corpus_path().empty()) return std::nullopt;
+  return violation("data.corpus_path",
+                   fmt::format("data.corpus_path is empty, but data.corpus = {} reads from it",
+                               DataConfig::Corpus_Name(d.corpus())));
+}
+
+Result check_schedule(const Config& c) {
+  const TrainingConfig& t = c.training();
+  bool decays =
+      t.lr_schedule() == TrainingConfig::COSINE || t.lr_schedule() == TrainingConfig::LINEAR;
+  if (!decays || t.warmup_steps() < t.steps()) return std::nullopt;
+  return violation(
+      "training.warmup_steps",
+      fmt::format("training.warmup_steps = {} must be < training.steps ({}) for the "
+                  "{} schedule",
+                  t.warmup_steps(), t.steps(), TrainingConfig::LrSchedule_Name(t.lr_schedule())));
+}
+
+}  // namespace
+
+std::optional<Violation> find_violation(const Config& config) {
+  if (Result v = check_bounds(config, "")) return v;
+  for (auto rule : {check_position_buckets, check_mowe_layers, check_routing_vocab, check_buckets,
+                    check_vocabularies, check_span_corruption, check_corpus, check_schedule})
+    if (Result v = rule(config)) return v;
+  return std::nullopt;
+}
+
+void validate(const Config& config) {
+  if (auto v = find_violation(config)) throw Error("config: " + v->message);
+}
+
+}  // namespace mowe::config

@@ -1,0 +1,53 @@
+// all_ranks_succeed at every world size: success everywhere, failure on one rank only, failure on
+// every rank; all ranks must return the same answer in each case.
+#include <gtest/gtest.h>
+
+#include "comm/agree.h"
+#include "runtime/check.h"
+
+namespace mowe {
+namespace {
+
+int world_rank() {
+  int r = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return r;
+}
+int world_size() {
+  int s = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &s);
+  return s;
+}
+
+TEST(AllRanksSucceed, TrueWhenNoRankThrows) {
+  int calls = 0;
+  EXPECT_TRUE(comm::all_ranks_succeed(MPI_COMM_WORLD, "test", [&] { ++calls; }));
+  EXPECT_EQ(calls, 1);
+}
+
+TEST(AllRanksSucceed, EveryRankLearnsThatTheLastRankFailed) {
+  const int last = world_size() - 1;
+  ::testing::internal::CaptureStderr();
+  bool ok = comm::all_ranks_succeed(MPI_COMM_WORLD, "test", [&] {
+    if (world_rank() == last) throw Error("disk full");
+  });
+  std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_FALSE(ok);
+  if (world_rank() == last) {
+    EXPECT_NE(err.find("test: error on rank " + std::to_string(last)), std::string::npos) << err;
+    EXPECT_NE(err.find("disk full"), std::string::npos) << err;
+  } else {
+    EXPECT_EQ(err, "");
+  }
+}
+
+TEST(AllRanksSucceed, RankZeroSpeaksForAllWhenEveryRankFails) {
+  ::testing::internal::CaptureStderr();
+  bool ok = comm::all_ranks_succeed(MPI_COMM_WORLD, "test", [] { throw Error("bad config"); });
+  std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_FALSE(ok);
+  EXPECT_EQ(err.empty(), world_rank() != 0) << err;
+}
+
+}  // namespace
+}  // namespace mowe
