@@ -30,8 +30,9 @@ struct GradInput {
 
 // Compares each analytic gradient with central differences of loss() (both in double) and
 // records a GoogleTest failure naming the input and element when
-// |fd - analytic| > tol * max(1, |fd|). Returns the largest error seen.
+// |fd - analytic| > tol * max(1, |fd|). Returns the largest error seen. With max_elements > 0,
+// only that many elements per input are checked, spread evenly (large models).
 double check_gradients(const std::function<double()>& loss, const std::vector<GradInput>& inputs,
-                       double tol = 1e-6, double step = 1e-6);
+                       double tol = 1e-6, double step = 1e-6, int64_t max_elements = 0);
 
 }  // namespace mowe::testing

@@ -1,0 +1,103 @@
+#include "model/parameters.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "runtime/math.h"
+
+namespace mowe::model {
+namespace {
+
+uint64_t name_hash(const std::string& name) {
+  uint64_t h = 1469598103934665603ULL;  // FNV-1a
+  for (unsigned char c : name) h = (h ^ c) * 1099511628211ULL;
+  return h;
+}
+
+}  // namespace
+
+ParameterStore::ParameterStore(DeviceAllocator& allocator, DType dtype, uint64_t seed)
+    : allocator_(allocator), dtype_(dtype), seed_(seed) {
+  MOWE_CHECK(dtype == DType::F32 || dtype == DType::F64, "parameters must be f32 or f64, not {}",
+             dtype_name(dtype));
+  MOWE_CHECK(allocator.device() == Device::CPU,
+             "parameters are initialised on the host; device parameters are copies of them");
+}
+
+Parameter& ParameterStore::add(const std::string& name, Shape shape, ParamKind kind, Init init,
+                               bool trainable, int64_t first_row) {
+  MOWE_CHECK(!contains(name), "parameter '{}' registered twice", name);
+  auto p = std::make_unique<Parameter>();
+  p->name = name;
+  p->kind = kind;
+  p->init = init;
+  p->trainable = trainable;
+  p->first_row = first_row;
+  p->value = Buffer(allocator_, shape, dtype_);
+  if (trainable) p->grad = Buffer(allocator_, shape, dtype_);
+  initialise(*p);
+  index_[name] = p.get();
+  params_.push_back(std::move(p));
+  return *params_.back();
+}
+
+Parameter& ParameterStore::get(const std::string& name) {
+  auto it = index_.find(name);
+  MOWE_CHECK(it != index_.end(), "no parameter named '{}'", name);
+  return *it->second;
+}
+
+const Parameter& ParameterStore::get(const std::string& name) const {
+  auto it = index_.find(name);
+  MOWE_CHECK(it != index_.end(), "no parameter named '{}'", name);
+  return *it->second;
+}
+
+void ParameterStore::zero_grads() {
+  for (auto& p : params_)
+    if (p->trainable) allocator_.zero(p->grad.tensor().data, p->grad.tensor().nbytes());
+}
+
+int64_t ParameterStore::count(ParamKind kind) const {
+  int64_t n = 0;
+  for (const auto& p : params_)
+    if (p->kind == kind) n += p->value.tensor().numel();
+  return n;
+}
+
+// Standard normal draw number `attempt` for element `index`, by Box-Muller on two hashed
+// uniforms: no generator state, so any shard computes its own elements alone.
+static double normal_at(uint64_t key, uint64_t index, uint64_t attempt) {
+  const uint64_t counter = (index * 16 + attempt) * 2;
+  double u1 = (static_cast<double>(math::mix64(key + counter) >> 11) + 1.0) * 0x1.0p-53;
+  double u2 = static_cast<double>(math::mix64(key + counter + 1) >> 11) * 0x1.0p-53;
+  return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
+}
+
+void ParameterStore::initialise(Parameter& p) const {
+  const Tensor& t = p.value.tensor();
+  const int64_t n = t.numel();
+  const int64_t row_elems = t.shape.ndim() == 0 || t.dim(0) == 0 ? 0 : n / t.dim(0);
+  const uint64_t key = math::mix64(seed_ ^ name_hash(p.name));
+  for (int64_t i = 0; i < n; ++i) {
+    double v = p.init.kind == Init::Ones ? 1.0 : 0.0;
+    if (p.init.kind == Init::Normal || p.init.kind == Init::TruncatedNormal) {
+      const uint64_t global = static_cast<uint64_t>(p.first_row * row_elems + i);
+      double z = normal_at(key, global, 0);
+      // Truncation by redrawing, as a truncated normal does; 16 attempts always suffice in
+      // practice (P(|z| > 2)^16 < 1e-20), and the last draw is clamped to stay in range.
+      for (uint64_t a = 1; p.init.kind == Init::TruncatedNormal && std::abs(z) > 2.0 && a < 16; ++a)
+        z = normal_at(key, global, a);
+      if (p.init.kind == Init::TruncatedNormal) z = std::clamp(z, -2.0, 2.0);
+      v = z * p.init.stddev;
+    }
+    if (dtype_ == DType::F32) {
+      t.ptr<float>()[i] = static_cast<float>(v);
+    } else {
+      t.ptr<double>()[i] = v;
+    }
+  }
+}
+
+}  // namespace mowe::model

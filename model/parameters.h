@@ -1,0 +1,63 @@
+// Named model parameters with their gradients. Element i of a parameter is initialised from a
+// counter-based draw keyed by (seed, name, global index), so the initial model is the same
+// whatever the world size, the order of registration, or which rows (expert shards) a rank holds.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/memory.h"
+
+namespace mowe::model {
+
+// Dense parameters are replicated and allreduced; expert parameters are sharded by block.
+enum class ParamKind : uint8_t { Dense, Expert };
+
+struct Init {
+  enum Kind : uint8_t { Zeros, Ones, Normal, TruncatedNormal } kind = Zeros;
+  double stddev = 0.0;  // Normal and TruncatedNormal (truncated at 2 stddev, as T5X)
+};
+
+struct Parameter {
+  std::string name;  // "encoder.block1.attention.q"
+  ParamKind kind = ParamKind::Dense;
+  Init init;
+  bool trainable = true;  // false: no gradient buffer (frozen experts)
+  int64_t first_row = 0;  // this tensor holds rows [first_row, ...) of the logical parameter
+  Buffer value;
+  Buffer grad;  // empty when !trainable
+};
+
+class ParameterStore {
+ public:
+  ParameterStore(DeviceAllocator& allocator, DType dtype, uint64_t seed);
+
+  // Registers and initialises a parameter; names are unique.
+  // first_row > 0 registers a shard: rows [first_row, first_row + shape[0]) of the parameter.
+  Parameter& add(const std::string& name, Shape shape, ParamKind kind, Init init,
+                 bool trainable = true, int64_t first_row = 0);
+  Parameter& get(const std::string& name);
+  const Parameter& get(const std::string& name) const;
+  bool contains(const std::string& name) const { return index_.count(name) > 0; }
+
+  // In registration order.
+  const std::vector<std::unique_ptr<Parameter>>& all() const { return params_; }
+  void zero_grads();
+  int64_t count(ParamKind kind) const;  // number of scalars
+  int64_t count() const { return count(ParamKind::Dense) + count(ParamKind::Expert); }
+  DType dtype() const { return dtype_; }
+
+ private:
+  void initialise(Parameter& p) const;
+
+  DeviceAllocator& allocator_;
+  DType dtype_;
+  uint64_t seed_;
+  std::vector<std::unique_ptr<Parameter>> params_;
+  std::map<std::string, Parameter*> index_;
+};
+
+}  // namespace mowe::model

@@ -1,0 +1,66 @@
+// The T5.1.1 encoder-decoder: shared token embedding, encoder and decoder stacks of pre-norm
+// blocks, final RMSNorms, an untied output projection and the cross-entropy loss (with z-loss).
+// Blocks listed in model.mowe hold a MoWE layer instead of the dense FFN.
+//
+// Shape letters: B batch, I encoder length, T decoder length, C d_model, V vocabulary.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "model/t5_layers.h"
+#include "runtime/proto/config.pb.h"
+
+namespace mowe::model {
+
+// One step's local examples. All id tensors are i32 [B, I] or [B, T]; weights has the model's
+// dtype and is 0 on padding labels.
+struct ModelInputs {
+  int64_t batch = 0;
+  Tensor enc_ids, enc_valid, enc_routing;
+  Tensor dec_ids, dec_valid, dec_routing;
+  Tensor targets, weights;
+};
+
+// The feed-forward part of a block: dense FFN or MoWE layer behind one interface, so the stacks
+// do not care which one a block holds.
+class FeedForward {
+ public:
+  virtual ~FeedForward() = default;
+  // Returns x_in + ffn(x_in); routing ids [B*L] i32 are used by MoWE layers only.
+  virtual Tensor forward(const StepContext& s, const Tensor& x_in, const Tensor& routing,
+                         int64_t batch, uint64_t site) = 0;
+  // dx: gradient of the output on entry, of x_in on return.
+  virtual void backward(const StepContext& s, const Tensor& dx, int64_t batch, uint64_t site) = 0;
+};
+
+class T5Model {
+ public:
+  T5Model(const config::ModelConfig& config, ParameterStore& store);
+  ~T5Model();
+
+  // Runs the model through the loss, saving activations in s.activations. Returns the sum over
+  // tokens of weights * (cross-entropy + z_loss * lse^2).
+  double forward(const StepContext& s, const ModelInputs& in, double z_loss);
+  // Accumulates every parameter's gradient of loss_scale * (the value forward returned).
+  void backward(const StepContext& s, const ModelInputs& in, double z_loss, double loss_scale);
+
+  Tensor logits() const { return logits_; }  // [B*T, V] of the last forward
+
+ private:
+  struct Block;
+  struct Stack;
+  Tensor run_stack(const StepContext& s, Stack& stack, const Tensor& x, const ModelInputs& in,
+                   const Tensor& memory);
+  void backprop_stack(const StepContext& s, Stack& stack, const Tensor& dx, const ModelInputs& in,
+                      const Tensor& memory, const Tensor& dmemory);
+  Tensor embed(const StepContext& s, const Tensor& ids, int64_t batch, uint64_t site);
+
+  config::ModelConfig config_;
+  Weight embedding_, lm_head_;
+  std::unique_ptr<Stack> encoder_, decoder_;
+  // Saved by forward for backward.
+  Tensor enc_out_, dec_out_, logits_, lse_;
+};
+
+}  // namespace mowe::model
