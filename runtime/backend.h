@@ -80,7 +80,8 @@ class Backend {
 
   // ---- attention -------------------------------------------------------------------------------
   // T5 relative position bias: out[H,T,S] = table[bucket(s - t), h], buckets as in math.h.
-  // table [K,H]; one table is shared by all layers of a stack, as in T5.
+  // table [K,H]; one table is shared by all layers of a stack, as in T5. max_distance must be
+  // > K/2, where the logarithmic buckets start. Argument checks of every op: runtime/op_checks.h.
   virtual void position_bias_forward(const Context& ctx, const Tensor& table, const Tensor& out,
                                      bool bidirectional, int max_distance) = 0;
   virtual void position_bias_backward(const Context& ctx, const Tensor& dout, const Tensor& dtable,

@@ -3,26 +3,24 @@
 #include "runtime/cpu/cpu_backend.h"
 #include "runtime/cpu/gemm.h"
 #include "runtime/math.h"
+#include "runtime/op_checks.h"
 
 namespace mowe::cpu {
 
 void CpuBackend::position_bias_forward(const Context&, const Tensor& table, const Tensor& out,
                                        bool bidirectional, int max_distance) {
-  check_cpu("position_bias_forward", table);
-  MOWE_CHECK(table.shape.ndim() == 2 && out.shape.ndim() == 3 && out.dim(0) == table.dim(1) &&
-                 out.dtype == table.dtype,
-             "position_bias_forward: expects table [K,H] and out [H,T,S]; got {}, {}", table.str(),
-             out.str());
-  const int64_t nb = table.dim(0), h = table.dim(1), t = out.dim(1), s = out.dim(2);
-  dispatch_float("position_bias_forward", table.dtype, [&](auto zero) {
+  for (const Tensor* t : {&table, &out}) check_cpu("position_bias_forward", *t);
+  const PositionBiasDims d = check_position_bias_forward(table, out, max_distance);
+  dispatch_float(Device::CPU, "position_bias_forward", table.dtype, [&](auto zero) {
     using T = decltype(zero);
     const T* tab = table.ptr<T>();
     T* po = out.ptr<T>();
-    for (int64_t i = 0; i < t; ++i) {
-      for (int64_t j = 0; j < s; ++j) {
+    for (int64_t i = 0; i < d.t; ++i) {
+      for (int64_t j = 0; j < d.s; ++j) {
         int bucket = math::relative_position_bucket(static_cast<int>(j - i), bidirectional,
-                                                    static_cast<int>(nb), max_distance);
-        for (int64_t hh = 0; hh < h; ++hh) po[(hh * t + i) * s + j] = tab[bucket * h + hh];
+                                                    static_cast<int>(d.buckets), max_distance);
+        for (int64_t h = 0; h < d.heads; ++h)
+          po[(h * d.t + i) * d.s + j] = tab[bucket * d.heads + h];
       }
     }
   });
@@ -30,60 +28,32 @@ void CpuBackend::position_bias_forward(const Context&, const Tensor& table, cons
 
 void CpuBackend::position_bias_backward(const Context&, const Tensor& dout, const Tensor& dtable,
                                         bool bidirectional, int max_distance) {
-  check_cpu("position_bias_backward", dtable);
-  MOWE_CHECK(dtable.shape.ndim() == 2 && dout.shape.ndim() == 3 && dout.dim(0) == dtable.dim(1) &&
-                 dout.dtype == dtable.dtype,
-             "position_bias_backward: expects dout [H,T,S] and dtable [K,H]; got {}, {}",
-             dout.str(), dtable.str());
-  const int64_t nb = dtable.dim(0), h = dtable.dim(1), t = dout.dim(1), s = dout.dim(2);
-  dispatch_float("position_bias_backward", dtable.dtype, [&](auto zero) {
+  for (const Tensor* t : {&dout, &dtable}) check_cpu("position_bias_backward", *t);
+  const PositionBiasDims d = check_position_bias_backward(dout, dtable, max_distance);
+  dispatch_float(Device::CPU, "position_bias_backward", dtable.dtype, [&](auto zero) {
     using T = decltype(zero);
     const T* pd = dout.ptr<T>();
     T* tab = dtable.ptr<T>();
-    for (int64_t i = 0; i < t; ++i) {
-      for (int64_t j = 0; j < s; ++j) {
+    for (int64_t i = 0; i < d.t; ++i) {
+      for (int64_t j = 0; j < d.s; ++j) {
         int bucket = math::relative_position_bucket(static_cast<int>(j - i), bidirectional,
-                                                    static_cast<int>(nb), max_distance);
-        for (int64_t hh = 0; hh < h; ++hh) tab[bucket * h + hh] += pd[(hh * t + i) * s + j];
+                                                    static_cast<int>(d.buckets), max_distance);
+        for (int64_t h = 0; h < d.heads; ++h)
+          tab[bucket * d.heads + h] += pd[(h * d.t + i) * d.s + j];
       }
     }
   });
 }
 
-namespace {
-
-struct AttnDims {
-  int64_t b, t, s, h, d;
-};
-
-AttnDims attention_dims(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
-                        const Tensor& probs) {
-  check_cpu(op, q);
-  MOWE_CHECK(q.shape.ndim() == 4 && k.shape.ndim() == 4,
-             "{}: q and k must be [B,T,H,D]; got {}, {}", op, q.str(), k.str());
-  AttnDims d{q.dim(0), q.dim(1), k.dim(1), q.dim(2), q.dim(3)};
-  check_shape(op, "k", k, {d.b, d.s, d.h, d.d});
-  check_shape(op, "v", v, {d.b, d.s, d.h, d.d});
-  check_shape(op, "probs", probs, {d.b, d.h, d.t, d.s});
-  for (const Tensor* x : {&k, &v, &probs}) check_dtype(op, "operand", *x, q.dtype);
-  return d;
-}
-
-}  // namespace
-
 void CpuBackend::attention_forward(const Context&, const Tensor& q, const Tensor& k,
                                    const Tensor& v, const Tensor& bias, const Tensor& key_valid,
                                    const AttentionArgs& args, const Tensor& probs,
                                    const Tensor& out) {
-  const AttnDims d = attention_dims("attention_forward", q, k, v, probs);
-  check_same_shape("attention_forward", q, out);
-  if (!bias.empty()) check_shape("attention_forward", "bias", bias, {d.h, d.t, d.s});
-  if (!key_valid.empty()) {
-    check_shape("attention_forward", "key_valid", key_valid, {d.b, d.s});
-    check_dtype("attention_forward", "key_valid", key_valid, DType::I32);
-  }
+  for (const Tensor* x : {&q, &k, &v, &bias, &key_valid, &probs, &out})
+    check_cpu("attention_forward", *x);
+  const AttentionDims d = check_attention_forward(q, k, v, bias, key_valid, probs, out);
   const int64_t hd = d.h * d.d;
-  dispatch_float("attention_forward", q.dtype, [&](auto zero) {
+  dispatch_float(Device::CPU, "attention_forward", q.dtype, [&](auto zero) {
     using T = decltype(zero);
     const T mask = static_cast<T>(args.mask_value);
     for (int64_t b = 0; b < d.b; ++b) {
@@ -119,17 +89,14 @@ void CpuBackend::attention_backward(const Context& ctx, const Tensor& dout, cons
                                     const Tensor& k, const Tensor& v, const Tensor& probs,
                                     const Tensor& dq, const Tensor& dk, const Tensor& dv,
                                     const Tensor& dbias) {
-  const AttnDims d = attention_dims("attention_backward", q, k, v, probs);
-  check_same_shape("attention_backward", q, dout);
-  check_same_shape("attention_backward", q, dq);
-  check_same_shape("attention_backward", k, dk);
-  check_same_shape("attention_backward", v, dv);
-  if (!dbias.empty()) check_shape("attention_backward", "dbias", dbias, {d.h, d.t, d.s});
+  for (const Tensor* x : {&dout, &q, &k, &v, &probs, &dq, &dk, &dv, &dbias})
+    check_cpu("attention_backward", *x);
+  const AttentionDims d = check_attention_backward(dout, q, k, v, probs, dq, dk, dv, dbias);
   MOWE_CHECK(ctx.scratch != nullptr, "attention_backward needs a scratch arena in the context");
   ArenaScope scope(*ctx.scratch);
   Tensor ds = ctx.scratch->alloc({d.t, d.s}, q.dtype);
   const int64_t hd = d.h * d.d;
-  dispatch_float("attention_backward", q.dtype, [&](auto zero) {
+  dispatch_float(Device::CPU, "attention_backward", q.dtype, [&](auto zero) {
     using T = decltype(zero);
     T* pds = ds.ptr<T>();
     for (int64_t b = 0; b < d.b; ++b) {

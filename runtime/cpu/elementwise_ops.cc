@@ -4,8 +4,8 @@
 #include <cmath>
 
 #include "runtime/cpu/cpu_backend.h"
-#include "runtime/cpu/gemm.h"
 #include "runtime/math.h"
+#include "runtime/op_checks.h"
 
 namespace mowe::cpu {
 
@@ -40,7 +40,7 @@ void CpuBackend::fill(const Context&, const Tensor& x, double value) {
     std::fill_n(x.ptr<int32_t>(), x.numel(), static_cast<int32_t>(value));
     return;
   }
-  dispatch_float("fill", x.dtype, [&](auto zero) {
+  dispatch_float(Device::CPU, "fill", x.dtype, [&](auto zero) {
     using T = decltype(zero);
     std::fill_n(x.ptr<T>(), x.numel(), static_cast<T>(value));
   });
@@ -49,7 +49,7 @@ void CpuBackend::fill(const Context&, const Tensor& x, double value) {
 void CpuBackend::axpy(const Context&, double alpha, const Tensor& x, const Tensor& y) {
   check_cpu("axpy", x);
   check_same_shape("axpy", x, y);
-  dispatch_float("axpy", x.dtype, [&](auto zero) {
+  dispatch_float(Device::CPU, "axpy", x.dtype, [&](auto zero) {
     using T = decltype(zero);
     const T* px = x.ptr<T>();
     T* py = y.ptr<T>();
@@ -61,7 +61,7 @@ void CpuBackend::axpy(const Context&, double alpha, const Tensor& x, const Tenso
 void CpuBackend::gelu_forward(const Context&, const Tensor& x, const Tensor& out) {
   check_cpu("gelu_forward", x);
   check_same_shape("gelu_forward", x, out);
-  dispatch_float("gelu_forward", x.dtype, [&](auto zero) {
+  dispatch_float(Device::CPU, "gelu_forward", x.dtype, [&](auto zero) {
     using T = decltype(zero);
     const T* px = x.ptr<T>();
     T* po = out.ptr<T>();
@@ -72,9 +72,8 @@ void CpuBackend::gelu_forward(const Context&, const Tensor& x, const Tensor& out
 void CpuBackend::gelu_backward(const Context&, const Tensor& dout, const Tensor& x,
                                const Tensor& dx) {
   check_cpu("gelu_backward", x);
-  check_same_shape("gelu_backward", dout, x);
-  check_same_shape("gelu_backward", x, dx);
-  dispatch_float("gelu_backward", x.dtype, [&](auto zero) {
+  check_unary_backward("gelu_backward", dout, x, dx);
+  dispatch_float(Device::CPU, "gelu_backward", x.dtype, [&](auto zero) {
     using T = decltype(zero);
     const T *pd = dout.ptr<T>(), *px = x.ptr<T>();
     T* pdx = dx.ptr<T>();
@@ -85,9 +84,8 @@ void CpuBackend::gelu_backward(const Context&, const Tensor& dout, const Tensor&
 void CpuBackend::gated_gelu_forward(const Context&, const Tensor& gate, const Tensor& linear,
                                     const Tensor& out) {
   check_cpu("gated_gelu_forward", gate);
-  check_same_shape("gated_gelu_forward", gate, linear);
-  check_same_shape("gated_gelu_forward", gate, out);
-  dispatch_float("gated_gelu_forward", gate.dtype, [&](auto zero) {
+  check_gated_gelu_forward(gate, linear, out);
+  dispatch_float(Device::CPU, "gated_gelu_forward", gate.dtype, [&](auto zero) {
     using T = decltype(zero);
     const T *pg = gate.ptr<T>(), *pl = linear.ptr<T>();
     T* po = out.ptr<T>();
@@ -99,9 +97,8 @@ void CpuBackend::gated_gelu_backward(const Context&, const Tensor& dout, const T
                                      const Tensor& linear, const Tensor& dgate,
                                      const Tensor& dlinear) {
   check_cpu("gated_gelu_backward", gate);
-  for (const Tensor* t : {&dout, &linear, &dgate, &dlinear})
-    check_same_shape("gated_gelu_backward", gate, *t);
-  dispatch_float("gated_gelu_backward", gate.dtype, [&](auto zero) {
+  check_gated_gelu_backward(dout, gate, linear, dgate, dlinear);
+  dispatch_float(Device::CPU, "gated_gelu_backward", gate.dtype, [&](auto zero) {
     using T = decltype(zero);
     const T *pd = dout.ptr<T>(), *pg = gate.ptr<T>(), *pl = linear.ptr<T>();
     T *pdg = dgate.ptr<T>(), *pdl = dlinear.ptr<T>();
@@ -115,7 +112,7 @@ void CpuBackend::gated_gelu_backward(const Context&, const Tensor& dout, const T
 void CpuBackend::softmax_forward(const Context&, const Tensor& x, const Tensor& out) {
   check_cpu("softmax_forward", x);
   check_same_shape("softmax_forward", x, out);
-  dispatch_float("softmax_forward", x.dtype, [&](auto zero) {
+  dispatch_float(Device::CPU, "softmax_forward", x.dtype, [&](auto zero) {
     using T = decltype(zero);
     const int64_t rows = x.rows(), n = x.cols();
     const T* px = x.ptr<T>();
@@ -128,9 +125,8 @@ void CpuBackend::softmax_forward(const Context&, const Tensor& x, const Tensor& 
 void CpuBackend::softmax_backward(const Context&, const Tensor& dout, const Tensor& out,
                                   const Tensor& dx) {
   check_cpu("softmax_backward", out);
-  check_same_shape("softmax_backward", dout, out);
-  check_same_shape("softmax_backward", out, dx);
-  dispatch_float("softmax_backward", out.dtype, [&](auto zero) {
+  check_unary_backward("softmax_backward", dout, out, dx);
+  dispatch_float(Device::CPU, "softmax_backward", out.dtype, [&](auto zero) {
     using T = decltype(zero);
     const int64_t rows = out.rows(), n = out.cols();
     for (int64_t r = 0; r < rows; ++r) {
@@ -140,17 +136,11 @@ void CpuBackend::softmax_backward(const Context&, const Tensor& dout, const Tens
 }
 
 namespace {
-void check_rate(const char* op, float rate) {
-  MOWE_CHECK(rate >= 0.0f && rate < 1.0f, "{}: dropout rate {} is outside [0, 1)", op, rate);
-}
-}  // namespace
-
-void CpuBackend::dropout_forward(const Context&, const Tensor& x, const Tensor& out, float rate,
-                                 uint64_t seed) {
-  check_cpu("dropout_forward", x);
-  check_same_shape("dropout_forward", x, out);
-  check_rate("dropout_forward", rate);
-  dispatch_float("dropout_forward", x.dtype, [&](auto zero) {
+// The mask depends only on (seed, index), so the forward and the backward are one loop.
+void dropout(const char* op, const Tensor& x, const Tensor& out, float rate, uint64_t seed) {
+  check_cpu(op, x);
+  check_dropout(op, x, out, rate);
+  dispatch_float(Device::CPU, op, x.dtype, [&](auto zero) {
     using T = decltype(zero);
     const T* px = x.ptr<T>();
     T* po = out.ptr<T>();
@@ -158,19 +148,16 @@ void CpuBackend::dropout_forward(const Context&, const Tensor& x, const Tensor& 
       po[i] = px[i] * math::dropout_scale<T>(seed, static_cast<uint64_t>(i), rate);
   });
 }
+}  // namespace
+
+void CpuBackend::dropout_forward(const Context&, const Tensor& x, const Tensor& out, float rate,
+                                 uint64_t seed) {
+  dropout("dropout_forward", x, out, rate, seed);
+}
 
 void CpuBackend::dropout_backward(const Context&, const Tensor& dout, const Tensor& dx, float rate,
                                   uint64_t seed) {
-  check_cpu("dropout_backward", dout);
-  check_same_shape("dropout_backward", dout, dx);
-  check_rate("dropout_backward", rate);
-  dispatch_float("dropout_backward", dout.dtype, [&](auto zero) {
-    using T = decltype(zero);
-    const T* pd = dout.ptr<T>();
-    T* pdx = dx.ptr<T>();
-    for (int64_t i = 0, n = dout.numel(); i < n; ++i)
-      pdx[i] = pd[i] * math::dropout_scale<T>(seed, static_cast<uint64_t>(i), rate);
-  });
+  dropout("dropout_backward", dout, dx, rate, seed);
 }
 
 }  // namespace mowe::cpu

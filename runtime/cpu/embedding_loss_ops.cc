@@ -3,13 +3,13 @@
 #include <cmath>
 
 #include "runtime/cpu/cpu_backend.h"
-#include "runtime/cpu/gemm.h"
+#include "runtime/op_checks.h"
 
 namespace mowe::cpu {
 namespace {
 
-void check_ids(const char* op, const Tensor& ids, int64_t limit) {
-  check_dtype(op, "ids", ids, DType::I32);
+// Ids are read on the host here; the CUDA kernels assert the same range on the device.
+void check_id_range(const char* op, const Tensor& ids, int64_t limit) {
   const int32_t* p = ids.ptr<int32_t>();
   for (int64_t i = 0, n = ids.numel(); i < n; ++i) {
     MOWE_CHECK(p[i] >= 0 && p[i] < limit, "{}: id {} at position {} is outside [0, {})", op, p[i],
@@ -21,13 +21,11 @@ void check_ids(const char* op, const Tensor& ids, int64_t limit) {
 
 void CpuBackend::embedding_forward(const Context&, const Tensor& table, const Tensor& ids,
                                    const Tensor& out) {
-  check_cpu("embedding_forward", table);
-  const int64_t v = table.rows(), c = table.cols(), n = ids.numel();
-  check_ids("embedding_forward", ids, v);
-  MOWE_CHECK(out.rows() == n && out.cols() == c && out.dtype == table.dtype,
-             "embedding_forward: out {} does not match ids {} and table {}", out.str(), ids.str(),
-             table.str());
-  dispatch_float("embedding_forward", table.dtype, [&](auto zero) {
+  for (const Tensor* t : {&table, &ids, &out}) check_cpu("embedding_forward", *t);
+  const EmbeddingDims d = check_embedding_forward(table, ids, out);
+  check_id_range("embedding_forward", ids, d.vocab);
+  const int64_t c = d.cols, n = d.n;
+  dispatch_float(Device::CPU, "embedding_forward", table.dtype, [&](auto zero) {
     using T = decltype(zero);
     const int32_t* pi = ids.ptr<int32_t>();
     for (int64_t i = 0; i < n; ++i)
@@ -37,13 +35,11 @@ void CpuBackend::embedding_forward(const Context&, const Tensor& table, const Te
 
 void CpuBackend::embedding_backward(const Context&, const Tensor& dout, const Tensor& ids,
                                     const Tensor& dtable) {
-  check_cpu("embedding_backward", dtable);
-  const int64_t v = dtable.rows(), c = dtable.cols(), n = ids.numel();
-  check_ids("embedding_backward", ids, v);
-  MOWE_CHECK(dout.rows() == n && dout.cols() == c && dout.dtype == dtable.dtype,
-             "embedding_backward: dout {} does not match ids {} and dtable {}", dout.str(),
-             ids.str(), dtable.str());
-  dispatch_float("embedding_backward", dtable.dtype, [&](auto zero) {
+  for (const Tensor* t : {&dout, &ids, &dtable}) check_cpu("embedding_backward", *t);
+  const EmbeddingDims d = check_embedding_backward(dout, ids, dtable);
+  check_id_range("embedding_backward", ids, d.vocab);
+  const int64_t c = d.cols, n = d.n;
+  dispatch_float(Device::CPU, "embedding_backward", dtable.dtype, [&](auto zero) {
     using T = decltype(zero);
     const int32_t* pi = ids.ptr<int32_t>();
     for (int64_t i = 0; i < n; ++i) {
@@ -54,28 +50,16 @@ void CpuBackend::embedding_backward(const Context&, const Tensor& dout, const Te
   });
 }
 
-namespace {
-void check_loss_args(const char* op, const Tensor& logits, const Tensor& targets,
-                     const Tensor& weights, const Tensor& lse) {
-  check_cpu(op, logits);
-  const int64_t n = logits.rows();
-  check_ids(op, targets, logits.cols());
-  MOWE_CHECK(targets.numel() == n, "{}: {} targets for {} rows of logits", op, targets.numel(), n);
-  check_shape(op, "weights", weights, {n});
-  check_shape(op, "lse", lse, {n});
-  check_dtype(op, "weights", weights, logits.dtype);
-  check_dtype(op, "lse", lse, logits.dtype);
-}
-}  // namespace
-
 void CpuBackend::cross_entropy_forward(const Context&, const Tensor& logits, const Tensor& targets,
                                        const Tensor& weights, double z_loss, const Tensor& losses,
                                        const Tensor& lse) {
-  check_loss_args("cross_entropy_forward", logits, targets, weights, lse);
-  check_shape("cross_entropy_forward", "losses", losses, {logits.rows()});
-  dispatch_float("cross_entropy_forward", logits.dtype, [&](auto zero) {
+  for (const Tensor* t : {&logits, &targets, &weights, &losses, &lse})
+    check_cpu("cross_entropy_forward", *t);
+  const LossDims d = check_cross_entropy_forward(logits, targets, weights, losses, lse);
+  check_id_range("cross_entropy_forward", targets, d.v);
+  dispatch_float(Device::CPU, "cross_entropy_forward", logits.dtype, [&](auto zero) {
     using T = decltype(zero);
-    const int64_t n = logits.rows(), v = logits.cols();
+    const int64_t n = d.n, v = d.v;
     for (int64_t r = 0; r < n; ++r) {
       const T* row = logits.ptr<T>() + r * v;
       T mx = *std::max_element(row, row + v);
@@ -94,11 +78,13 @@ void CpuBackend::cross_entropy_forward(const Context&, const Tensor& logits, con
 void CpuBackend::cross_entropy_backward(const Context&, const Tensor& logits, const Tensor& targets,
                                         const Tensor& weights, double z_loss, const Tensor& lse,
                                         double loss_scale, const Tensor& dlogits) {
-  check_loss_args("cross_entropy_backward", logits, targets, weights, lse);
-  check_same_shape("cross_entropy_backward", logits, dlogits);
-  dispatch_float("cross_entropy_backward", logits.dtype, [&](auto zero) {
+  for (const Tensor* t : {&logits, &targets, &weights, &lse, &dlogits})
+    check_cpu("cross_entropy_backward", *t);
+  const LossDims d = check_cross_entropy_backward(logits, targets, weights, lse, dlogits);
+  check_id_range("cross_entropy_backward", targets, d.v);
+  dispatch_float(Device::CPU, "cross_entropy_backward", logits.dtype, [&](auto zero) {
     using T = decltype(zero);
-    const int64_t n = logits.rows(), v = logits.cols();
+    const int64_t n = d.n, v = d.v;
     for (int64_t r = 0; r < n; ++r) {
       const T* row = logits.ptr<T>() + r * v;
       T* drow = dlogits.ptr<T>() + r * v;

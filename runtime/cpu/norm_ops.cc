@@ -2,18 +2,16 @@
 #include <cmath>
 
 #include "runtime/cpu/cpu_backend.h"
-#include "runtime/cpu/gemm.h"
+#include "runtime/op_checks.h"
 
 namespace mowe::cpu {
 
 void CpuBackend::rmsnorm_forward(const Context&, const Tensor& x, const Tensor& scale,
                                  const Tensor& out, const Tensor& rstd, double eps) {
-  check_cpu("rmsnorm_forward", x);
-  check_same_shape("rmsnorm_forward", x, out);
-  const int64_t n = x.rows(), c = x.cols();
-  check_shape("rmsnorm_forward", "scale", scale, {c});
-  check_shape("rmsnorm_forward", "rstd", rstd, {n});
-  dispatch_float("rmsnorm_forward", x.dtype, [&](auto zero) {
+  for (const Tensor* t : {&x, &scale, &out, &rstd}) check_cpu("rmsnorm_forward", *t);
+  const RowsDims d = check_rmsnorm_forward(x, scale, out, rstd);
+  const int64_t n = d.rows, c = d.cols;
+  dispatch_float(Device::CPU, "rmsnorm_forward", x.dtype, [&](auto zero) {
     using T = decltype(zero);
     const T *px = x.ptr<T>(), *ps = scale.ptr<T>();
     T *po = out.ptr<T>(), *pr = rstd.ptr<T>();
@@ -33,14 +31,11 @@ void CpuBackend::rmsnorm_forward(const Context&, const Tensor& x, const Tensor& 
 void CpuBackend::rmsnorm_backward(const Context&, const Tensor& dout, const Tensor& x,
                                   const Tensor& scale, const Tensor& rstd, const Tensor& dx,
                                   const Tensor& dscale) {
-  check_cpu("rmsnorm_backward", x);
-  check_same_shape("rmsnorm_backward", dout, x);
-  check_same_shape("rmsnorm_backward", x, dx);
-  const int64_t n = x.rows(), c = x.cols();
-  check_shape("rmsnorm_backward", "scale", scale, {c});
-  check_shape("rmsnorm_backward", "dscale", dscale, {c});
-  check_shape("rmsnorm_backward", "rstd", rstd, {n});
-  dispatch_float("rmsnorm_backward", x.dtype, [&](auto zero) {
+  for (const Tensor* t : {&dout, &x, &scale, &rstd, &dx, &dscale})
+    check_cpu("rmsnorm_backward", *t);
+  const RowsDims d = check_rmsnorm_backward(dout, x, scale, rstd, dx, dscale);
+  const int64_t n = d.rows, c = d.cols;
+  dispatch_float(Device::CPU, "rmsnorm_backward", x.dtype, [&](auto zero) {
     using T = decltype(zero);
     const T *pg = dout.ptr<T>(), *px = x.ptr<T>(), *ps = scale.ptr<T>(), *pr = rstd.ptr<T>();
     T *pdx = dx.ptr<T>(), *pds = dscale.ptr<T>();

@@ -1,5 +1,5 @@
-// T5 relative position bias and multi-head attention on CUDA: validation as in
-// runtime/cpu/attention_ops.cc; per batch entry, the products over heads are one
+// T5 relative position bias and multi-head attention on CUDA: validation in
+// runtime/op_checks.cc, shared with the CPU; per batch entry, the products over heads are one
 // strided-batched GEMM each (the heads of q[b] start D apart, with row stride H*D), and the
 // softmax rows are kernels from attention_ops.cu.
 #include "runtime/cuda/cuda_backend.h"
@@ -11,12 +11,9 @@ namespace mowe::cuda {
 void CudaBackend::position_bias_forward(const Context& ctx, const Tensor& table, const Tensor& out,
                                         bool bidirectional, int max_distance) {
   for (const Tensor* t : {&table, &out}) check_cuda("position_bias_forward", *t);
-  MOWE_CHECK(table.shape.ndim() == 2 && out.shape.ndim() == 3 && out.dim(0) == table.dim(1) &&
-                 out.dtype == table.dtype,
-             "position_bias_forward: expects table [K,H] and out [H,T,S]; got {}, {}", table.str(),
-             out.str());
-  const BiasDims d{table.dim(0), table.dim(1), out.dim(1), out.dim(2), bidirectional, max_distance};
-  dispatch_float("position_bias_forward", table.dtype, [&](auto zero) {
+  const PositionBiasDims p = check_position_bias_forward(table, out, max_distance);
+  const BiasDims d{p.buckets, p.heads, p.t, p.s, bidirectional, max_distance};
+  dispatch_float(Device::CUDA, "position_bias_forward", table.dtype, [&](auto zero) {
     using T = decltype(zero);
     launch_position_bias_forward(table.ptr<T>(), out.ptr<T>(), d, stream_of(ctx));
   });
@@ -27,13 +24,9 @@ void CudaBackend::position_bias_backward(const Context& ctx, const Tensor& dout,
                                          const Tensor& dtable, bool bidirectional,
                                          int max_distance) {
   for (const Tensor* t : {&dout, &dtable}) check_cuda("position_bias_backward", *t);
-  MOWE_CHECK(dtable.shape.ndim() == 2 && dout.shape.ndim() == 3 && dout.dim(0) == dtable.dim(1) &&
-                 dout.dtype == dtable.dtype,
-             "position_bias_backward: expects dout [H,T,S] and dtable [K,H]; got {}, {}",
-             dout.str(), dtable.str());
-  const BiasDims d{dtable.dim(0), dtable.dim(1), dout.dim(1),
-                   dout.dim(2),   bidirectional, max_distance};
-  dispatch_float("position_bias_backward", dtable.dtype, [&](auto zero) {
+  const PositionBiasDims p = check_position_bias_backward(dout, dtable, max_distance);
+  const BiasDims d{p.buckets, p.heads, p.t, p.s, bidirectional, max_distance};
+  dispatch_float(Device::CUDA, "position_bias_backward", dtable.dtype, [&](auto zero) {
     using T = decltype(zero);
     launch_position_bias_backward(dout.ptr<T>(), dtable.ptr<T>(), d, stream_of(ctx));
   });
@@ -42,28 +35,11 @@ void CudaBackend::position_bias_backward(const Context& ctx, const Tensor& dout,
 
 namespace {
 
-struct AttnDims {
-  int64_t b, t, s, h, d;
-};
-
-AttnDims attention_dims(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
-                        const Tensor& probs) {
-  for (const Tensor* x : {&q, &k, &v, &probs}) check_cuda(op, *x);
-  MOWE_CHECK(q.shape.ndim() == 4 && k.shape.ndim() == 4,
-             "{}: q and k must be [B,T,H,D]; got {}, {}", op, q.str(), k.str());
-  AttnDims d{q.dim(0), q.dim(1), k.dim(1), q.dim(2), q.dim(3)};
-  check_shape(op, "k", k, {d.b, d.s, d.h, d.d});
-  check_shape(op, "v", v, {d.b, d.s, d.h, d.d});
-  check_shape(op, "probs", probs, {d.b, d.h, d.t, d.s});
-  for (const Tensor* x : {&k, &v, &probs}) check_dtype(op, "operand", *x, q.dtype);
-  return d;
-}
-
 // Offsets of batch entry b: in [B,T,H,D] (queries), [B,S,H,D] (keys) and [B,H,T,S] (probs).
 struct Offsets {
   int64_t q, k, p;
 };
-Offsets offsets(const AttnDims& d, int64_t b) {
+Offsets offsets(const AttentionDims& d, int64_t b) {
   return {b * d.t * d.h * d.d, b * d.s * d.h * d.d, b * d.h * d.t * d.s};
 }
 
@@ -73,19 +49,11 @@ void CudaBackend::attention_forward(const Context& ctx, const Tensor& q, const T
                                     const Tensor& v, const Tensor& bias, const Tensor& key_valid,
                                     const AttentionArgs& args, const Tensor& probs,
                                     const Tensor& out) {
-  const AttnDims d = attention_dims("attention_forward", q, k, v, probs);
-  check_same_shape("attention_forward", q, out);
-  if (!bias.empty()) {
-    check_cuda("attention_forward", bias);
-    check_shape("attention_forward", "bias", bias, {d.h, d.t, d.s});
-  }
-  if (!key_valid.empty()) {
-    check_cuda("attention_forward", key_valid);
-    check_shape("attention_forward", "key_valid", key_valid, {d.b, d.s});
-    check_dtype("attention_forward", "key_valid", key_valid, DType::I32);
-  }
+  for (const Tensor* x : {&q, &k, &v, &bias, &key_valid, &probs, &out})
+    check_cuda("attention_forward", *x);
+  const AttentionDims d = check_attention_forward(q, k, v, bias, key_valid, probs, out);
   const int64_t hd = d.h * d.d, ts = d.t * d.s;
-  dispatch_float("attention_forward", q.dtype, [&](auto zero) {
+  dispatch_float(Device::CUDA, "attention_forward", q.dtype, [&](auto zero) {
     using T = decltype(zero);
     cublasHandle_t handle = cublas(ctx);
     T *pq = q.ptr<T>(), *pk = k.ptr<T>(), *pv = v.ptr<T>(), *pp = probs.ptr<T>();
@@ -113,18 +81,14 @@ void CudaBackend::attention_backward(const Context& ctx, const Tensor& dout, con
                                      const Tensor& k, const Tensor& v, const Tensor& probs,
                                      const Tensor& dq, const Tensor& dk, const Tensor& dv,
                                      const Tensor& dbias) {
-  const AttnDims d = attention_dims("attention_backward", q, k, v, probs);
-  for (const Tensor* x : {&dout, &dq, &dk, &dv, &dbias}) check_cuda("attention_backward", *x);
-  check_same_shape("attention_backward", q, dout);
-  check_same_shape("attention_backward", q, dq);
-  check_same_shape("attention_backward", k, dk);
-  check_same_shape("attention_backward", v, dv);
-  if (!dbias.empty()) check_shape("attention_backward", "dbias", dbias, {d.h, d.t, d.s});
+  for (const Tensor* x : {&dout, &q, &k, &v, &probs, &dq, &dk, &dv, &dbias})
+    check_cuda("attention_backward", *x);
+  const AttentionDims d = check_attention_backward(dout, q, k, v, probs, dq, dk, dv, dbias);
   Arena& scratch = cuda_scratch("attention_backward", ctx);
   ArenaScope scope(scratch);
   Tensor ds = scratch.alloc({d.h, d.t, d.s}, q.dtype);
   const int64_t hd = d.h * d.d, ts = d.t * d.s;
-  dispatch_float("attention_backward", q.dtype, [&](auto zero) {
+  dispatch_float(Device::CUDA, "attention_backward", q.dtype, [&](auto zero) {
     using T = decltype(zero);
     cublasHandle_t handle = cublas(ctx);
     T *pds = ds.ptr<T>(), *pp = probs.ptr<T>(), *pdo = dout.ptr<T>();

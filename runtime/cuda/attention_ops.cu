@@ -51,7 +51,7 @@ __global__ void position_bias_backward_kernel(const T* dout, T* dtable, BiasDims
 // then softmax. The two additions are separate, as on the CPU.
 template <typename T>
 __global__ void attention_softmax_kernel(T* scores, const T* bias, const int32_t* key_valid,
-                                         AttentionDims d, bool causal, T mask_value) {
+                                         ScoresDims d, bool causal, T mask_value) {
   const int64_t rows = d.b * d.h * d.t;
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const int64_t b = r / (d.h * d.t), h = r / d.t % d.h, i = r % d.t;
@@ -108,8 +108,7 @@ void launch_position_bias_backward(const T* dout, T* dtable, const BiasDims& d,
 
 template <typename T>
 void launch_attention_softmax(T* scores, const T* bias, const int32_t* key_valid,
-                              const AttentionDims& d, bool causal, T mask_value,
-                              cudaStream_t stream) {
+                              const ScoresDims& d, bool causal, T mask_value, cudaStream_t stream) {
   const int64_t rows = d.b * d.h * d.t;
   if (rows == 0 || d.s == 0) return;
   attention_softmax_kernel<<<grid_for_rows(rows), threads_for_row(d.s), 0, stream>>>(
@@ -124,12 +123,12 @@ void launch_attention_softmax_backward(const T* probs, T* ds, T* dbias, int64_t 
       probs, ds, dbias, rows, s);
 }
 
-#define MOWE_INSTANTIATE(T)                                                                     \
-  template void launch_position_bias_forward<T>(const T*, T*, const BiasDims&, cudaStream_t);   \
-  template void launch_position_bias_backward<T>(const T*, T*, const BiasDims&, cudaStream_t);  \
-  template void launch_attention_softmax<T>(T*, const T*, const int32_t*, const AttentionDims&, \
-                                            bool, T, cudaStream_t);                             \
-  template void launch_attention_softmax_backward<T>(const T*, T*, T*, int64_t, int64_t,        \
+#define MOWE_INSTANTIATE(T)                                                                        \
+  template void launch_position_bias_forward<T>(const T*, T*, const BiasDims&, cudaStream_t);      \
+  template void launch_position_bias_backward<T>(const T*, T*, const BiasDims&, cudaStream_t);     \
+  template void launch_attention_softmax<T>(T*, const T*, const int32_t*, const ScoresDims&, bool, \
+                                            T, cudaStream_t);                                      \
+  template void launch_attention_softmax_backward<T>(const T*, T*, T*, int64_t, int64_t,           \
                                                      cudaStream_t);
 MOWE_INSTANTIATE(float)
 MOWE_INSTANTIATE(double)

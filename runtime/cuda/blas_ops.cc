@@ -43,16 +43,6 @@ cublasStatus_t gemm_call(cublasHandle_t h, cublasOperation_t ta, cublasOperation
                                    sc, batch);
 }
 
-// op(x) for a [rows, cols] operand, as on the CPU.
-struct Operand {
-  int64_t outer, inner;  // rows and columns of op(x)
-};
-Operand op_shape(const Tensor& x, bool trans, bool batched) {
-  int64_t r = batched ? x.dim(-2) : x.rows();
-  int64_t c = x.cols();
-  return trans ? Operand{c, r} : Operand{r, c};
-}
-
 }  // namespace
 
 template <typename T>
@@ -75,17 +65,11 @@ template void gemm<double>(cublasHandle_t, bool, bool, int64_t, int64_t, int64_t
 void CudaBackend::matmul(const Context& ctx, const Tensor& a, const Tensor& b, const Tensor& c,
                          bool trans_a, bool trans_b, float alpha, float beta) {
   for (const Tensor* t : {&a, &b, &c}) check_cuda("matmul", *t);
-  MOWE_CHECK(a.dtype == b.dtype && a.dtype == c.dtype, "matmul: dtypes differ: {}, {}, {}", a.str(),
-             b.str(), c.str());
-  Operand oa = op_shape(a, trans_a, false), ob = op_shape(b, trans_b, false);
-  MOWE_CHECK(oa.inner == ob.outer && c.rows() == oa.outer && c.cols() == ob.inner,
-             "matmul: shapes do not chain: op(a) {}x{}, op(b) {}x{}, c {} (trans_a={}, "
-             "trans_b={})",
-             oa.outer, oa.inner, ob.outer, ob.inner, c.shape.str(), trans_a, trans_b);
-  dispatch_float("matmul", a.dtype, [&](auto zero) {
+  const MatmulDims d = check_matmul(a, b, c, trans_a, trans_b);
+  dispatch_float(Device::CUDA, "matmul", a.dtype, [&](auto zero) {
     using T = decltype(zero);
-    gemm(cublas(ctx), trans_a, trans_b, oa.outer, ob.inner, oa.inner, T(alpha), a.ptr<T>(),
-         a.cols(), 0, b.ptr<T>(), b.cols(), 0, T(beta), c.ptr<T>(), c.cols(), 0, 1);
+    gemm(cublas(ctx), trans_a, trans_b, d.m, d.n, d.k, T(alpha), a.ptr<T>(), a.cols(), 0,
+         b.ptr<T>(), b.cols(), 0, T(beta), c.ptr<T>(), c.cols(), 0, 1);
   });
 }
 
@@ -93,21 +77,11 @@ void CudaBackend::batched_matmul(const Context& ctx, const Tensor& a, const Tens
                                  const Tensor& c, bool trans_a, bool trans_b, float alpha,
                                  float beta) {
   for (const Tensor* t : {&a, &b, &c}) check_cuda("batched_matmul", *t);
-  MOWE_CHECK(a.shape.ndim() == 3 && b.shape.ndim() == 3 && c.shape.ndim() == 3 &&
-                 a.dim(0) == b.dim(0) && a.dim(0) == c.dim(0),
-             "batched_matmul: expects [G,M,K], [G,K,N], [G,M,N]; got {}, {}, {}", a.str(), b.str(),
-             c.str());
-  MOWE_CHECK(a.dtype == b.dtype && a.dtype == c.dtype, "batched_matmul: dtypes differ: {}, {}, {}",
-             a.str(), b.str(), c.str());
-  Operand oa = op_shape(a, trans_a, true), ob = op_shape(b, trans_b, true);
-  MOWE_CHECK(oa.inner == ob.outer && c.dim(1) == oa.outer && c.dim(2) == ob.inner,
-             "batched_matmul: shapes do not chain: {}, {}, {} (trans_a={}, trans_b={})", a.str(),
-             b.str(), c.str(), trans_a, trans_b);
-  const int64_t sa = a.dim(1) * a.dim(2), sb = b.dim(1) * b.dim(2), sc = c.dim(1) * c.dim(2);
-  dispatch_float("batched_matmul", a.dtype, [&](auto zero) {
+  const BatchedMatmulDims d = check_batched_matmul(a, b, c, trans_a, trans_b);
+  dispatch_float(Device::CUDA, "batched_matmul", a.dtype, [&](auto zero) {
     using T = decltype(zero);
-    gemm(cublas(ctx), trans_a, trans_b, oa.outer, ob.inner, oa.inner, T(alpha), a.ptr<T>(),
-         a.dim(2), sa, b.ptr<T>(), b.dim(2), sb, T(beta), c.ptr<T>(), c.dim(2), sc, a.dim(0));
+    gemm(cublas(ctx), trans_a, trans_b, d.m, d.n, d.k, T(alpha), a.ptr<T>(), a.dim(2), d.stride_a,
+         b.ptr<T>(), b.dim(2), d.stride_b, T(beta), c.ptr<T>(), c.dim(2), d.stride_c, d.groups);
   });
 }
 

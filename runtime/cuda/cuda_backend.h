@@ -1,7 +1,7 @@
 // The CUDA backend: cuBLAS for products, kernels for the rest (kernels.h). Every op validates
-// shapes on the host exactly as its CPU twin does, then queues work on ctx.stream and returns
-// without synchronising. Constructing the backend does not touch the GPU: the cuBLAS handle of
-// each device is created on first use.
+// shapes on the host with the checks its CPU twin uses (runtime/op_checks.h), then queues work on
+// ctx.stream and returns without synchronising. Constructing the backend does not touch the GPU:
+// the cuBLAS handle of each device is created on first use.
 #pragma once
 
 #include <cublas_v2.h>
@@ -12,6 +12,7 @@
 
 #include "runtime/backend.h"
 #include "runtime/memory.h"
+#include "runtime/op_checks.h"
 
 namespace mowe {
 
@@ -106,19 +107,6 @@ template <typename T>
 void gemm(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
           T alpha, const T* a, int64_t lda, int64_t stride_a, const T* b, int64_t ldb,
           int64_t stride_b, T beta, T* c, int64_t ldc, int64_t stride_c, int64_t batch);
-
-// Calls f(T{}) with T = float or double for the dtype; other dtypes are an error.
-template <typename F>
-void dispatch_float(const char* op, DType dtype, F&& f) {
-  if (dtype == DType::F32) {
-    f(float{});
-  } else if (dtype == DType::F64) {
-    f(double{});
-  } else {
-    MOWE_CHECK(false, "{}: dtype {} is not supported on the CUDA backend (f32, f64)", op,
-               dtype_name(dtype));
-  }
-}
 
 // Pointer of an optional operand: null when the tensor is empty.
 template <typename T>

@@ -1,5 +1,5 @@
-// Element-wise ops, activations, softmax and dropout on CUDA: host-side validation (as in
-// runtime/cpu/elementwise_ops.cc) and launches of the kernels in elementwise_ops.cu.
+// Element-wise ops, activations, softmax and dropout on CUDA: host-side validation
+// (runtime/op_checks.cc, shared with the CPU) and launches of the kernels in elementwise_ops.cu.
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/cuda/kernels.h"
@@ -11,7 +11,7 @@ void CudaBackend::fill(const Context& ctx, const Tensor& x, double value) {
   if (x.dtype == DType::I32) {
     launch_fill(x.ptr<int32_t>(), x.numel(), static_cast<int32_t>(value), stream_of(ctx));
   } else {
-    dispatch_float("fill", x.dtype, [&](auto zero) {
+    dispatch_float(Device::CUDA, "fill", x.dtype, [&](auto zero) {
       using T = decltype(zero);
       launch_fill(x.ptr<T>(), x.numel(), static_cast<T>(value), stream_of(ctx));
     });
@@ -22,7 +22,7 @@ void CudaBackend::fill(const Context& ctx, const Tensor& x, double value) {
 void CudaBackend::axpy(const Context& ctx, double alpha, const Tensor& x, const Tensor& y) {
   for (const Tensor* t : {&x, &y}) check_cuda("axpy", *t);
   check_same_shape("axpy", x, y);
-  dispatch_float("axpy", x.dtype, [&](auto zero) {
+  dispatch_float(Device::CUDA, "axpy", x.dtype, [&](auto zero) {
     using T = decltype(zero);
     launch_axpy(static_cast<T>(alpha), x.ptr<T>(), y.ptr<T>(), x.numel(), stream_of(ctx));
   });
@@ -32,7 +32,7 @@ void CudaBackend::axpy(const Context& ctx, double alpha, const Tensor& x, const 
 void CudaBackend::gelu_forward(const Context& ctx, const Tensor& x, const Tensor& out) {
   for (const Tensor* t : {&x, &out}) check_cuda("gelu_forward", *t);
   check_same_shape("gelu_forward", x, out);
-  dispatch_float("gelu_forward", x.dtype, [&](auto zero) {
+  dispatch_float(Device::CUDA, "gelu_forward", x.dtype, [&](auto zero) {
     using T = decltype(zero);
     launch_gelu_forward(x.ptr<T>(), out.ptr<T>(), x.numel(), stream_of(ctx));
   });
@@ -42,9 +42,8 @@ void CudaBackend::gelu_forward(const Context& ctx, const Tensor& x, const Tensor
 void CudaBackend::gelu_backward(const Context& ctx, const Tensor& dout, const Tensor& x,
                                 const Tensor& dx) {
   for (const Tensor* t : {&dout, &x, &dx}) check_cuda("gelu_backward", *t);
-  check_same_shape("gelu_backward", dout, x);
-  check_same_shape("gelu_backward", x, dx);
-  dispatch_float("gelu_backward", x.dtype, [&](auto zero) {
+  check_unary_backward("gelu_backward", dout, x, dx);
+  dispatch_float(Device::CUDA, "gelu_backward", x.dtype, [&](auto zero) {
     using T = decltype(zero);
     launch_gelu_backward(dout.ptr<T>(), x.ptr<T>(), dx.ptr<T>(), x.numel(), stream_of(ctx));
   });
@@ -54,9 +53,8 @@ void CudaBackend::gelu_backward(const Context& ctx, const Tensor& dout, const Te
 void CudaBackend::gated_gelu_forward(const Context& ctx, const Tensor& gate, const Tensor& linear,
                                      const Tensor& out) {
   for (const Tensor* t : {&gate, &linear, &out}) check_cuda("gated_gelu_forward", *t);
-  check_same_shape("gated_gelu_forward", gate, linear);
-  check_same_shape("gated_gelu_forward", gate, out);
-  dispatch_float("gated_gelu_forward", gate.dtype, [&](auto zero) {
+  check_gated_gelu_forward(gate, linear, out);
+  dispatch_float(Device::CUDA, "gated_gelu_forward", gate.dtype, [&](auto zero) {
     using T = decltype(zero);
     launch_gated_gelu_forward(gate.ptr<T>(), linear.ptr<T>(), out.ptr<T>(), gate.numel(),
                               stream_of(ctx));
@@ -67,12 +65,10 @@ void CudaBackend::gated_gelu_forward(const Context& ctx, const Tensor& gate, con
 void CudaBackend::gated_gelu_backward(const Context& ctx, const Tensor& dout, const Tensor& gate,
                                       const Tensor& linear, const Tensor& dgate,
                                       const Tensor& dlinear) {
-  check_cuda("gated_gelu_backward", gate);
-  for (const Tensor* t : {&dout, &linear, &dgate, &dlinear}) {
+  for (const Tensor* t : {&dout, &gate, &linear, &dgate, &dlinear})
     check_cuda("gated_gelu_backward", *t);
-    check_same_shape("gated_gelu_backward", gate, *t);
-  }
-  dispatch_float("gated_gelu_backward", gate.dtype, [&](auto zero) {
+  check_gated_gelu_backward(dout, gate, linear, dgate, dlinear);
+  dispatch_float(Device::CUDA, "gated_gelu_backward", gate.dtype, [&](auto zero) {
     using T = decltype(zero);
     launch_gated_gelu_backward(dout.ptr<T>(), gate.ptr<T>(), linear.ptr<T>(), dgate.ptr<T>(),
                                dlinear.ptr<T>(), gate.numel(), stream_of(ctx));
@@ -83,7 +79,7 @@ void CudaBackend::gated_gelu_backward(const Context& ctx, const Tensor& dout, co
 void CudaBackend::softmax_forward(const Context& ctx, const Tensor& x, const Tensor& out) {
   for (const Tensor* t : {&x, &out}) check_cuda("softmax_forward", *t);
   check_same_shape("softmax_forward", x, out);
-  dispatch_float("softmax_forward", x.dtype, [&](auto zero) {
+  dispatch_float(Device::CUDA, "softmax_forward", x.dtype, [&](auto zero) {
     using T = decltype(zero);
     launch_softmax_forward(x.ptr<T>(), out.ptr<T>(), x.rows(), x.cols(), stream_of(ctx));
   });
@@ -93,9 +89,8 @@ void CudaBackend::softmax_forward(const Context& ctx, const Tensor& x, const Ten
 void CudaBackend::softmax_backward(const Context& ctx, const Tensor& dout, const Tensor& out,
                                    const Tensor& dx) {
   for (const Tensor* t : {&dout, &out, &dx}) check_cuda("softmax_backward", *t);
-  check_same_shape("softmax_backward", dout, out);
-  check_same_shape("softmax_backward", out, dx);
-  dispatch_float("softmax_backward", out.dtype, [&](auto zero) {
+  check_unary_backward("softmax_backward", dout, out, dx);
+  dispatch_float(Device::CUDA, "softmax_backward", out.dtype, [&](auto zero) {
     using T = decltype(zero);
     launch_softmax_backward(dout.ptr<T>(), out.ptr<T>(), dx.ptr<T>(), out.rows(), out.cols(),
                             stream_of(ctx));
@@ -104,17 +99,12 @@ void CudaBackend::softmax_backward(const Context& ctx, const Tensor& dout, const
 }
 
 namespace {
-void check_rate(const char* op, float rate) {
-  MOWE_CHECK(rate >= 0.0f && rate < 1.0f, "{}: dropout rate {} is outside [0, 1)", op, rate);
-}
-
 // The mask depends only on (seed, index), so the forward and the backward are one kernel.
 void dropout(const char* op, const Context& ctx, const Tensor& x, const Tensor& out, float rate,
              uint64_t seed) {
   for (const Tensor* t : {&x, &out}) check_cuda(op, *t);
-  check_same_shape(op, x, out);
-  check_rate(op, rate);
-  dispatch_float(op, x.dtype, [&](auto zero) {
+  check_dropout(op, x, out, rate);
+  dispatch_float(Device::CUDA, op, x.dtype, [&](auto zero) {
     using T = decltype(zero);
     launch_dropout(x.ptr<T>(), out.ptr<T>(), x.numel(), rate, seed, stream_of(ctx));
   });

@@ -63,15 +63,14 @@ template <typename T>
 void launch_position_bias_backward(const T* dout, T* dtable, const BiasDims& d,
                                    cudaStream_t stream);
 
-struct AttentionDims {
+struct ScoresDims {  // scores [B,H,T,S]
   int64_t b, h, t, s;
 };
 // In place on scores [B,H,T,S]: add bias [H,T,S] (may be null), add mask_value where the key is
 // padding (key_valid [B,S], may be null) or in the future (causal), then softmax each row.
 template <typename T>
 void launch_attention_softmax(T* scores, const T* bias, const int32_t* key_valid,
-                              const AttentionDims& d, bool causal, T mask_value,
-                              cudaStream_t stream);
+                              const ScoresDims& d, bool causal, T mask_value, cudaStream_t stream);
 // For one batch entry: ds [H,T,S] holds dP on entry and dS = P * (dP - <dP, P>) on exit;
 // dbias [H,T,S] += dS unless null.
 template <typename T>

@@ -1,4 +1,4 @@
-// T5 RMSNorm on CUDA: validation as in runtime/cpu/norm_ops.cc, kernels in norm_ops.cu.
+// T5 RMSNorm on CUDA: validation in runtime/op_checks.cc, kernels in norm_ops.cu.
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/cuda/kernels.h"
@@ -8,14 +8,11 @@ namespace mowe::cuda {
 void CudaBackend::rmsnorm_forward(const Context& ctx, const Tensor& x, const Tensor& scale,
                                   const Tensor& out, const Tensor& rstd, double eps) {
   for (const Tensor* t : {&x, &scale, &out, &rstd}) check_cuda("rmsnorm_forward", *t);
-  check_same_shape("rmsnorm_forward", x, out);
-  const int64_t n = x.rows(), c = x.cols();
-  check_shape("rmsnorm_forward", "scale", scale, {c});
-  check_shape("rmsnorm_forward", "rstd", rstd, {n});
-  dispatch_float("rmsnorm_forward", x.dtype, [&](auto zero) {
+  const RowsDims d = check_rmsnorm_forward(x, scale, out, rstd);
+  dispatch_float(Device::CUDA, "rmsnorm_forward", x.dtype, [&](auto zero) {
     using T = decltype(zero);
-    launch_rmsnorm_forward(x.ptr<T>(), scale.ptr<T>(), out.ptr<T>(), rstd.ptr<T>(), n, c, T(eps),
-                           stream_of(ctx));
+    launch_rmsnorm_forward(x.ptr<T>(), scale.ptr<T>(), out.ptr<T>(), rstd.ptr<T>(), d.rows, d.cols,
+                           T(eps), stream_of(ctx));
   });
   CUDA_CHECK_LAST();
 }
@@ -25,16 +22,11 @@ void CudaBackend::rmsnorm_backward(const Context& ctx, const Tensor& dout, const
                                    const Tensor& dscale) {
   for (const Tensor* t : {&dout, &x, &scale, &rstd, &dx, &dscale})
     check_cuda("rmsnorm_backward", *t);
-  check_same_shape("rmsnorm_backward", dout, x);
-  check_same_shape("rmsnorm_backward", x, dx);
-  const int64_t n = x.rows(), c = x.cols();
-  check_shape("rmsnorm_backward", "scale", scale, {c});
-  check_shape("rmsnorm_backward", "dscale", dscale, {c});
-  check_shape("rmsnorm_backward", "rstd", rstd, {n});
-  dispatch_float("rmsnorm_backward", x.dtype, [&](auto zero) {
+  const RowsDims d = check_rmsnorm_backward(dout, x, scale, rstd, dx, dscale);
+  dispatch_float(Device::CUDA, "rmsnorm_backward", x.dtype, [&](auto zero) {
     using T = decltype(zero);
     launch_rmsnorm_backward(dout.ptr<T>(), x.ptr<T>(), scale.ptr<T>(), rstd.ptr<T>(), dx.ptr<T>(),
-                            dscale.ptr<T>(), n, c, stream_of(ctx));
+                            dscale.ptr<T>(), d.rows, d.cols, stream_of(ctx));
   });
   CUDA_CHECK_LAST();
 }

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "runtime/backend.h"
@@ -53,6 +54,35 @@ TEST(PositionBias, GradientsMatchFiniteDifferences) {
           return testing::dot(out, g);
         },
         {{"table", table, dtable}});
+  }
+}
+
+// The message of the Error f throws, or "" when it does not throw.
+template <typename F>
+std::string error_of(F f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// relative_position_bucket divides by log(max_distance / (num_buckets / 2)).
+TEST(PositionBias, RejectsMaxDistanceAtOrBelowHalfTheBuckets) {
+  Buffer table = random_buffer({8, 2}, 1), out = testing::host_buffer({2, 3, 3});
+  for (bool bidirectional : {true, false}) {
+    const std::string forward =
+        error_of([&] { cpu_backend().position_bias_forward({}, table, out, bidirectional, 4); });
+    EXPECT_NE(forward.find("position_bias_forward: max_distance 4 must be > num_buckets / 2 (4)"),
+              std::string::npos)
+        << forward;
+    const std::string backward =
+        error_of([&] { cpu_backend().position_bias_backward({}, out, table, bidirectional, 3); });
+    EXPECT_NE(backward.find("position_bias_backward: max_distance 3 must be > num_buckets / 2 (4)"),
+              std::string::npos)
+        << backward;
+    EXPECT_NO_THROW(cpu_backend().position_bias_forward({}, table, out, bidirectional, 5));
   }
 }
 

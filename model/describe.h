@@ -1,0 +1,40 @@
+// Analytic size and cost of a configured model, computed from the config alone (nothing is
+// allocated), so a user can size a 31B-parameter job on a laptop:
+//   mowe_pretrain --config configs/base.textproto --describe
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/proto/config.pb.h"
+
+namespace mowe::model {
+
+struct ModelSize {
+  struct Component {
+    std::string name;
+    int64_t params = 0;
+  };
+  std::vector<Component> dense;  // embedding, output projection, encoder, decoder, ...
+  struct Bucket {
+    int64_t experts = 0, expert_d_ff = 0, params = 0;
+    int64_t flops_per_token = 0;  // forward FLOPs of one expert on one token
+  };
+  std::vector<Bucket> buckets;
+  int64_t dense_params = 0;
+  int64_t expert_params = 0;  // counted once when shared across MoWE layers
+  int64_t total_params() const { return dense_params + expert_params; }
+  // Forward FLOPs of one sequence (input_length encoder + target_length decoder tokens) in the
+  // dense part: 2 per multiply-add, attention scores and mixing included, MoWE layers excluded.
+  int64_t dense_flops_per_sequence = 0;
+};
+
+// input_length and target_length size the attention FLOPs.
+ModelSize describe(const config::ModelConfig& config, int64_t input_length,
+                   int64_t target_length);
+
+// A human-readable report: one line per component, totals, FLOPs.
+std::string describe_report(const ModelSize& size);
+
+}  // namespace mowe::model
