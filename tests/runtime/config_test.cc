@@ -167,7 +167,7 @@ TEST(ConfigValidate, VocabularyAndSpanRules) {
             "--set model.vocab_size=32: model.vocab_size = 32 must be >= data.sp_vocab_size (64): "
             "the embedding needs a row for every piece");
   EXPECT_EQ(tiny_error({"data.input_length=512"}),
-            "tiny.textproto:30:3: data.num_sentinels = 8 is too few: data.input_length 512 at "
+            "tiny.textproto:31:3: data.num_sentinels = 8 is too few: data.input_length 512 at "
             "noise_density 0.15 makes 26 spans, each needing its own sentinel");
   EXPECT_EQ(tiny_error({"data.corpus=TEXT"}),
             "tiny.textproto:27:1: data.corpus_path is empty, but data.corpus = TEXT reads from it");

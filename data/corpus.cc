@@ -1,0 +1,221 @@
+#include "data/corpus.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "data/hash.h"
+#include "runtime/check.h"
+
+namespace mowe::data {
+namespace {
+
+std::ifstream open_or_throw(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(fmt::format("cannot open {} {}: {}", what, path, std::strerror(errno)));
+  return in;
+}
+
+void strip_cr(std::string* line) {
+  if (!line->empty() && line->back() == '\r') line->pop_back();
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// "Alan_Mathison_Turing" -> "Alan Mathison Turing"; "beautiful(a)" -> "beautiful".
+std::string lemma_text(std::string_view word) {
+  if (!word.empty() && word.back() == ')') {
+    size_t open = word.rfind('(');
+    if (open != std::string_view::npos && open > 0) word = word.substr(0, open);
+  }
+  std::string out(word);
+  for (char& c : out)
+    if (c == '_') c = ' ';
+  return out;
+}
+
+// One data.* line: offset lex_filenum ss_type w_cnt(hex) {word lex_id}... p_cnt ... | gloss.
+bool parse_synset_line(const std::string& line, Synset* synset) {
+  size_t bar = line.find(" | ");
+  if (bar == std::string::npos) return false;
+  std::istringstream fields(line.substr(0, bar));
+  std::string offset, lex_filenum, ss_type, w_cnt;
+  if (!(fields >> offset >> lex_filenum >> ss_type >> w_cnt) || ss_type.size() != 1) return false;
+  int count = 0;
+  try {
+    count = std::stoi(w_cnt, nullptr, 16);
+  } catch (const std::exception&) {
+    return false;
+  }
+  if (count <= 0) return false;
+  synset->pos = ss_type[0];
+  synset->lemmas.clear();
+  for (int i = 0; i < count; ++i) {
+    std::string word, lex_id;
+    if (!(fields >> word >> lex_id)) return false;
+    synset->lemmas.push_back(lemma_text(word));
+  }
+  synset->gloss = std::string(trim(std::string_view(line).substr(bar + 3)));
+  return true;
+}
+
+}  // namespace
+
+std::vector<Synset> read_wordnet(const std::string& dir, CorpusStats* stats) {
+  CorpusStats local;
+  if (!stats) stats = &local;
+  std::vector<Synset> synsets;
+  for (const char* name : {"data.noun", "data.verb", "data.adj", "data.adv"}) {
+    std::string path = (std::filesystem::path(dir) / name).string();
+    if (!std::filesystem::exists(path)) {
+      throw Error(fmt::format(
+          "WordNet file {} is missing: install the Debian package wordnet-base "
+          "(apt-get install wordnet-base, or run launch/setup.sh), or point data.wordnet_dir at a "
+          "WordNet 3.0 database",
+          path));
+    }
+    std::ifstream in = open_or_throw(path, "WordNet file");
+    std::string line;
+    Synset synset;
+    while (std::getline(in, line)) {
+      strip_cr(&line);
+      if (line.empty() || line[0] == ' ') continue;  // license header lines start with spaces
+      ++stats->lines;
+      if (!valid_utf8(line)) {
+        ++stats->skipped_invalid_utf8;
+        continue;
+      }
+      if (!parse_synset_line(line, &synset)) {
+        ++stats->skipped_malformed;
+        continue;
+      }
+      synsets.push_back(synset);
+    }
+  }
+  return synsets;
+}
+
+std::string synset_document(const Synset& synset) {
+  std::string doc = synset.lemmas.empty() ? std::string() : synset.lemmas[0];
+  if (synset.lemmas.size() > 1) {
+    doc += " (";
+    for (size_t i = 1; i < synset.lemmas.size(); ++i) {
+      if (i > 1) doc += ", ";
+      doc += synset.lemmas[i];
+    }
+    doc += ")";
+  }
+  doc += ": ";
+  doc += synset.gloss;
+  return doc;
+}
+
+Corpus wordnet_corpus(const std::string& dir) {
+  Corpus corpus;
+  corpus.source = fmt::format("WordNet in {}", dir);
+  for (const Synset& s : read_wordnet(dir, &corpus.stats)) {
+    corpus.documents.push_back(synset_document(s));
+    corpus.stats.bytes += corpus.documents.back().size();
+  }
+  return corpus;
+}
+
+Corpus read_text_corpus(const std::string& path) {
+  Corpus corpus;
+  corpus.source = fmt::format("text file {}", path);
+  std::ifstream in = open_or_throw(path, "text corpus");
+  std::string line, paragraph;
+  auto flush = [&] {
+    if (!paragraph.empty()) {
+      corpus.stats.bytes += paragraph.size();
+      corpus.documents.push_back(std::move(paragraph));
+    }
+    paragraph.clear();
+  };
+  while (std::getline(in, line)) {
+    strip_cr(&line);
+    ++corpus.stats.lines;
+    if (!valid_utf8(line)) {
+      ++corpus.stats.skipped_invalid_utf8;
+      continue;
+    }
+    std::string_view text = trim(line);
+    if (text.empty()) {
+      flush();
+      continue;
+    }
+    if (!paragraph.empty()) paragraph += ' ';
+    paragraph += text;
+  }
+  flush();
+  return corpus;
+}
+
+Corpus read_jsonl_corpus(const std::string& path, const std::string& text_field) {
+  Corpus corpus;
+  corpus.source = fmt::format("JSON-lines file {} (field \"{}\")", path, text_field);
+  std::ifstream in = open_or_throw(path, "JSON-lines corpus");
+  std::string line, text;
+  while (std::getline(in, line)) {
+    strip_cr(&line);
+    if (trim(line).empty()) continue;
+    ++corpus.stats.lines;
+    if (!valid_utf8(line)) {
+      ++corpus.stats.skipped_invalid_utf8;
+      continue;
+    }
+    // \u escapes can still spell invalid text (NUL, controls): keep only clean UTF-8 documents.
+    if (!json_string_field(line, text_field, &text) || !valid_utf8(text)) {
+      ++corpus.stats.skipped_malformed;
+      continue;
+    }
+    std::string_view kept = trim(text);
+    if (kept.empty()) continue;
+    corpus.stats.bytes += kept.size();
+    corpus.documents.emplace_back(kept);
+  }
+  return corpus;
+}
+
+Corpus read_corpus(const config::DataConfig& config) {
+  Corpus corpus;
+  switch (config.corpus()) {
+    case config::DataConfig::TEXT:
+      corpus = read_text_corpus(config.corpus_path());
+      break;
+    case config::DataConfig::JSONL:
+      corpus = read_jsonl_corpus(config.corpus_path(), config.jsonl_text_field());
+      break;
+    default:
+      corpus = wordnet_corpus(config.wordnet_dir());
+      break;
+  }
+  const CorpusStats& s = corpus.stats;
+  if (s.skipped_invalid_utf8 > 0 || s.skipped_malformed > 0) {
+    spdlog::warn(
+        "[data] {}: skipped {} lines that are not valid UTF-8 and {} malformed lines of {}",
+        corpus.source, s.skipped_invalid_utf8, s.skipped_malformed, s.lines);
+  }
+  MOWE_CHECK(!corpus.documents.empty(),
+             "{} holds no document ({} lines read: {} not valid UTF-8, {} malformed)",
+             corpus.source, s.lines, s.skipped_invalid_utf8, s.skipped_malformed);
+  return corpus;
+}
+
+Split split_corpus(std::vector<std::string> documents, double validation_fraction, uint64_t seed) {
+  Split split;
+  for (std::string& doc : documents) {
+    double u = static_cast<double>(hash_bytes(doc, seed) >> 11) * 0x1.0p-53;
+    (u < validation_fraction ? split.validation : split.train).push_back(std::move(doc));
+  }
+  return split;
+}
+
+}  // namespace mowe::data

@@ -1,0 +1,68 @@
+// Corpus readers: the embedded WordNet corpus (one document per synset: lemma names, gloss and
+// examples), plain-text files (one document per blank-line separated paragraph) and JSON-lines
+// files (one document per line). Lines that are not valid UTF-8 are skipped and counted, never a
+// crash; malformed JSON lines likewise. The train/validation split is a seeded hash of each
+// document's text, so it does not depend on document order and duplicates never straddle it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "runtime/proto/config.pb.h"
+
+namespace mowe::data {
+
+struct CorpusStats {
+  int64_t lines = 0;                 // lines read (data lines for WordNet)
+  int64_t skipped_invalid_utf8 = 0;  // lines dropped because they are not valid UTF-8
+  int64_t skipped_malformed = 0;     // WordNet or JSON lines that do not parse
+  int64_t bytes = 0;                 // bytes of document text kept
+};
+
+struct Corpus {
+  std::string source;  // what was read, for messages: "WordNet 3.0 in /usr/share/wordnet"
+  std::vector<std::string> documents;
+  CorpusStats stats;
+};
+
+// True when `text` is well-formed UTF-8 (no overlong forms, surrogates or code points > U+10FFFF).
+bool valid_utf8(std::string_view text);
+
+// One WordNet synset: lemma names with '_' turned into spaces and adjective markers such as
+// "(a)" removed, in database order, and the gloss (definitions, then examples in quotes).
+struct Synset {
+  char pos = 'n';  // ss_type: n, v, a, s, r
+  std::vector<std::string> lemmas;
+  std::string gloss;
+};
+
+// The four data.* files of a WordNet 3.0 database directory, in the order noun, verb, adj, adv.
+// Throws mowe::Error naming the Debian package (wordnet-base) when a file is missing.
+std::vector<Synset> read_wordnet(const std::string& dir, CorpusStats* stats = nullptr);
+
+// "Turing (Alan Turing, Alan Mathison Turing): English mathematician who ...".
+std::string synset_document(const Synset& synset);
+
+Corpus wordnet_corpus(const std::string& dir);
+Corpus read_text_corpus(const std::string& path);
+Corpus read_jsonl_corpus(const std::string& path, const std::string& text_field);
+
+// The corpus a DataConfig names (data.corpus, corpus_path, jsonl_text_field, wordnet_dir).
+// Throws when it holds no document.
+Corpus read_corpus(const config::DataConfig& config);
+
+// The string value of a top-level `field` of one JSON object line, unescaped; nullopt when the
+// line is not a JSON object or the field is missing or not a string. Exposed for tests.
+bool json_string_field(std::string_view line, std::string_view field, std::string* value);
+
+struct Split {
+  std::vector<std::string> train;
+  std::vector<std::string> validation;
+};
+
+// Document d goes to validation when hash(seed, text) / 2^64 < validation_fraction.
+Split split_corpus(std::vector<std::string> documents, double validation_fraction, uint64_t seed);
+
+}  // namespace mowe::data

@@ -1,0 +1,210 @@
+#include "data/loader.h"
+
+#include <algorithm>
+
+#include "data/hash.h"
+#include "runtime/check.h"
+
+namespace mowe::data {
+
+Loader::Loader(std::shared_ptr<const TokenStream> stream,
+               std::shared_ptr<const RoutingTokenizer> table, LoaderOptions options)
+    : stream_(std::move(stream)), table_(std::move(table)), options_(std::move(options)) {
+  const LoaderOptions& o = options_;
+  MOWE_CHECK(stream_ && table_, "the loader needs a token stream and a routing table");
+  MOWE_CHECK(o.world_size > 0 && o.rank >= 0 && o.rank < o.world_size, "rank {} of {} ranks",
+             o.rank, o.world_size);
+  MOWE_CHECK(o.global_batch_size > 0 && o.global_batch_size % o.world_size == 0,
+             "training.global_batch_size = {} is not a multiple of the {} ranks: every rank "
+             "takes the same number of examples, so choose a multiple of the world size",
+             o.global_batch_size, o.world_size);
+  MOWE_CHECK(o.prefetch_batches >= 1, "prefetch_batches = {} must be >= 1", o.prefetch_batches);
+  local_batch_ = o.global_batch_size / o.world_size;
+  lengths_ = t5_span_lengths(o.input_length, o.noise_density, o.mean_noise_span_length);
+  target_length_ = o.target_length > 0 ? o.target_length : lengths_.targets_length;
+  MOWE_CHECK(target_length_ >= lengths_.targets_length,
+             "data.target_length = {} is too short: span corruption of {} tokens at noise "
+             "density {} makes {} targets (0 derives it)",
+             o.target_length, lengths_.tokens_length, o.noise_density, lengths_.targets_length);
+  const NoiseCounts counts =
+      t5_noise_counts(lengths_.tokens_length, o.noise_density, o.mean_noise_span_length);
+  MOWE_CHECK(static_cast<int64_t>(o.sentinels.size()) >= counts.noise_spans,
+             "span corruption makes {} spans per example but the tokenizer has {} sentinels: "
+             "raise data.num_sentinels and retrain the tokenizer",
+             counts.noise_spans, o.sentinels.size());
+  MOWE_CHECK(stream_->num_chunks(lengths_.tokens_length) > 0,
+             "the token stream has {} tokens, fewer than one example of {}: use a larger corpus "
+             "or a smaller data.input_length",
+             stream_->size(), lengths_.tokens_length);
+}
+
+Loader::~Loader() {
+  stop();
+}
+
+Example Loader::example(int64_t global_index) const {
+  const LoaderOptions& o = options_;
+  Example ex;
+  std::span<const int32_t> chunk = stream_->example(global_index, lengths_.tokens_length);
+  const uint64_t seed = hash_ints(o.seed, 0x5ba7, static_cast<uint64_t>(global_index));
+  std::vector<uint8_t> noise = random_spans_noise_mask(lengths_.tokens_length, o.noise_density,
+                                                       o.mean_noise_span_length, seed);
+  apply_noise_mask(chunk.data(), noise.data(), lengths_.tokens_length, o.sentinels, o.eos_id,
+                   &ex.inputs, &ex.targets);
+  MOWE_CHECK(static_cast<int64_t>(ex.inputs.size()) <= o.input_length &&
+                 static_cast<int64_t>(ex.targets.size()) <= target_length_,
+             "span corruption gave {} inputs and {} targets for lengths {} and {}",
+             ex.inputs.size(), ex.targets.size(), o.input_length, target_length_);
+  ex.decoder_inputs.reserve(ex.targets.size());
+  ex.decoder_inputs.push_back(o.pad_id);
+  ex.decoder_inputs.insert(ex.decoder_inputs.end(), ex.targets.begin(), ex.targets.end() - 1);
+  ex.input_routing.resize(ex.inputs.size());
+  ex.decoder_routing.resize(ex.decoder_inputs.size());
+  table_->route(ex.inputs, ex.input_routing);
+  table_->route(ex.decoder_inputs, ex.decoder_routing);
+  return ex;
+}
+
+namespace {
+
+// Copies `src` into row `row` of a [B, width] array, filling the rest of the row with `fill`.
+template <typename T, typename S>
+void put_row(std::vector<T>* dst, int64_t row, int64_t width, const std::vector<S>& src, T fill) {
+  T* out = dst->data() + row * width;
+  const int64_t n = static_cast<int64_t>(src.size());
+  for (int64_t i = 0; i < width; ++i) out[i] = i < n ? static_cast<T>(src[i]) : fill;
+}
+
+void put_mask(std::vector<int32_t>* dst, int64_t row, int64_t width, int64_t n) {
+  int32_t* out = dst->data() + row * width;
+  for (int64_t i = 0; i < width; ++i) out[i] = i < n ? 1 : 0;
+}
+
+}  // namespace
+
+Batch Loader::batch_at(int64_t step, int64_t first_global_example) const {
+  Batch b;
+  b.step = step;
+  b.batch_size = static_cast<int>(local_batch_);
+  b.first_example = first_global_example + options_.rank * local_batch_;
+  const int64_t te = b.input_length = static_cast<int>(options_.input_length);
+  const int64_t td = b.target_length = static_cast<int>(target_length_);
+  const int64_t B = local_batch_;
+  for (auto* v : {&b.encoder_input_ids, &b.encoder_routing_ids, &b.encoder_mask}) v->resize(B * te);
+  for (auto* v : {&b.decoder_input_ids, &b.decoder_routing_ids, &b.decoder_mask, &b.targets})
+    v->resize(B * td);
+  b.loss_weights.resize(B * td);
+  const int32_t pad = options_.pad_id;
+  for (int64_t r = 0; r < B; ++r) {
+    Example ex = example(b.first_example + r);
+    put_row(&b.encoder_input_ids, r, te, ex.inputs, pad);
+    put_row(&b.encoder_routing_ids, r, te, ex.input_routing, -1);
+    put_mask(&b.encoder_mask, r, te, static_cast<int64_t>(ex.inputs.size()));
+    put_row(&b.decoder_input_ids, r, td, ex.decoder_inputs, pad);
+    put_row(&b.decoder_routing_ids, r, td, ex.decoder_routing, -1);
+    put_mask(&b.decoder_mask, r, td, static_cast<int64_t>(ex.decoder_inputs.size()));
+    put_row(&b.targets, r, td, ex.targets, pad);
+    for (int64_t i = 0; i < td; ++i)
+      b.loss_weights[r * td + i] = i < static_cast<int64_t>(ex.targets.size()) ? 1.0f : 0.0f;
+  }
+  return b;
+}
+
+void Loader::produce() {
+  while (true) {
+    int64_t step = 0, first = 0;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      changed_.wait(lock, [&] {
+        return stopping_ || static_cast<int>(ready_.size()) < options_.prefetch_batches;
+      });
+      if (stopping_) return;
+      step = produce_step_, first = produce_example_;
+    }
+    Batch batch;
+    try {
+      batch = batch_at(step, first);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      error_ = std::current_exception();
+      changed_.notify_all();
+      return;
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    ready_.push_back(std::move(batch));
+    ++produce_step_;
+    produce_example_ += options_.global_batch_size;
+    changed_.notify_all();
+  }
+}
+
+void Loader::start() {
+  stopping_ = false;
+  produce_step_ = step_;
+  produce_example_ = example_;
+  thread_ = std::thread([this] { produce(); });
+}
+
+void Loader::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+    changed_.notify_all();
+  }
+  if (thread_.joinable()) thread_.join();
+  ready_.clear();
+  error_ = nullptr;
+}
+
+Batch Loader::next() {
+  if (!thread_.joinable()) start();
+  std::unique_lock<std::mutex> lock(mutex_);
+  changed_.wait(lock, [&] { return !ready_.empty() || error_; });
+  if (ready_.empty()) std::rethrow_exception(error_);
+  Batch batch = std::move(ready_.front());
+  ready_.pop_front();
+  MOWE_CHECK(batch.step == step_, "loader produced step {} while step {} was due", batch.step,
+             step_);
+  ++step_;
+  example_ += options_.global_batch_size;
+  changed_.notify_all();
+  return batch;
+}
+
+LoaderState Loader::state() const {
+  LoaderState s;
+  s.set_step(step_);
+  s.set_next_example(example_);
+  s.set_seed(options_.seed);
+  s.set_stream_hash(stream_->hash());
+  return s;
+}
+
+void Loader::restore(const LoaderState& state) {
+  MOWE_CHECK(state.stream_hash() == stream_->hash() && state.seed() == options_.seed,
+             "the saved loader state belongs to another corpus, tokenizer or seed (stream {:016x} "
+             "seed {}, this loader has stream {:016x} seed {})",
+             state.stream_hash(), state.seed(), stream_->hash(), options_.seed);
+  MOWE_CHECK(state.step() >= 0 && state.next_example() >= 0, "negative loader position");
+  stop();
+  step_ = state.step();
+  example_ = state.next_example();
+}
+
+std::vector<int64_t> count_routing_ids(const Loader& loader, int64_t num_examples,
+                                       int32_t num_routing_ids) {
+  std::vector<int64_t> counts(num_routing_ids, 0);
+  for (int64_t g = 0; g < num_examples; ++g) {
+    Example ex = loader.example(g);
+    for (const auto* ids : {&ex.input_routing, &ex.decoder_routing}) {
+      for (int32_t id : *ids) {
+        MOWE_CHECK(id >= 0 && id < num_routing_ids, "routing id {} outside [0, {})", id,
+                   num_routing_ids);
+        ++counts[id];
+      }
+    }
+  }
+  return counts;
+}
+
+}  // namespace mowe::data

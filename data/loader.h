@@ -1,0 +1,124 @@
+// The deterministic, sharded, resumable loader. The global batch of step s holds the examples
+// [e_s, e_s + B) of the token stream (e_s = s * B unless the batch size changed on restore), and
+// rank r of N takes the contiguous slice [r * B/N, (r + 1) * B/N) of it. Example g is a pure
+// function of (seed, g): its chunk comes from TokenStream::example, its noise mask is seeded
+// with hash(seed, g). So 1 rank and N ranks see the same global batch, thread timing never
+// matters, and the state to save is just (step, e_s).
+//
+// A background thread builds the next prefetch_batches batches (span corruption, routing ids,
+// padding, masks) while the trainer works; next() hands them over in order.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "data/proto/loader_state.pb.h"
+#include "data/routing_tokenizer.h"
+#include "data/span_corruption.h"
+#include "data/token_stream.h"
+
+namespace mowe::data {
+
+struct LoaderOptions {
+  int64_t input_length = 512;   // data.input_length
+  int64_t target_length = 0;    // data.target_length; 0 = derived as T5 does (114 for 512)
+  double noise_density = 0.15;  // data.noise_density
+  double mean_noise_span_length = 3.0;
+  uint64_t seed = 0;              // data.seed
+  int64_t global_batch_size = 1;  // training.global_batch_size, divisible by world_size
+  int rank = 0;
+  int world_size = 1;
+  int prefetch_batches = 2;  // data.prefetch_batches
+  int32_t pad_id = 0;
+  int32_t eos_id = 1;
+  std::vector<int32_t> sentinels;  // ids of <extra_id_0>, <extra_id_1>, ...
+};
+
+// One rank's share of a global batch. Arrays are row-major [B, T] with B = batch_size examples
+// and T = input_length (encoder_*) or target_length (decoder_*, targets, loss_weights).
+// Padding (only when a configured target_length exceeds the derived one) has id pad_id, mask 0,
+// loss weight 0 and routing id -1.
+struct Batch {
+  int64_t step = 0;
+  int64_t first_example = 0;  // global index of this rank's first example
+  int batch_size = 0;
+  int input_length = 0;
+  int target_length = 0;
+  std::vector<int32_t> encoder_input_ids;    // corrupted inputs, sentinels, EOS
+  std::vector<int32_t> encoder_routing_ids;  // routing tokenization of encoder_input_ids
+  std::vector<int32_t> encoder_mask;         // 1 = real token
+  std::vector<int32_t> decoder_input_ids;    // targets shifted right, starting with pad_id (0)
+  std::vector<int32_t> decoder_routing_ids;  // routing tokenization of decoder_input_ids
+  std::vector<int32_t> decoder_mask;         // 1 = real position (position 0 included)
+  std::vector<int32_t> targets;              // sentinels and noise spans, EOS
+  std::vector<float> loss_weights;           // 1 on real targets, 0 on padding
+};
+
+// One example before padding.
+struct Example {
+  std::vector<int32_t> inputs, input_routing;
+  std::vector<int32_t> targets, decoder_inputs, decoder_routing;
+};
+
+class Loader {
+ public:
+  // Throws when global_batch_size is not a multiple of world_size, when the configured target
+  // length is below the derived one, or when the stream holds less than one example.
+  Loader(std::shared_ptr<const TokenStream> stream, std::shared_ptr<const RoutingTokenizer> table,
+         LoaderOptions options);
+  ~Loader();
+  Loader(const Loader&) = delete;
+  Loader& operator=(const Loader&) = delete;
+
+  // The next batch in step order (blocks until the background thread has built it).
+  Batch next();
+  // Where next() continues; restore() refuses a state from another stream or seed.
+  LoaderState state() const;
+  void restore(const LoaderState& state);
+
+  // Built on the calling thread, without touching the position: tests, evaluation.
+  Batch batch_at(int64_t step, int64_t first_global_example) const;
+  Example example(int64_t global_index) const;
+
+  const SpanLengths& lengths() const { return lengths_; }
+  int64_t target_length() const { return target_length_; }
+  int64_t local_batch_size() const { return local_batch_; }
+  const LoaderOptions& options() const { return options_; }
+
+ private:
+  void start();
+  void stop();
+  void produce();
+
+  std::shared_ptr<const TokenStream> stream_;
+  std::shared_ptr<const RoutingTokenizer> table_;
+  LoaderOptions options_;
+  SpanLengths lengths_;
+  int64_t target_length_ = 0;
+  int64_t local_batch_ = 0;
+
+  // Position of the batch next() returns, and of the one the thread builds next.
+  int64_t step_ = 0, example_ = 0;
+  int64_t produce_step_ = 0, produce_example_ = 0;
+
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;
+  std::deque<Batch> ready_;
+  std::exception_ptr error_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+// Occurrences of every routing id (size num_routing_ids) in the encoder and decoder inputs of the
+// examples [0, num_examples), padding excluded: the load each id puts on its expert in training.
+std::vector<int64_t> count_routing_ids(const Loader& loader, int64_t num_examples,
+                                       int32_t num_routing_ids);
+
+}  // namespace mowe::data

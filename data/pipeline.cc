@@ -1,0 +1,165 @@
+#include "data/pipeline.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+
+#include "data/files.h"
+#include "runtime/check.h"
+
+namespace mowe::data {
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void check_tokenizer(const Tokenizer& t, const config::DataConfig& config) {
+  MOWE_CHECK(t.vocab_size() == config.sp_vocab_size(),
+             "{} has {} pieces but data.sp_vocab_size is {}: retrain it (mowe_vocab --retrain) "
+             "or set data.sp_vocab_size",
+             t.source(), t.vocab_size(), config.sp_vocab_size());
+  MOWE_CHECK(t.num_sentinels() >= config.num_sentinels(),
+             "{} has {} sentinel pieces <extra_id_N> but data.num_sentinels is {}: retrain it "
+             "(mowe_vocab --retrain)",
+             t.source(), t.num_sentinels(), config.num_sentinels());
+}
+
+std::shared_ptr<const TokenStream> tokenize_split(const std::vector<std::string>& docs,
+                                                  const Tokenizer& tokenizer, uint64_t seed,
+                                                  const char* name) {
+  auto t0 = std::chrono::steady_clock::now();
+  TokenizedCorpus tokens = tokenize_documents(docs, tokenizer);
+  auto stream = std::make_shared<const TokenStream>(tokens, Tokenizer::kEosId, seed);
+  spdlog::info("[data] {} split: {} documents, {} tokens ({:.1f} s)", name, docs.size(),
+               stream->size(), seconds_since(t0));
+  return stream;
+}
+
+}  // namespace
+
+Split read_split(const config::DataConfig& config) {
+  auto t0 = std::chrono::steady_clock::now();
+  Corpus corpus = read_corpus(config);
+  const size_t total = corpus.documents.size();
+  Split split = split_corpus(std::move(corpus.documents), config.validation_fraction(),
+                             static_cast<uint64_t>(config.seed()));
+  MOWE_CHECK(!split.train.empty(), "{}: all {} documents fell in the validation split",
+             corpus.source, total);
+  spdlog::info("[data] {}: {} documents ({:.1f} MB), {} for training, {} for validation ({:.1f} s)",
+               corpus.source, total, corpus.stats.bytes / 1e6, split.train.size(),
+               split.validation.size(), seconds_since(t0));
+  return split;
+}
+
+Tokenizer load_tokenizer(const config::DataConfig& config) {
+  MOWE_CHECK(!config.tokenizer_model().empty(),
+             "data.tokenizer_model is empty: set it to the SentencePiece model mowe_vocab writes");
+  Tokenizer t = Tokenizer::load(config.tokenizer_model());
+  check_tokenizer(t, config);
+  return t;
+}
+
+Tokenizer train_or_load_tokenizer(const config::DataConfig& config, const Split& split,
+                                  bool retrain) {
+  const std::string& path = config.tokenizer_model();
+  MOWE_CHECK(!path.empty(),
+             "data.tokenizer_model is empty: set where the SentencePiece model goes");
+  if (!retrain && std::filesystem::exists(path)) {
+    spdlog::info("[vocab] using the existing tokenizer {} (--retrain to train a new one)", path);
+    return load_tokenizer(config);
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  spdlog::info("[vocab] training SentencePiece ({} pieces, {} sentinels) on {} documents ...",
+               config.sp_vocab_size(), config.num_sentinels(), split.train.size());
+  TokenizerTrainOptions options;
+  options.vocab_size = config.sp_vocab_size();
+  options.num_sentinels = config.num_sentinels();
+  options.character_coverage = config.sp_character_coverage();
+  options.seed = static_cast<uint64_t>(config.seed());
+  std::string model = Tokenizer::train(split.train, options);
+  write_file_atomically(path, model);
+  spdlog::info("[vocab] wrote {} ({:.1f} s)", path, seconds_since(t0));
+  Tokenizer t = Tokenizer::from_model(std::move(model), path);
+  check_tokenizer(t, config);
+  return t;
+}
+
+RoutingVocab build_routing_vocab(const config::Config& config, const Split& split,
+                                 const Tokenizer& tokenizer, int64_t max_examples,
+                                 int64_t* examples) {
+  const config::DataConfig& d = config.data();
+  auto t0 = std::chrono::steady_clock::now();
+  TokenizedCorpus tokens =
+      tokenize_documents(split.train, tokenizer, 0, [](int64_t done, int64_t total) {
+        spdlog::info("[vocab] tokenized {}/{} documents", done, total);
+      });
+  spdlog::info("[vocab] training split: {} tokens ({:.1f} s)", tokens.tokens.size(),
+               seconds_since(t0));
+  t0 = std::chrono::steady_clock::now();
+  std::vector<std::string> names;
+  for (const Synset& s : read_wordnet(d.wordnet_dir()))
+    names.insert(names.end(), s.lemmas.begin(), s.lemmas.end());
+  const bool variants = config.model().mowe().case_variants();
+  RoutingVocab vocab = RoutingVocab::build(
+      tokenizer, names, split.train, tokens,
+      {.max_routing_ids = config.model().mowe().routing_vocab_size(), .case_variants = variants});
+  spdlog::info("[vocab] {} auxiliary words ({:.1f} s)", vocab.file().entries_size(),
+               seconds_since(t0));
+  t0 = std::chrono::steady_clock::now();
+  auto table = std::make_shared<const RoutingTokenizer>(vocab.table(variants));
+  auto stream = std::make_shared<const TokenStream>(tokens, Tokenizer::kEosId,
+                                                    static_cast<uint64_t>(d.seed()));
+  Loader loader(stream, table, loader_options(config, tokenizer, 0, 1));
+  int64_t n = stream->num_chunks(loader.lengths().tokens_length);
+  if (max_examples >= 0) n = std::min(n, max_examples);
+  vocab.set_frequencies(count_routing_ids(loader, n, vocab.size()),
+                        fmt::format("{} training examples of {} tokens", n, d.input_length()));
+  spdlog::info("[vocab] counted routing ids on {} examples ({:.1f} s)", n, seconds_since(t0));
+  if (examples) *examples = n;
+  return vocab;
+}
+
+DataPipeline open_pipeline(const config::Config& config) {
+  const config::DataConfig& d = config.data();
+  DataPipeline p;
+  Split split = read_split(d);
+  p.tokenizer = std::make_shared<const Tokenizer>(load_tokenizer(d));
+  MOWE_CHECK(!d.routing_vocab().empty(),
+             "data.routing_vocab is empty: set it to the file mowe_vocab writes");
+  auto vocab = std::make_shared<RoutingVocab>(RoutingVocab::load(d.routing_vocab(), *p.tokenizer));
+  const bool variants = config.model().mowe().case_variants();
+  MOWE_CHECK(vocab->case_variants() == variants,
+             "{} counted its frequencies with case_variants={}, but model.mowe.case_variants is "
+             "{}: rebuild it with mowe_vocab",
+             d.routing_vocab(), vocab->case_variants(), variants);
+  p.table = std::make_shared<const RoutingTokenizer>(vocab->table(variants));
+  p.vocab = std::move(vocab);
+  const uint64_t seed = static_cast<uint64_t>(d.seed());
+  p.train = tokenize_split(split.train, *p.tokenizer, seed, "training");
+  p.validation = tokenize_split(split.validation, *p.tokenizer, seed, "validation");
+  return p;
+}
+
+LoaderOptions loader_options(const config::Config& config, const Tokenizer& tokenizer, int rank,
+                             int world_size) {
+  const config::DataConfig& d = config.data();
+  LoaderOptions o;
+  o.input_length = d.input_length();
+  o.target_length = d.target_length();
+  o.noise_density = d.noise_density();
+  o.mean_noise_span_length = d.mean_noise_span_length();
+  o.seed = static_cast<uint64_t>(d.seed());
+  o.global_batch_size = config.training().global_batch_size();
+  o.rank = rank;
+  o.world_size = world_size;
+  o.prefetch_batches = d.prefetch_batches();
+  o.pad_id = Tokenizer::kPadId;
+  o.eos_id = Tokenizer::kEosId;
+  for (int k = 0; k < d.num_sentinels(); ++k) o.sentinels.push_back(tokenizer.sentinel(k));
+  return o;
+}
+
+}  // namespace mowe::data

@@ -1,0 +1,56 @@
+// The data pipeline assembled from a config: what a trainer (or mowe_vocab) calls.
+//
+//   auto data = data::open_pipeline(config);                 // tokenizer, vocabulary, streams
+//   data::Loader train(data.train, data.table, data::loader_options(config, *data.tokenizer,
+//                                                                   rank, world));
+//   data::Batch b = train.next();
+#pragma once
+
+#include <memory>
+
+#include "data/corpus.h"
+#include "data/loader.h"
+#include "data/routing_vocab.h"
+#include "data/tokenizer.h"
+#include "runtime/proto/config.pb.h"
+
+namespace mowe::data {
+
+// The corpus of data.corpus split into training and validation documents (data.seed,
+// data.validation_fraction). Throws when the corpus or its training split is empty.
+Split read_split(const config::DataConfig& config);
+
+// Loads data.tokenizer_model, or trains it on split.train and writes it (atomically) when the
+// file does not exist or `retrain` is set. Checks it against data.sp_vocab_size and
+// data.num_sentinels.
+Tokenizer train_or_load_tokenizer(const config::DataConfig& config, const Split& split,
+                                  bool retrain);
+
+// Loads data.tokenizer_model and checks it against the config.
+Tokenizer load_tokenizer(const config::DataConfig& config);
+
+// Builds the routing vocabulary for `config`: candidates from the WordNet lemma names in
+// data.wordnet_dir, ordered by frequency in split.train, limited by model.mowe.routing_vocab_size;
+// then counts routing-id frequencies on the first `max_examples` training examples (< 0: one
+// epoch), returned in *examples.
+RoutingVocab build_routing_vocab(const config::Config& config, const Split& split,
+                                 const Tokenizer& tokenizer, int64_t max_examples,
+                                 int64_t* examples = nullptr);
+
+struct DataPipeline {
+  std::shared_ptr<const Tokenizer> tokenizer;
+  std::shared_ptr<const RoutingVocab> vocab;
+  std::shared_ptr<const RoutingTokenizer> table;  // with case variants per model.mowe.case_variants
+  std::shared_ptr<const TokenStream> train;
+  std::shared_ptr<const TokenStream> validation;
+};
+
+// Reads the corpus, loads the tokenizer and the routing vocabulary (refusing one built for
+// another tokenizer or another case_variants setting) and tokenizes both splits.
+DataPipeline open_pipeline(const config::Config& config);
+
+// Loader options from data.* and training.global_batch_size for one rank.
+LoaderOptions loader_options(const config::Config& config, const Tokenizer& tokenizer, int rank,
+                             int world_size);
+
+}  // namespace mowe::data

@@ -1,0 +1,293 @@
+#include "data/routing_vocab.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <numeric>
+#include <unordered_map>
+
+#include "data/files.h"
+#include "runtime/check.h"
+
+namespace mowe::data {
+namespace {
+
+bool word_byte(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c >= 0x80;
+}
+
+// Heterogeneous lookup, so counting words needs no string per word.
+struct StringHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+using WordCounts = std::unordered_map<std::string, int64_t, StringHash, std::equal_to<>>;
+
+struct Candidate {
+  std::string word;
+  int64_t count;
+  int32_t routing_id = -1;  // a piece id for single-piece words, else the auxiliary id
+};
+
+std::vector<Candidate> ranked_candidates(const std::vector<std::string>& names,
+                                         const std::vector<std::string>& documents,
+                                         RoutingVocabStats* stats) {
+  WordCounts counts;
+  for (const std::string& name : names)
+    for_each_word(name, [&](std::string_view w) { counts.emplace(std::string(w), 0); });
+  stats->set_candidate_words(static_cast<int64_t>(counts.size()));
+  for (const std::string& doc : documents) {
+    for_each_word(doc, [&](std::string_view w) {
+      if (auto it = counts.find(w); it != counts.end()) ++it->second;
+    });
+  }
+  std::vector<Candidate> ranked;
+  for (auto& [word, count] : counts)
+    if (count > 0) ranked.push_back({word, count});
+  std::sort(ranked.begin(), ranked.end(), [](const Candidate& a, const Candidate& b) {
+    return a.count != b.count ? a.count > b.count : a.word < b.word;
+  });
+  stats->set_occurring_words(static_cast<int64_t>(ranked.size()));
+  return ranked;
+}
+
+bool has_unknown(const std::vector<int32_t>& tokens) {
+  return std::find(tokens.begin(), tokens.end(), Tokenizer::kUnkId) != tokens.end();
+}
+
+// Entries in frequency order; single-piece words keep their piece id for the variant keys.
+void add_entries(const Tokenizer& tokenizer, std::vector<Candidate>* ranked, int64_t max_words,
+                 RoutingTokenizer* table, RoutingVocabFile* file) {
+  RoutingVocabStats* stats = file->mutable_stats();
+  const int32_t v = tokenizer.vocab_size();
+  for (Candidate& c : *ranked) {
+    std::vector<int32_t> tokens = tokenizer.encode(c.word);
+    if (has_unknown(tokens)) {
+      stats->set_dropped_unknown(stats->dropped_unknown() + 1);
+    } else if (tokens.size() == 1) {
+      stats->set_single_piece_words(stats->single_piece_words() + 1);
+      c.routing_id = tokens[0];
+    } else if (tokens.size() > RoutingTokenizer::kMaxKeyLength) {
+      stats->set_dropped_too_long(stats->dropped_too_long() + 1);
+    } else if (file->entries_size() >= max_words) {
+      stats->set_dropped_over_limit(stats->dropped_over_limit() + 1);
+    } else if (table->find(tokens) >= 0) {
+      stats->set_dropped_duplicate(stats->dropped_duplicate() + 1);
+    } else {
+      c.routing_id = v + file->entries_size();
+      table->insert(tokens, c.routing_id);
+      RoutingEntry* e = file->add_entries();
+      e->set_word(c.word);
+      e->set_word_count(c.count);
+      e->mutable_tokens()->Add(tokens.begin(), tokens.end());
+    }
+  }
+}
+
+std::string capitalised(const std::string& w) {
+  std::string out = w;
+  if (!out.empty() && out[0] >= 'a' && out[0] <= 'z') out[0] = static_cast<char>(out[0] - 32);
+  return out;
+}
+
+std::string upper(const std::string& w) {
+  std::string out = w;
+  for (char& ch : out)
+    if (ch >= 'a' && ch <= 'z') ch = static_cast<char>(ch - 32);
+  return out;
+}
+
+// Variant keys come after every word's own key, so a word never loses its key to a variant.
+void add_variant_keys(const Tokenizer& tokenizer, const std::vector<Candidate>& ranked,
+                      RoutingTokenizer* table, RoutingVocabFile* file) {
+  RoutingVocabStats* stats = file->mutable_stats();
+  for (const Candidate& c : ranked) {
+    if (c.routing_id < 0) continue;
+    for (const std::string& form : {capitalised(c.word), upper(c.word)}) {
+      if (form == c.word) continue;
+      std::vector<int32_t> tokens = tokenizer.encode(form);
+      if (tokens.size() < 2) continue;  // a piece of its own: its piece id is its routing id
+      if (tokens.size() > RoutingTokenizer::kMaxKeyLength || has_unknown(tokens) ||
+          !table->insert(tokens, c.routing_id)) {
+        stats->set_variant_keys_skipped(stats->variant_keys_skipped() + 1);
+        continue;
+      }
+      RoutingKey* key = file->add_variant_keys();
+      key->set_routing_id(c.routing_id);
+      key->mutable_tokens()->Add(tokens.begin(), tokens.end());
+    }
+  }
+}
+
+// Shares of words (by their last piece) and of tokens that get an auxiliary routing id.
+void coverage(const Tokenizer& tokenizer, const TokenizedCorpus& corpus,
+              const RoutingTokenizer& table, double* word_share, double* token_share,
+              int64_t* words, int64_t* tokens) {
+  const int32_t v = tokenizer.vocab_size();
+  int64_t aux_words = 0, aux_tokens = 0;
+  *words = 0, *tokens = 0;
+  std::vector<int32_t> ids;
+  for (int64_t d = 0; d < corpus.num_documents(); ++d) {
+    auto doc = corpus.document(d);
+    ids.resize(doc.size());
+    table.route(doc, ids);
+    for (size_t i = 0; i < doc.size(); ++i) {
+      *words += tokenizer.starts_word(doc[i]);
+      const bool last_piece = i + 1 == doc.size() || tokenizer.starts_word(doc[i + 1]);
+      aux_words += last_piece && ids[i] >= v;
+      aux_tokens += ids[i] >= v;
+    }
+    *tokens += static_cast<int64_t>(doc.size());
+  }
+  *word_share = *words ? double(aux_words) / *words : 0.0;
+  *token_share = *tokens ? double(aux_tokens) / *tokens : 0.0;
+}
+
+}  // namespace
+
+void for_each_word(std::string_view text, const std::function<void(std::string_view)>& emit) {
+  std::string word;
+  for (size_t i = 0; i <= text.size(); ++i) {
+    unsigned char c = i < text.size() ? static_cast<unsigned char>(text[i]) : ' ';
+    if (word_byte(c)) {
+      word.push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : static_cast<char>(c));
+    } else if (!word.empty()) {
+      emit(word);
+      word.clear();
+    }
+  }
+}
+
+std::vector<std::string> split_words(std::string_view text) {
+  std::vector<std::string> words;
+  for_each_word(text, [&](std::string_view w) { words.emplace_back(w); });
+  return words;
+}
+
+RoutingVocab RoutingVocab::build(const Tokenizer& tokenizer, const std::vector<std::string>& names,
+                                 const std::vector<std::string>& documents,
+                                 const TokenizedCorpus& tokens,
+                                 const RoutingVocabOptions& options) {
+  RoutingVocab vocab;
+  RoutingVocabFile& f = vocab.file_;
+  f.set_format_version(kFormatVersion);
+  f.set_tokenizer_hash(tokenizer.hash());
+  f.set_tokenizer_path(tokenizer.source());
+  f.set_default_vocab_size(tokenizer.vocab_size());
+  f.set_case_variants(options.case_variants);
+  RoutingVocabStats* stats = f.mutable_stats();
+  std::vector<Candidate> ranked = ranked_candidates(names, documents, stats);
+  const int64_t max_words = std::max<int64_t>(0, options.max_routing_ids - tokenizer.vocab_size());
+  RoutingTokenizer table(tokenizer.vocab_size());
+  add_entries(tokenizer, &ranked, max_words, &table, &f);
+  RoutingTokenizer without = table;
+  add_variant_keys(tokenizer, ranked, &table, &f);
+  double word_share = 0, token_share = 0;
+  int64_t words = 0, corpus_tokens = 0;
+  coverage(tokenizer, tokens, without, &word_share, &token_share, &words, &corpus_tokens);
+  stats->set_word_share_without_variants(word_share);
+  stats->set_token_share_without_variants(token_share);
+  coverage(tokenizer, tokens, table, &word_share, &token_share, &words, &corpus_tokens);
+  stats->set_word_share_with_variants(word_share);
+  stats->set_token_share_with_variants(token_share);
+  stats->set_corpus_words(words);
+  stats->set_corpus_tokens(corpus_tokens);
+  return vocab;
+}
+
+RoutingVocab RoutingVocab::load(const std::string& path) {
+  RoutingVocab vocab;
+  vocab.path_ = path;
+  std::string bytes = read_file(path, "routing vocabulary");
+  MOWE_CHECK(vocab.file_.ParseFromString(bytes),
+             "{} is not a routing vocabulary file (write one with mowe_vocab)", path);
+  const RoutingVocabFile& f = vocab.file_;
+  MOWE_CHECK(f.format_version() == kFormatVersion,
+             "{} has format version {}, this program reads version {}: rebuild it with mowe_vocab",
+             path, f.format_version(), kFormatVersion);
+  MOWE_CHECK(f.default_vocab_size() > 0, "{} has no default vocabulary size", path);
+  MOWE_CHECK(f.frequency_size() == 0 || f.frequency_size() == vocab.size(),
+             "{} holds {} frequencies for {} routing ids", path, f.frequency_size(), vocab.size());
+  return vocab;
+}
+
+RoutingVocab RoutingVocab::load(const std::string& path, const Tokenizer& tokenizer) {
+  RoutingVocab vocab = load(path);
+  vocab.check_tokenizer(tokenizer);
+  return vocab;
+}
+
+void RoutingVocab::check_tokenizer(const Tokenizer& tokenizer) const {
+  if (tokenizer.hash() == tokenizer_hash() && tokenizer.vocab_size() == default_vocab_size())
+    return;
+  throw Error(fmt::format(
+      "routing vocabulary {} was built with another tokenizer: it records tokenizer hash {} "
+      "({} pieces, {}), but {} has hash {} ({} pieces); rebuild it with mowe_vocab",
+      path_.empty() ? "(in memory)" : path_, format_hash(tokenizer_hash()), default_vocab_size(),
+      file_.tokenizer_path(), tokenizer.source(), format_hash(tokenizer.hash()),
+      tokenizer.vocab_size()));
+}
+
+void RoutingVocab::save(const std::string& path) const {
+  std::string bytes;
+  MOWE_CHECK(file_.SerializeToString(&bytes), "cannot serialize the routing vocabulary");
+  write_file_atomically(path, bytes);
+}
+
+RoutingTokenizer RoutingVocab::table(bool case_variants) const {
+  RoutingTokenizer table(default_vocab_size());
+  for (int k = 0; k < file_.entries_size(); ++k) {
+    const auto& tokens = file_.entries(k).tokens();
+    MOWE_CHECK(
+        table.insert({tokens.data(), static_cast<size_t>(tokens.size())}, default_vocab_size() + k),
+        "routing vocabulary {}: entry '{}' repeats the tokens of an earlier one", path_,
+        file_.entries(k).word());
+  }
+  if (!case_variants) return table;
+  for (const RoutingKey& key : file_.variant_keys()) {
+    MOWE_CHECK(key.routing_id() >= 0 && key.routing_id() < size(),
+               "routing vocabulary {}: variant key with routing id {} outside [0, {})", path_,
+               key.routing_id(), size());
+    table.insert({key.tokens().data(), static_cast<size_t>(key.tokens_size())}, key.routing_id());
+  }
+  return table;
+}
+
+const std::string& RoutingVocab::word(int32_t routing_id) const {
+  static const std::string kNone;
+  if (routing_id < default_vocab_size() || routing_id >= size()) return kNone;
+  return file_.entries(routing_id - default_vocab_size()).word();
+}
+
+std::vector<int64_t> RoutingVocab::frequencies() const {
+  return {file_.frequency().begin(), file_.frequency().end()};
+}
+
+void RoutingVocab::set_frequencies(const std::vector<int64_t>& frequency,
+                                   const std::string& source) {
+  MOWE_CHECK(static_cast<int32_t>(frequency.size()) == size(), "{} frequencies for {} routing ids",
+             frequency.size(), size());
+  file_.mutable_frequency()->Assign(frequency.begin(), frequency.end());
+  file_.set_corpus(source);
+}
+
+std::vector<int32_t> RoutingVocab::frequency_order() const {
+  std::vector<int32_t> order(size());
+  std::iota(order.begin(), order.end(), 0);
+  const auto& f = file_.frequency();
+  if (f.size() != size()) return order;
+  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return f[a] > f[b]; });
+  return order;
+}
+
+double frequency_share(const std::vector<int64_t>& frequency, const std::vector<int32_t>& order,
+                       int64_t first, int64_t count) {
+  const int64_t total = std::accumulate(frequency.begin(), frequency.end(), int64_t{0});
+  const int64_t n = static_cast<int64_t>(order.size());
+  const int64_t end = count < 0 ? n : std::min(n, first + count);
+  int64_t sum = 0;
+  for (int64_t r = std::min(first, n); r < end; ++r) sum += frequency[order[r]];
+  return total ? double(sum) / total : 0.0;
+}
+
+}  // namespace mowe::data

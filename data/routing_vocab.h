@@ -1,0 +1,80 @@
+// The knowledge-rich routing vocabulary (paper, section 2.4). Candidates are the words of the
+// WordNet lemma names (standing in for Wikidata entity names), lower-cased and split on white
+// space and punctuation, ordered by their frequency in the training corpus; the words that occur
+// are kept, up to model.mowe.routing_vocab_size routing ids in all. Routing ids [0, V) are the
+// default pieces, then the words. Each word is tokenized as it appears in running text
+// ("▁" + word); words that are a single piece already have that piece's id, words of more than 9
+// pieces cannot be matched and are dropped. Case-variant keys (capitalised, upper case) map the
+// cased forms to the same id. The file (data/proto/routing_vocab.proto) also holds the
+// frequency of every routing id in the training batches and the tokenizer's hash.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "data/proto/routing_vocab.pb.h"
+#include "data/routing_tokenizer.h"
+#include "data/token_stream.h"
+#include "data/tokenizer.h"
+
+namespace mowe::data {
+
+// Lower-cased words of `text`: runs of ASCII letters and digits and of non-ASCII bytes (so
+// UTF-8 letters stay inside words); everything else separates. "Alan Mathison_Turing's" ->
+// alan, mathison, turing, s.
+void for_each_word(std::string_view text, const std::function<void(std::string_view)>& emit);
+std::vector<std::string> split_words(std::string_view text);
+
+struct RoutingVocabOptions {
+  int64_t max_routing_ids = 1 << 20;  // model.mowe.routing_vocab_size
+  bool case_variants = true;          // model.mowe.case_variants: frequencies counted with them
+};
+
+class RoutingVocab {
+ public:
+  static constexpr uint32_t kFormatVersion = 1;
+
+  // Builds entries and keys from the candidate names (e.g. WordNet lemma names) and the
+  // training documents (raw text for word counts, tokenized for the coverage statistics).
+  // Frequencies are left empty: set_frequencies() fills them.
+  static RoutingVocab build(const Tokenizer& tokenizer, const std::vector<std::string>& names,
+                            const std::vector<std::string>& documents,
+                            const TokenizedCorpus& tokens, const RoutingVocabOptions& options);
+
+  // Reads a file; the second form refuses a file built for another tokenizer, naming both
+  // hashes.
+  static RoutingVocab load(const std::string& path);
+  static RoutingVocab load(const std::string& path, const Tokenizer& tokenizer);
+  void check_tokenizer(const Tokenizer& tokenizer) const;
+  void save(const std::string& path) const;  // atomically
+
+  // The routing tokenizer: pieces, the words' keys and, when asked, their case variants.
+  RoutingTokenizer table(bool case_variants) const;
+
+  int32_t size() const { return default_vocab_size() + file_.entries_size(); }
+  int32_t default_vocab_size() const { return file_.default_vocab_size(); }
+  uint64_t tokenizer_hash() const { return file_.tokenizer_hash(); }
+  bool case_variants() const { return file_.case_variants(); }
+  const RoutingVocabFile& file() const { return file_; }
+  // The word of an auxiliary id; empty for piece ids.
+  const std::string& word(int32_t routing_id) const;
+
+  std::vector<int64_t> frequencies() const;
+  void set_frequencies(const std::vector<int64_t>& frequency, const std::string& source);
+  // Routing ids by decreasing frequency, ties by increasing id: the order buckets are cut in.
+  std::vector<int32_t> frequency_order() const;
+
+ private:
+  RoutingVocabFile file_;
+  std::string path_;
+};
+
+// Share of all counted tokens taken by `count` routing ids starting at rank `first` of the
+// frequency order (count < 0: all the rest).
+double frequency_share(const std::vector<int64_t>& frequency, const std::vector<int32_t>& order,
+                       int64_t first, int64_t count);
+
+}  // namespace mowe::data

@@ -1,0 +1,110 @@
+#include "data/span_corruption.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "data/hash.h"
+#include "runtime/check.h"
+
+namespace mowe::data {
+namespace {
+
+// Python's round() and tf.round: half to even (the default floating-point rounding mode).
+int64_t round_even(double x) {
+  return static_cast<int64_t>(std::nearbyint(x));
+}
+
+// _random_segmentation: num_items split into num_segments non-empty runs, uniformly at random
+// (shuffle num_segments - 1 "starts a new segment" marks over the num_items - 1 gaps).
+std::vector<int64_t> random_segmentation(int64_t num_items, int64_t num_segments, Rng& rng) {
+  std::vector<uint8_t> first(num_items > 0 ? num_items - 1 : 0, 0);
+  for (int64_t i = 0; i < num_segments - 1 && i < static_cast<int64_t>(first.size()); ++i)
+    first[i] = 1;
+  shuffle(first.data(), first.size(), rng);
+  std::vector<int64_t> lengths(1, 1);
+  for (uint8_t f : first) {
+    if (f) lengths.push_back(0);
+    ++lengths.back();
+  }
+  return lengths;
+}
+
+}  // namespace
+
+SpanLengths t5_span_lengths(int64_t input_length, double noise_density,
+                            double mean_noise_span_length) {
+  auto lengths = [&](int64_t tokens) {
+    int64_t noise = round_even(static_cast<double>(tokens) * noise_density);
+    int64_t nonnoise = tokens - noise;
+    int64_t spans = round_even(static_cast<double>(noise) / mean_noise_span_length);
+    return std::pair<int64_t, int64_t>{nonnoise + spans + 1, noise + spans + 1};
+  };
+  int64_t tokens_length = input_length - 1;
+  while (lengths(tokens_length + 1).first <= input_length) ++tokens_length;
+  auto [inputs, targets] = lengths(tokens_length);
+  // T5's "minor hack" so that targets do not exceed inputs at noise density 0.5.
+  if (noise_density == 0.5 && targets > inputs) --tokens_length, --targets;
+  return {tokens_length, inputs, targets};
+}
+
+NoiseCounts t5_noise_counts(int64_t length, double noise_density, double mean_noise_span_length) {
+  length = std::max<int64_t>(length, 2);
+  float noise_f = static_cast<float>(length) * static_cast<float>(noise_density);
+  int64_t noise = static_cast<int64_t>(std::nearbyint(noise_f));
+  noise = std::min(std::max<int64_t>(noise, 1), length - 1);
+  float spans_f = static_cast<float>(noise) / static_cast<float>(mean_noise_span_length);
+  int64_t spans = std::max<int64_t>(static_cast<int64_t>(std::nearbyint(spans_f)), 1);
+  return {noise, spans};
+}
+
+std::vector<uint8_t> random_spans_noise_mask(int64_t length, double noise_density,
+                                             double mean_noise_span_length, uint64_t seed) {
+  const int64_t orig_length = length;
+  length = std::max<int64_t>(length, 2);
+  auto [noise, spans] = t5_noise_counts(length, noise_density, mean_noise_span_length);
+  MOWE_CHECK(spans <= length - noise,
+             "{} noise spans need at least as many non-noise tokens, but a chunk of {} tokens at "
+             "noise density {} has {}: lower data.noise_density",
+             spans, length, noise_density, length - noise);
+  Rng rng(seed);
+  std::vector<int64_t> noise_lengths = random_segmentation(noise, spans, rng);
+  std::vector<int64_t> nonnoise_lengths = random_segmentation(length - noise, spans, rng);
+  std::vector<uint8_t> mask;
+  mask.reserve(length);
+  for (int64_t s = 0; s < spans; ++s) {
+    mask.insert(mask.end(), nonnoise_lengths[s], 0);
+    mask.insert(mask.end(), noise_lengths[s], 1);
+  }
+  mask.resize(orig_length);
+  return mask;
+}
+
+void apply_noise_mask(const int32_t* tokens, const uint8_t* noise, int64_t length,
+                      const std::vector<int32_t>& sentinels, int32_t eos_id,
+                      std::vector<int32_t>* inputs, std::vector<int32_t>* targets) {
+  size_t input_sentinel = 0, target_sentinel = 0;
+  for (int64_t i = 0; i < length; ++i) {
+    const bool starts_span = i == 0 || noise[i] != noise[i - 1];
+    if (noise[i]) {
+      if (starts_span) {
+        MOWE_CHECK(input_sentinel < sentinels.size(),
+                   "span corruption needs more than {} sentinels: raise data.num_sentinels",
+                   sentinels.size());
+        inputs->push_back(sentinels[input_sentinel++]);
+      }
+      targets->push_back(tokens[i]);
+    } else {
+      if (starts_span) {
+        MOWE_CHECK(target_sentinel < sentinels.size(),
+                   "span corruption needs more than {} sentinels: raise data.num_sentinels",
+                   sentinels.size());
+        targets->push_back(sentinels[target_sentinel++]);
+      }
+      inputs->push_back(tokens[i]);
+    }
+  }
+  inputs->push_back(eos_id);
+  targets->push_back(eos_id);
+}
+
+}  // namespace mowe::data

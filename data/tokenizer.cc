@@ -1,0 +1,255 @@
+#include "data/tokenizer.h"
+
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "data/files.h"
+#include "data/hash.h"
+#include "data/spm_shim.h"
+#include "runtime/check.h"
+
+#ifndef MOWE_SPM_MODULE_PATH
+#define MOWE_SPM_MODULE_PATH ""
+#endif
+
+namespace mowe::data {
+namespace {
+
+constexpr size_t kErrorSize = 1024;
+// SentencePiece skips training sentences longer than max_sentence_length (4192 bytes by default).
+constexpr size_t kMaxTrainingPiece = 4000;
+
+struct Module {
+  mowe_spm_api api{};
+  std::string error;  // empty when loaded
+};
+
+std::vector<std::string> module_candidates() {
+  std::vector<std::string> paths;
+  if (const char* env = std::getenv("MOWE_SPM_MODULE")) paths.emplace_back(env);
+  if (*MOWE_SPM_MODULE_PATH) paths.emplace_back(MOWE_SPM_MODULE_PATH);
+  std::error_code ec;
+  auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) paths.push_back((exe.parent_path().parent_path() / "lib" / "libmowe_spm.so").string());
+  return paths;
+}
+
+Module load_module() {
+  Module m;
+#if defined(__SANITIZE_ADDRESS__)
+  m.error =
+      "SentencePiece is not available in sanitizer builds: libmowe_spm must be loaded with "
+      "RTLD_DEEPBIND, which the sanitizer runtime refuses";
+  return m;
+#endif
+  std::string tried;
+  for (const std::string& path : module_candidates()) {
+    if (!std::filesystem::exists(path)) {
+      tried += "\n  " + path + ": missing";
+      continue;
+    }
+    void* handle = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+    if (!handle) {
+      tried += "\n  " + path + ": " + ::dlerror();
+      continue;
+    }
+    auto get = reinterpret_cast<void (*)(mowe_spm_api*)>(::dlsym(handle, "mowe_spm_get_api"));
+    if (!get) {
+      tried += "\n  " + path + ": no mowe_spm_get_api";
+      continue;
+    }
+    get(&m.api);
+    return m;
+  }
+  m.error =
+      "cannot load the SentencePiece module libmowe_spm.so (build the mowe_spm target; "
+      "set MOWE_SPM_MODULE to its path); tried:" +
+      tried;
+  return m;
+}
+
+const Module& module() {
+  static const Module m = load_module();
+  return m;
+}
+
+const mowe_spm_api& api() {
+  const Module& m = module();
+  if (!m.error.empty()) throw Error(m.error);
+  return m.api;
+}
+
+// Training sentences: documents cut at spaces into pieces SentencePiece accepts.
+struct SentenceSource {
+  const std::vector<std::string>* documents;
+  size_t doc = 0, offset = 0;
+
+  static int next(void* ctx, const char** text, size_t* size) {
+    auto* self = static_cast<SentenceSource*>(ctx);
+    while (self->doc < self->documents->size()) {
+      const std::string& d = (*self->documents)[self->doc];
+      if (self->offset >= d.size()) {
+        ++self->doc, self->offset = 0;
+        continue;
+      }
+      size_t end = d.size();
+      if (end - self->offset > kMaxTrainingPiece) {
+        end = d.rfind(' ', self->offset + kMaxTrainingPiece);
+        if (end == std::string::npos || end <= self->offset) {
+          end = self->offset + kMaxTrainingPiece;  // no space: cut at a character boundary
+          while (end > self->offset && (static_cast<unsigned char>(d[end]) & 0xc0) == 0x80) --end;
+        }
+      }
+      *text = d.data() + self->offset;
+      *size = end - self->offset;
+      self->offset = end + (end < d.size() && d[end] == ' ' ? 1 : 0);
+      return 1;
+    }
+    return 0;
+  }
+};
+
+void append_bytes(void* ctx, const char* bytes, size_t size) {
+  static_cast<std::string*>(ctx)->append(bytes, size);
+}
+
+void append_ids(void* ctx, const int* ids, size_t count) {
+  auto* out = static_cast<std::vector<int32_t>*>(ctx);
+  out->insert(out->end(), ids, ids + count);
+}
+
+}  // namespace
+
+std::string format_hash(uint64_t hash) {
+  return fmt::format("{:016x}", hash);
+}
+
+bool sentencepiece_available(std::string* why) {
+  const Module& m = module();
+  if (why) *why = m.error;
+  return m.error.empty();
+}
+
+std::string Tokenizer::train(const std::vector<std::string>& documents,
+                             const TokenizerTrainOptions& options) {
+  MOWE_CHECK(!documents.empty(), "cannot train SentencePiece on an empty corpus");
+  MOWE_CHECK(options.vocab_size > options.num_sentinels + 3,
+             "SentencePiece vocabulary of {} pieces has no room beyond pad, eos, unk and {} "
+             "sentinels",
+             options.vocab_size, options.num_sentinels);
+  std::string sentinels;
+  for (int k = 0; k < options.num_sentinels; ++k)
+    sentinels += fmt::format("{}<extra_id_{}>", k ? "," : "", k);
+  int threads = options.num_threads > 0 ? options.num_threads
+                                        : std::max(1u, std::thread::hardware_concurrency());
+  const std::vector<std::pair<std::string, std::string>> flags = {
+      {"model_type", "unigram"},
+      {"vocab_size", std::to_string(options.vocab_size)},
+      {"pad_id", "0"},
+      {"eos_id", "1"},
+      {"unk_id", "2"},
+      {"bos_id", "-1"},
+      {"user_defined_symbols", sentinels},
+      {"character_coverage", fmt::format("{}", options.character_coverage)},
+      {"input_sentence_size", std::to_string(options.max_sentences)},
+      {"shuffle_input_sentence", "true"},
+      {"num_threads", std::to_string(threads)},
+      {"mowe_seed", std::to_string(options.seed)},
+      {"minloglevel", "1"}};
+  std::vector<const char*> keys, values;
+  for (const auto& [k, v] : flags) keys.push_back(k.c_str()), values.push_back(v.c_str());
+  SentenceSource source{&documents};
+  std::string model;
+  char error[kErrorSize] = "";
+  if (api().train(keys.data(), values.data(), static_cast<int>(keys.size()), SentenceSource::next,
+                  &source, append_bytes, &model, error, sizeof error) != 0)
+    throw Error(fmt::format("SentencePiece training failed: {}", error));
+  return model;
+}
+
+Tokenizer Tokenizer::load(const std::string& path) {
+  return from_model(read_file(path, "SentencePiece model"), path);
+}
+
+Tokenizer Tokenizer::from_model(std::string model, std::string source) {
+  Tokenizer t;
+  t.api_ = &api();
+  char error[kErrorSize] = "";
+  t.spm_ = t.api_->load(model.data(), model.size(), error, sizeof error);
+  if (!t.spm_) throw Error(fmt::format("{} is not a SentencePiece model: {}", source, error));
+  t.model_ = std::move(model);
+  t.source_ = std::move(source);
+  t.hash_ = hash_bytes(t.model_);
+  int n = t.api_->piece_size(t.spm_);
+  for (int id = 0; id < n; ++id) {
+    size_t size = 0;
+    const char* p = t.api_->id_to_piece(t.spm_, id, &size);
+    t.pieces_.emplace_back(p, size);
+    t.starts_word_.push_back(t.pieces_.back().rfind("\xe2\x96\x81", 0) == 0);
+  }
+  const int pad = t.api_->special_id(t.spm_, 0), eos = t.api_->special_id(t.spm_, 1),
+            unk = t.api_->special_id(t.spm_, 2);
+  MOWE_CHECK(pad == kPadId && eos == kEosId && unk == kUnkId,
+             "{} has pad={}, eos={}, unk={}, but T5 conventions need 0, 1, 2: retrain it with "
+             "mowe_vocab --retrain",
+             t.source_, pad, eos, unk);
+  for (int k = 0;; ++k) {
+    std::string name = fmt::format("<extra_id_{}>", k);
+    int id = t.api_->piece_to_id(t.spm_, name.data(), name.size());
+    if (id == kUnkId || id < 0 || t.pieces_[id] != name) break;
+    t.sentinels_.push_back(id);
+  }
+  return t;
+}
+
+Tokenizer::Tokenizer(Tokenizer&& other) noexcept {
+  *this = std::move(other);
+}
+
+Tokenizer& Tokenizer::operator=(Tokenizer&& other) noexcept {
+  if (this != &other) {
+    if (spm_) api_->free(spm_);
+    api_ = other.api_;
+    spm_ = other.spm_;
+    other.spm_ = nullptr;
+    model_ = std::move(other.model_);
+    source_ = std::move(other.source_);
+    hash_ = other.hash_;
+    sentinels_ = std::move(other.sentinels_);
+    pieces_ = std::move(other.pieces_);
+    starts_word_ = std::move(other.starts_word_);
+  }
+  return *this;
+}
+
+Tokenizer::~Tokenizer() {
+  if (spm_) api_->free(spm_);
+}
+
+void Tokenizer::encode(std::string_view text, std::vector<int32_t>* ids) const {
+  char error[kErrorSize] = "";
+  if (api_->encode(spm_, text.data(), text.size(), append_ids, ids, error, sizeof error) != 0)
+    throw Error(fmt::format("SentencePiece ({}) cannot encode text: {}", source_, error));
+}
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
+  std::vector<int32_t> ids;
+  encode(text, &ids);
+  return ids;
+}
+
+std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
+  for (int32_t id : ids)
+    MOWE_CHECK(id >= 0 && id < vocab_size(), "token id {} is outside the vocabulary [0, {})", id,
+               vocab_size());
+  std::string text;
+  char error[kErrorSize] = "";
+  if (api_->decode(spm_, ids.data(), ids.size(), append_bytes, &text, error, sizeof error) != 0)
+    throw Error(fmt::format("SentencePiece ({}) cannot decode ids: {}", source_, error));
+  return text;
+}
+
+}  // namespace mowe::data

@@ -1,0 +1,82 @@
+// The default tokenizer: SentencePiece (the library, through the libmowe_spm module, see
+// spm_shim.h), trained on the training split with T5's conventions: pad = 0, eos = 1, unk = 2,
+// no bos, and sentinels <extra_id_0> ... <extra_id_{n-1}> as user-defined pieces at ids
+// 3 .. n + 2 (T5 puts them at the top of the vocabulary; any id works as long as every program
+// asks sentinel(k)). The model is identified by a hash of its serialized bytes, which the routing
+// vocabulary records so that a vocabulary built for another tokenizer is refused.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+struct mowe_spm;
+struct mowe_spm_api;
+
+namespace mowe::data {
+
+struct TokenizerTrainOptions {
+  int vocab_size = 8000;  // every piece: pad, eos, unk, the sentinels and the learned pieces
+  int num_sentinels = 100;
+  double character_coverage = 0.9995;
+  int num_threads = 0;                // 0 = every core
+  int64_t max_sentences = 2'000'000;  // SentencePiece samples this many training sentences
+  uint64_t seed = 0;                  // seeds that sampling
+};
+
+// "0123456789abcdef": how hashes are shown in files and messages.
+std::string format_hash(uint64_t hash);
+
+// False (with the reason) when SentencePiece cannot be used in this process, e.g. in sanitizer
+// builds, whose runtime forbids the RTLD_DEEPBIND load the module needs.
+bool sentencepiece_available(std::string* why = nullptr);
+
+class Tokenizer {
+ public:
+  static constexpr int32_t kPadId = 0;
+  static constexpr int32_t kEosId = 1;
+  static constexpr int32_t kUnkId = 2;
+
+  // Trains a unigram model on the documents (long ones are cut at spaces into sentence-sized
+  // pieces) and returns the serialized model (the bytes of a .model file).
+  static std::string train(const std::vector<std::string>& documents,
+                           const TokenizerTrainOptions& options);
+  static Tokenizer load(const std::string& path);
+  // `source` names the model in messages.
+  static Tokenizer from_model(std::string model, std::string source);
+
+  Tokenizer(Tokenizer&&) noexcept;
+  Tokenizer& operator=(Tokenizer&&) noexcept;
+  ~Tokenizer();
+
+  int32_t vocab_size() const { return static_cast<int32_t>(pieces_.size()); }
+  int num_sentinels() const { return static_cast<int>(sentinels_.size()); }
+  int32_t sentinel(int k) const { return sentinels_.at(k); }  // id of <extra_id_k>
+  const std::string& piece(int32_t id) const { return pieces_.at(id); }
+  // True when the piece begins a word (starts with U+2581, SentencePiece's space marker).
+  bool starts_word(int32_t id) const { return starts_word_[id] != 0; }
+
+  // Appends the ids of `text` (thread-safe: several threads may encode at once).
+  void encode(std::string_view text, std::vector<int32_t>* ids) const;
+  std::vector<int32_t> encode(std::string_view text) const;
+  std::string decode(const std::vector<int32_t>& ids) const;
+
+  uint64_t hash() const { return hash_; }
+  const std::string& model() const { return model_; }
+  const std::string& source() const { return source_; }
+
+ private:
+  Tokenizer() = default;
+
+  const mowe_spm_api* api_ = nullptr;
+  mowe_spm* spm_ = nullptr;
+  std::string model_, source_;
+  uint64_t hash_ = 0;
+  std::vector<int32_t> sentinels_;
+  std::vector<std::string> pieces_;
+  std::vector<uint8_t> starts_word_;
+};
+
+}  // namespace mowe::data

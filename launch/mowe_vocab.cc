@@ -1,0 +1,133 @@
+// mowe_vocab: builds the default tokenizer and the routing vocabulary for a config.
+//
+//   build/bin/mowe_vocab --config configs/wordnet_small.textproto [--retrain] [--set k=v]...
+//
+// Reads the corpus (data.corpus), splits it, trains SentencePiece on the training split unless
+// data.tokenizer_model exists (--retrain forces it), builds the routing vocabulary from the
+// WordNet lemma names ordered by corpus frequency, counts the frequency of every routing id in
+// one epoch of training examples, writes data.routing_vocab and prints a report on stdout.
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+
+#include "data/corpus.h"
+#include "data/pipeline.h"
+#include "data/routing_vocab.h"
+#include "runtime/check.h"
+#include "runtime/config/config.h"
+#include "runtime/log.h"
+
+namespace {
+
+namespace data = mowe::data;
+using Clock = std::chrono::steady_clock;
+
+const char* kUsage = R"(--config PATH [--set FIELD=VALUE ...] [--retrain]
+
+Trains the SentencePiece model (data.tokenizer_model) on the training split if it does not exist,
+then builds the routing vocabulary (data.routing_vocab) and prints its report.
+  --retrain            Train the SentencePiece model even if data.tokenizer_model exists.
+  --max-examples N     Count routing-id frequencies on at most N training examples
+                       (default: one epoch).
+)";
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+std::string id_text(const data::Tokenizer& tokenizer, const data::RoutingVocab& vocab, int32_t id) {
+  return id < tokenizer.vocab_size() ? tokenizer.piece(id) : vocab.word(id);
+}
+
+void print_report(const mowe::config::Config& config, const data::Tokenizer& tokenizer,
+                  const data::RoutingVocab& vocab, int64_t examples, double seconds) {
+  const auto& f = vocab.file();
+  const auto& s = f.stats();
+  const auto& mowe = config.model().mowe();
+  const std::vector<int64_t> freq = vocab.frequencies();
+  const std::vector<int32_t> order = vocab.frequency_order();
+  int64_t counted = 0;
+  for (int64_t c : freq) counted += c;
+  fmt::print("routing vocabulary {}\n", config.data().routing_vocab());
+  fmt::print("  tokenizer          {} ({} pieces, hash {})\n", tokenizer.source(),
+             tokenizer.vocab_size(), data::format_hash(tokenizer.hash()));
+  fmt::print("  routing ids        {} = {} pieces + {} auxiliary words\n", vocab.size(),
+             vocab.default_vocab_size(), f.entries_size());
+  fmt::print("  candidate words    {} from the lemma names, {} occur in the training split\n",
+             s.candidate_words(), s.occurring_words());
+  fmt::print("  single-piece words {} (routed by their piece id)\n", s.single_piece_words());
+  fmt::print(
+      "  dropped            {} longer than 9 pieces, {} with <unk>, {} duplicate, {} over "
+      "model.mowe.routing_vocab_size\n",
+      s.dropped_too_long(), s.dropped_unknown(), s.dropped_duplicate(), s.dropped_over_limit());
+  fmt::print("  case-variant keys  {} ({} skipped: taken or too long); in use: {}\n",
+             f.variant_keys_size(), s.variant_keys_skipped(), f.case_variants() ? "yes" : "no");
+  fmt::print(
+      "  auxiliary ids      {:.1f}% of words ({:.1f}% without case variants), {:.1f}% of "
+      "tokens ({:.1f}%), over {} words\n",
+      100 * s.word_share_with_variants(), 100 * s.word_share_without_variants(),
+      100 * s.token_share_with_variants(), 100 * s.token_share_without_variants(),
+      s.corpus_words());
+  fmt::print(
+      "  frequencies        {} routing tokens: encoder and decoder inputs of {} training "
+      "examples\n",
+      counted, examples);
+  std::string top;
+  for (int r = 0; r < 16 && r < static_cast<int>(order.size()); ++r)
+    top += " " + id_text(tokenizer, vocab, order[r]);
+  fmt::print("  top 16 ids         {:.1f}% of tokens:{}\n",
+             100 * data::frequency_share(freq, order, 0, 16), top);
+  int64_t first = mowe.num_unrouted_ids();
+  fmt::print("  unrouted (top {})  {:.1f}% of tokens\n", first,
+             100 * data::frequency_share(freq, order, 0, first));
+  for (int b = 0; b < mowe.buckets_size(); ++b) {
+    int64_t n = mowe.buckets(b).num_routing_ids();
+    int64_t end = n == 0 ? vocab.size() : std::min<int64_t>(first + n, vocab.size());
+    fmt::print("  bucket {}           ranks {}..{} ({} ids): {:.1f}% of tokens\n", b, first,
+               end - 1, end - first, 100 * data::frequency_share(freq, order, first, end - first));
+    first = end;
+  }
+  fmt::print("  built in {:.1f} s\n", seconds);
+}
+
+int run(int argc, char** argv) {
+  auto flags = mowe::config::parse_common_flags(argc, argv, {"--retrain"}, {"--max-examples"});
+  if (flags.help) {
+    std::cout << mowe::config::help_text("mowe_vocab", kUsage);
+    return 0;
+  }
+  mowe::log::init({.all_ranks = flags.log_all_ranks, .level = flags.log_level});
+  if (!flags.positional.empty())
+    throw mowe::Error("unexpected argument '" + flags.positional[0] + "' (run with --help)");
+  if (flags.config_path.empty()) throw mowe::Error("--config FILE is required (see --help)");
+  const auto config = mowe::config::load_config(flags.config_path, flags.overrides);
+  const auto& d = config.data();
+  MOWE_CHECK(!d.routing_vocab().empty(), "data.routing_vocab is empty: set where to write it");
+  const auto t0 = Clock::now();
+
+  data::Split split = data::read_split(d);
+  data::Tokenizer tokenizer = data::train_or_load_tokenizer(d, split, flags.has("--retrain"));
+  int64_t max_examples = -1;
+  if (flags.values.count("--max-examples"))
+    max_examples = std::stoll(flags.values.at("--max-examples"));
+  int64_t examples = 0;
+  data::RoutingVocab vocab =
+      data::build_routing_vocab(config, split, tokenizer, max_examples, &examples);
+  vocab.save(d.routing_vocab());
+  spdlog::info("[vocab] wrote {}", d.routing_vocab());
+  print_report(config, tokenizer, vocab, examples, seconds_since(t0));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "mowe_vocab: error: " << e.what() << "\n";
+    return 2;
+  }
+}

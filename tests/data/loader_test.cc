@@ -1,0 +1,165 @@
+// The loader on a synthetic token stream: batch layout, prefetching, save and restore.
+#include "data/loader.h"
+
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "data/hash.h"
+#include "runtime/check.h"
+
+namespace mowe::data {
+namespace {
+
+constexpr int32_t kVocab = 200;
+
+std::shared_ptr<const TokenStream> synthetic_stream(int64_t n, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<int32_t> tokens(n);
+  for (int32_t& t : tokens) t = 20 + static_cast<int32_t>(rng.below(kVocab - 20));
+  return std::make_shared<const TokenStream>(std::move(tokens), seed);
+}
+
+std::shared_ptr<const RoutingTokenizer> synthetic_table() {
+  auto table = std::make_shared<RoutingTokenizer>(kVocab);
+  Rng rng(3);
+  for (int k = 0; k < 500; ++k) {
+    std::vector<int32_t> key(2 + rng.below(3));
+    for (int32_t& t : key) t = 20 + static_cast<int32_t>(rng.below(10));  // short alphabet
+    table->insert(key, kVocab + k);
+  }
+  return table;
+}
+
+LoaderOptions options(int64_t batch, int rank = 0, int world = 1) {
+  LoaderOptions o;
+  o.input_length = 64;
+  o.seed = 5;
+  o.global_batch_size = batch;
+  o.rank = rank;
+  o.world_size = world;
+  for (int k = 0; k < 16; ++k) o.sentinels.push_back(3 + k);
+  return o;
+}
+
+void expect_same(const Batch& a, const Batch& b) {
+  EXPECT_EQ(a.step, b.step);
+  EXPECT_EQ(a.first_example, b.first_example);
+  EXPECT_EQ(a.encoder_input_ids, b.encoder_input_ids);
+  EXPECT_EQ(a.encoder_routing_ids, b.encoder_routing_ids);
+  EXPECT_EQ(a.decoder_input_ids, b.decoder_input_ids);
+  EXPECT_EQ(a.decoder_routing_ids, b.decoder_routing_ids);
+  EXPECT_EQ(a.targets, b.targets);
+  EXPECT_EQ(a.loss_weights, b.loss_weights);
+}
+
+TEST(Loader, BatchLayoutFollowsT5) {
+  Loader loader(synthetic_stream(5000, 1), synthetic_table(), options(4));
+  Batch b = loader.next();
+  const int T = b.input_length, D = b.target_length;
+  EXPECT_EQ(T, 64);
+  EXPECT_EQ(D, loader.lengths().targets_length);
+  for (int r = 0; r < b.batch_size; ++r) {
+    EXPECT_EQ(b.decoder_input_ids[r * D], 0);  // starts with pad
+    for (int i = 1; i < D; ++i) EXPECT_EQ(b.decoder_input_ids[r * D + i], b.targets[r * D + i - 1]);
+    EXPECT_EQ(b.targets[r * D + D - 1], 1);  // EOS
+    EXPECT_EQ(b.encoder_input_ids[r * T + T - 1], 1);
+    EXPECT_EQ(b.targets[r * D], 3);  // <extra_id_0>
+    std::vector<int32_t> routing(T);
+    auto table = synthetic_table();
+    table->route(&b.encoder_input_ids[r * T], T, routing.data());
+    EXPECT_EQ(routing, std::vector<int32_t>(b.encoder_routing_ids.begin() + r * T,
+                                            b.encoder_routing_ids.begin() + (r + 1) * T));
+  }
+  for (int32_t m : b.encoder_mask) EXPECT_EQ(m, 1);
+  for (float w : b.loss_weights) EXPECT_EQ(w, 1.0f);
+}
+
+TEST(Loader, PadsAConfiguredTargetLengthAndMasksIt) {
+  LoaderOptions o = options(2);
+  const int64_t derived = t5_span_lengths(64, 0.15, 3.0).targets_length;
+  o.target_length = derived + 5;
+  Loader loader(synthetic_stream(5000, 1), synthetic_table(), o);
+  Batch b = loader.next();
+  const int D = b.target_length;
+  ASSERT_EQ(D, derived + 5);
+  for (int i = 0; i < D; ++i) {
+    const bool real = i < derived;
+    EXPECT_EQ(b.decoder_mask[i], real ? 1 : 0);
+    EXPECT_EQ(b.loss_weights[i], real ? 1.0f : 0.0f);
+    if (!real) {
+      EXPECT_EQ(b.decoder_routing_ids[i], -1);
+      EXPECT_EQ(b.targets[i], 0);
+    }
+  }
+  o.target_length = derived - 1;
+  EXPECT_THROW(Loader(synthetic_stream(5000, 1), synthetic_table(), o), Error);
+}
+
+TEST(Loader, RefusesBatchSizesThatDoNotSplitEvenly) {
+  try {
+    Loader loader(synthetic_stream(5000, 1), synthetic_table(), options(6, 0, 4));
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("global_batch_size"), std::string::npos);
+  }
+  EXPECT_THROW(Loader(synthetic_stream(50, 1), synthetic_table(), options(2)), Error);
+}
+
+TEST(Loader, PrefetchedBatchesEqualDirectOnes) {
+  LoaderOptions o = options(4);
+  o.prefetch_batches = 3;
+  Loader loader(synthetic_stream(5000, 1), synthetic_table(), o);
+  for (int s = 0; s < 10; ++s) expect_same(loader.next(), loader.batch_at(s, 4 * s));
+}
+
+TEST(Loader, EpochsVisitEveryChunkOnceInNewOrders) {
+  auto stream = synthetic_stream(3000, 2);
+  const int64_t len = t5_span_lengths(64, 0.15, 3.0).tokens_length;
+  const int64_t chunks = stream->num_chunks(len);
+  std::set<const int32_t*> first, second;
+  std::vector<const int32_t*> order1, order2;
+  for (int64_t g = 0; g < chunks; ++g) {
+    order1.push_back(stream->example(g, len).data());
+    order2.push_back(stream->example(g + chunks, len).data());
+  }
+  first.insert(order1.begin(), order1.end());
+  second.insert(order2.begin(), order2.end());
+  EXPECT_EQ(static_cast<int64_t>(first.size()), chunks);
+  EXPECT_EQ(first, second);
+  EXPECT_NE(order1, order2);
+  for (uint64_t n : {1u, 2u, 7u, 100u, 1000u}) {
+    std::set<uint64_t> seen;
+    for (uint64_t i = 0; i < n; ++i) seen.insert(permute_index(i, n, 9));
+    EXPECT_EQ(seen.size(), n);
+    EXPECT_LT(*seen.rbegin(), n);
+  }
+}
+
+TEST(Loader, SaveAndRestoreContinueIdentically) {
+  auto stream = synthetic_stream(20000, 4);
+  auto table = synthetic_table();
+  Loader a(stream, table, options(8));
+  for (int s = 0; s < 5; ++s) a.next();
+  LoaderState saved = a.state();
+  EXPECT_EQ(saved.step(), 5);
+  EXPECT_EQ(saved.next_example(), 40);
+  std::vector<Batch> expected;
+  for (int s = 0; s < 4; ++s) expected.push_back(a.next());
+  // A fresh loader (after a serialization round trip) and the same loader rewound.
+  LoaderState parsed;
+  ASSERT_TRUE(parsed.ParseFromString(saved.SerializeAsString()));
+  Loader b(stream, table, options(8));
+  b.restore(parsed);
+  a.restore(parsed);
+  for (int s = 0; s < 4; ++s) {
+    expect_same(b.next(), expected[s]);
+    expect_same(a.next(), expected[s]);
+  }
+  // Another stream or seed is refused.
+  Loader c(synthetic_stream(20000, 5), table, options(8));
+  EXPECT_THROW(c.restore(parsed), Error);
+}
+
+}  // namespace
+}  // namespace mowe::data

@@ -1,0 +1,184 @@
+// SentencePiece and the routing vocabulary on a tiny tokenizer trained once per binary on a
+// twelfth of WordNet (a few seconds), with the full WordNet lemma names as candidates.
+#include "data/routing_vocab.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "data/corpus.h"
+#include "data/loader.h"
+#include "runtime/check.h"
+
+namespace mowe::data {
+namespace {
+
+namespace fs = std::filesystem;
+
+class RoutingVocabTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!sentencepiece_available(&why_)) return;
+    dir_ = fs::temp_directory_path() / fmt::format("mowe_vocab_test_{}", ::getpid());
+    fs::create_directories(dir_);
+    std::vector<Synset> synsets = read_wordnet("/usr/share/wordnet");
+    for (size_t i = 0; i < synsets.size(); ++i) {
+      std::string doc = synset_document(synsets[i]);
+      if (i % 12 == 0 || doc.find("Turing") != std::string::npos) docs_.push_back(doc);
+      names_.insert(names_.end(), synsets[i].lemmas.begin(), synsets[i].lemmas.end());
+    }
+    TokenizerTrainOptions o;
+    o.vocab_size = 600;
+    o.num_sentinels = 8;
+    tokenizer_ = new Tokenizer(Tokenizer::from_model(Tokenizer::train(docs_, o), "tiny.model"));
+    tokens_ = tokenize_documents(docs_, *tokenizer_);
+    vocab_ = new RoutingVocab(RoutingVocab::build(*tokenizer_, names_, docs_, tokens_, {}));
+  }
+  static void TearDownTestSuite() {
+    delete vocab_;
+    delete tokenizer_;
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
+  void SetUp() override {
+    if (!why_.empty()) GTEST_SKIP() << why_;
+  }
+
+  static int32_t id_of(const std::string& word) {
+    for (int32_t id = vocab_->default_vocab_size(); id < vocab_->size(); ++id)
+      if (vocab_->word(id) == word) return id;
+    return -1;
+  }
+  static std::vector<int32_t> route(const RoutingTokenizer& table, const std::vector<int32_t>& t) {
+    std::vector<int32_t> ids(t.size());
+    table.route(t, ids);
+    return ids;
+  }
+
+  static inline std::string why_;
+  static inline fs::path dir_;
+  static inline std::vector<std::string> docs_, names_;
+  static inline Tokenizer* tokenizer_ = nullptr;
+  static inline TokenizedCorpus tokens_;
+  static inline RoutingVocab* vocab_ = nullptr;
+};
+
+TEST_F(RoutingVocabTest, TokenizerFollowsT5Conventions) {
+  const Tokenizer& t = *tokenizer_;
+  EXPECT_EQ(t.vocab_size(), 600);
+  EXPECT_EQ(t.piece(0), "<pad>");
+  EXPECT_EQ(t.piece(1), "</s>");
+  EXPECT_EQ(t.piece(2), "<unk>");
+  ASSERT_EQ(t.num_sentinels(), 8);
+  for (int k = 0; k < 8; ++k) EXPECT_EQ(t.piece(t.sentinel(k)), fmt::format("<extra_id_{}>", k));
+  const std::string text = "Alan Turing was an English mathematician (1912-1954).";
+  EXPECT_EQ(t.decode(t.encode(text)), text);
+  std::vector<int32_t> ids = t.encode("a <extra_id_3> b");
+  EXPECT_NE(std::find(ids.begin(), ids.end(), t.sentinel(3)), ids.end());
+  // The same bytes give the same hash; a reload from disk is the same tokenizer.
+  EXPECT_EQ(Tokenizer::from_model(t.model(), "copy").hash(), t.hash());
+}
+
+TEST_F(RoutingVocabTest, MathematicianGetsOneRoutingIdAtItsLastPiece) {
+  const std::vector<int32_t> word = tokenizer_->encode("mathematician");
+  ASSERT_GT(word.size(), 1u) << "the premise: SentencePiece splits the word";
+  const int32_t id = id_of("mathematician");
+  ASSERT_GE(id, vocab_->default_vocab_size());
+  const std::vector<int32_t> t = tokenizer_->encode("Alan Turing was an English mathematician");
+  ASSERT_TRUE(std::equal(word.begin(), word.end(), t.end() - word.size()));
+  const std::vector<int32_t> ids = route(vocab_->table(true), t);
+  EXPECT_EQ(ids.back(), id);
+  for (size_t i = 0; i + 1 < ids.size(); ++i) EXPECT_NE(ids[i], id) << i;
+}
+
+TEST_F(RoutingVocabTest, AbsentWordFallsBackToItsPieces) {
+  const RoutingTokenizer table = vocab_->table(true);
+  const std::vector<int32_t> t = tokenizer_->encode("qqxqzj");
+  for (size_t i = 0; i < t.size(); ++i)
+    for (size_t len = 2; len <= i + 1; ++len)
+      ASSERT_EQ(table.find(std::vector<int32_t>(t.begin() + (i + 1 - len), t.begin() + i + 1)), -1);
+  EXPECT_EQ(route(table, t), t);
+}
+
+TEST_F(RoutingVocabTest, CaseVariantsRouteCasedWordsToTheirEntry) {
+  const int32_t id = id_of("turing");
+  ASSERT_GE(id, vocab_->default_vocab_size());
+  for (const char* text : {"Alan Turing", "ALAN TURING"}) {
+    const std::vector<int32_t> t = tokenizer_->encode(text);
+    EXPECT_EQ(route(vocab_->table(true), t).back(), id) << text;
+    EXPECT_NE(route(vocab_->table(false), t).back(), id) << text;
+  }
+  const auto& s = vocab_->file().stats();
+  EXPECT_GT(s.word_share_with_variants(), s.word_share_without_variants());
+  EXPECT_GT(vocab_->file().variant_keys_size(), 0);
+}
+
+TEST_F(RoutingVocabTest, EntriesAreOrderedByCorpusFrequency) {
+  const auto& f = vocab_->file();
+  ASSERT_GT(f.entries_size(), 1000);
+  for (int k = 1; k < f.entries_size(); ++k)
+    ASSERT_GE(f.entries(k - 1).word_count(), f.entries(k).word_count());
+  for (const auto& e : f.entries()) {
+    ASSERT_GE(e.tokens_size(), 2);
+    ASSERT_LE(e.tokens_size(), RoutingTokenizer::kMaxKeyLength);
+  }
+  // A cap on routing ids keeps the most frequent words.
+  RoutingVocab capped = RoutingVocab::build(*tokenizer_, names_, docs_, tokens_,
+                                            {.max_routing_ids = 700, .case_variants = true});
+  ASSERT_EQ(capped.size(), 700);
+  EXPECT_EQ(capped.file().entries(99).word(), f.entries(99).word());
+  EXPECT_GT(capped.file().stats().dropped_over_limit(), 0);
+}
+
+TEST_F(RoutingVocabTest, SavesLoadsAndCountsFrequencies) {
+  RoutingVocab vocab = *vocab_;
+  auto table = std::make_shared<const RoutingTokenizer>(vocab.table(true));
+  LoaderOptions o;
+  o.input_length = 64;
+  for (int k = 0; k < 8; ++k) o.sentinels.push_back(tokenizer_->sentinel(k));
+  Loader loader(std::make_shared<const TokenStream>(tokens_, 1, 3), table, o);
+  std::vector<int64_t> freq = count_routing_ids(loader, 50, vocab.size());
+  int64_t total = 0;
+  for (int64_t c : freq) total += c;
+  EXPECT_EQ(total, 50 * (loader.lengths().inputs_length + loader.lengths().targets_length));
+  vocab.set_frequencies(freq, "test");
+  const std::string path = (dir_ / "sub" / "vocab.pb").string();
+  vocab.save(path);
+  RoutingVocab loaded = RoutingVocab::load(path, *tokenizer_);
+  EXPECT_EQ(loaded.size(), vocab.size());
+  EXPECT_EQ(loaded.frequencies(), freq);
+  std::vector<int32_t> order = loaded.frequency_order();
+  for (size_t r = 1; r < order.size(); ++r) ASSERT_GE(freq[order[r - 1]], freq[order[r]]);
+  EXPECT_DOUBLE_EQ(frequency_share(freq, order, 0, -1), 1.0);
+  const std::vector<int32_t> t = tokenizer_->encode(docs_[10]);
+  EXPECT_EQ(route(loaded.table(true), t), route(vocab.table(true), t));
+}
+
+TEST_F(RoutingVocabTest, VocabularyOfAnotherTokenizerIsRefused) {
+  const std::string path = (dir_ / "vocab.pb").string();
+  vocab_->save(path);
+  TokenizerTrainOptions o;
+  o.vocab_size = 300;
+  o.num_sentinels = 8;
+  std::vector<std::string> few(docs_.begin(), docs_.begin() + 1500);
+  Tokenizer other = Tokenizer::from_model(Tokenizer::train(few, o), "other.model");
+  try {
+    RoutingVocab::load(path, other);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find(format_hash(tokenizer_->hash())), std::string::npos) << what;
+    EXPECT_NE(what.find(format_hash(other.hash())), std::string::npos) << what;
+  }
+  EXPECT_THROW(RoutingVocab::load((dir_ / "missing.pb").string()), Error);
+}
+
+TEST(Words, LowerCasedAndSplitOnPunctuation) {
+  EXPECT_EQ(split_words("Alan Mathison_Turing's mother-in-law, AT&T 1912"),
+            (std::vector<std::string>{"alan", "mathison", "turing", "s", "mother", "in", "law",
+                                      "at", "t", "1912"}));
+  EXPECT_EQ(split_words("caf\xc3\xa9!"), (std::vector<std::string>{"caf\xc3\xa9"}));
+}
+
+}  // namespace
+}  // namespace mowe::data
