@@ -77,13 +77,13 @@ std::string describe_report(const ModelSize& s) {
   std::string out = "component                    parameters\n";
   for (const auto& comp : s.dense)
     out += fmt::format("  {:<26} {:>12} ({})\n", comp.name, comp.params, human(comp.params));
-  out += fmt::format("  {:<26} {:>12} ({})\n", "dense total", s.dense_params,
-                     human(s.dense_params));
+  out +=
+      fmt::format("  {:<26} {:>12} ({})\n", "dense total", s.dense_params, human(s.dense_params));
   for (size_t i = 0; i < s.buckets.size(); ++i) {
     const auto& b = s.buckets[i];
-    out += fmt::format("  bucket {} experts {:>7} x width {:>5} {:>12} ({}), {} FLOPs/token\n", i,
-                       b.experts, b.expert_d_ff, b.params, human(b.params),
-                       human(b.flops_per_token));
+    out +=
+        fmt::format("  bucket {} experts {:>7} x width {:>5} {:>12} ({}), {} FLOPs/token\n", i,
+                    b.experts, b.expert_d_ff, b.params, human(b.params), human(b.flops_per_token));
   }
   out += fmt::format("  {:<26} {:>12} ({})\n", "expert total", s.expert_params,
                      human(s.expert_params));

@@ -31,8 +31,7 @@ struct ModelSize {
 };
 
 // input_length and target_length size the attention FLOPs.
-ModelSize describe(const config::ModelConfig& config, int64_t input_length,
-                   int64_t target_length);
+ModelSize describe(const config::ModelConfig& config, int64_t input_length, int64_t target_length);
 
 // A human-readable report: one line per component, totals, FLOPs.
 std::string describe_report(const ModelSize& size);

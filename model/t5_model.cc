@@ -1,6 +1,9 @@
 #include "model/t5_model.h"
 
+#include <algorithm>
 #include <cmath>
+
+#include "model/mowe_layer.h"
 
 namespace mowe::model {
 namespace {
@@ -22,8 +25,7 @@ class DenseFeedForward final : public FeedForward {
  public:
   DenseFeedForward(ParameterStore& store, const std::string& prefix, const config::ModelConfig& c)
       : ffn_(store, prefix, c.d_model(), c.d_ff(), c.layer_norm_epsilon()) {}
-  Tensor forward(const StepContext& s, const Tensor& x_in, const Tensor&, int64_t batch,
-                 uint64_t site) override {
+  Tensor forward(const StepContext& s, const Tensor& x_in, int64_t batch, uint64_t site) override {
     return ffn_.forward(s, x_in, batch, site, &saved_);
   }
   void backward(const StepContext& s, const Tensor& dx, int64_t batch, uint64_t site) override {
@@ -34,6 +36,54 @@ class DenseFeedForward final : public FeedForward {
   FfnSublayer ffn_;
   FfnSublayer::Saved saved_;
 };
+
+// A block's MoWE layer with the block's pre-norm, dropout and residual around it. The stack's
+// Dispatch is computed once per step (T5Model::forward) and shared by its MoWE layers.
+Weight add_norm(ParameterStore& store, const std::string& name, int64_t d_model) {
+  store.add(name, {d_model}, ParamKind::Dense, {Init::Ones});
+  return Weight::of(store, name);
+}
+
+class MoweFeedForward final : public FeedForward {
+ public:
+  MoweFeedForward(ParameterStore& store, const std::string& prefix, const config::ModelConfig& c,
+                  const RoutingTable& table, const Dispatch& dispatch)
+      : eps_(c.layer_norm_epsilon()),
+        dispatch_(dispatch),
+        norm_(add_norm(store, prefix + ".mowe.norm", c.d_model())),
+        layer_(store, c.mowe(), table, c.d_model(), prefix) {}
+
+  Tensor forward(const StepContext& s, const Tensor& x_in, int64_t batch, uint64_t site) override {
+    x_in_ = x_in;
+    normed_ = norm_forward(s, norm_, x_in, eps_, &rstd_);
+    Tensor out = layer_.forward(s.ctx, normed_, dispatch_, *s.activations);
+    dropout_examples_forward(s, out, batch, site);
+    s.backend->axpy(s.ctx, 1.0, x_in, out);
+    return out;
+  }
+
+  void backward(const StepContext& s, const Tensor& dx, int64_t batch, uint64_t site) override {
+    Arena& scratch = *s.ctx.scratch;
+    ArenaScope scope(scratch);
+    Tensor dout = dropout_copy_backward(s, scratch, dx, batch, site);
+    Tensor dnormed = scratch.alloc(dx.shape, dx.dtype);
+    layer_.backward(s.ctx, dout, dnormed);
+    Tensor dx_norm = scratch.alloc(dx.shape, dx.dtype);
+    norm_backward(s, norm_, dnormed, x_in_, rstd_, dx_norm);
+    s.backend->axpy(s.ctx, 1.0, dx_norm, dx);
+  }
+
+ private:
+  double eps_;
+  const Dispatch& dispatch_;
+  Weight norm_;  // registered before the experts, so parameter order follows the block
+  MoweLayer layer_;
+  Tensor x_in_, normed_, rstd_;
+};
+
+bool contains(const google::protobuf::RepeatedField<int32_t>& layers, int block) {
+  return std::find(layers.begin(), layers.end(), block) != layers.end();
+}
 
 }  // namespace
 
@@ -47,11 +97,16 @@ struct T5Model::Stack {
   bool decoder = false;
   std::vector<Block> blocks;
   Weight relative_bias, final_norm;
+  Dispatch dispatch;  // of this stack's routing ids, shared by its MoWE layers
   // Per step.
   Tensor bias, dbias, final_in, final_rstd;
 };
 
-T5Model::T5Model(const config::ModelConfig& c, ParameterStore& store) : config_(c) {
+T5Model::T5Model(const config::ModelConfig& c, ParameterStore& store, const RoutingTable* routing)
+    : config_(c), routing_(routing) {
+  const bool has_mowe = c.mowe().encoder_layers_size() + c.mowe().decoder_layers_size() > 0;
+  MOWE_CHECK(!has_mowe || routing != nullptr,
+             "model.mowe lists MoWE layers, but no routing table was given to the model");
   const int64_t d = c.d_model(), v = c.vocab_size(), k = c.relative_attention_num_buckets();
   // T5.1.1: one input embedding for both stacks, and an untied output projection.
   store.add("shared.embedding", {v, d}, ParamKind::Dense, {Init::Normal, 1.0});
@@ -80,7 +135,13 @@ T5Model::T5Model(const config::ModelConfig& c, ParameterStore& store) : config_(
         b.cross_attention =
             std::make_unique<AttentionSublayer>(store, prefix + ".cross_attention", spec);
       }
-      b.feed_forward = std::make_unique<DenseFeedForward>(store, prefix + ".ffn", c);
+      const auto& mowe_layers = decoder ? c.mowe().decoder_layers() : c.mowe().encoder_layers();
+      if (contains(mowe_layers, i)) {
+        b.feed_forward =
+            std::make_unique<MoweFeedForward>(store, prefix, c, *routing, stack->dispatch);
+      } else {
+        b.feed_forward = std::make_unique<DenseFeedForward>(store, prefix + ".ffn", c);
+      }
       stack->blocks.push_back(std::move(b));
     }
     (decoder ? decoder_ : encoder_) = std::move(stack);
@@ -100,7 +161,13 @@ Tensor T5Model::run_stack(const StepContext& s, Stack& st, const Tensor& x_embed
                           const ModelInputs& in, const Tensor& memory) {
   const bool dec = st.decoder;
   const Tensor& valid = dec ? in.dec_valid : in.enc_valid;
-  const Tensor& routing = dec ? in.dec_routing : in.enc_routing;
+  if (routing_ != nullptr) {
+    const Tensor& ids = dec ? in.dec_routing : in.enc_routing;
+    MOWE_CHECK(ids.device == Device::CPU && ids.dtype == DType::I32,
+               "routing ids are dispatched on the host: expected host i32, got {}", ids.str());
+    st.dispatch.assign(*routing_, {ids.ptr<int32_t>(), static_cast<size_t>(ids.numel())},
+                       config_.mowe().deactivate_routing_ids_above());
+  }
   const int64_t len = valid.dim(1), heads = config_.num_heads();
   st.bias = s.activations->alloc({heads, len, len}, x_embedded.dtype);
   s.backend->position_bias_forward(s.ctx, st.relative_bias.value, st.bias, !dec,
@@ -113,8 +180,7 @@ Tensor T5Model::run_stack(const StepContext& s, Stack& st, const Tensor& x_embed
     if (dec)
       x = b.cross_attention->forward(s, x, memory, {}, in.enc_valid, in.batch,
                                      block_site(dec, i, kCrossAttention), &b.cross_saved);
-    x = b.feed_forward->forward(s, x, routing.reshape({routing.numel()}), in.batch,
-                                block_site(dec, i, kFeedForward));
+    x = b.feed_forward->forward(s, x, in.batch, block_site(dec, i, kFeedForward));
   }
   st.final_in = x;
   Tensor out = norm_forward(s, st.final_norm, x, config_.layer_norm_epsilon(), &st.final_rstd);

@@ -8,6 +8,8 @@
 #include <memory>
 #include <vector>
 
+#include "model/mowe_dispatch.h"
+#include "model/routing_table.h"
 #include "model/t5_layers.h"
 #include "runtime/proto/config.pb.h"
 
@@ -27,16 +29,19 @@ struct ModelInputs {
 class FeedForward {
  public:
   virtual ~FeedForward() = default;
-  // Returns x_in + ffn(x_in); routing ids [B*L] i32 are used by MoWE layers only.
-  virtual Tensor forward(const StepContext& s, const Tensor& x_in, const Tensor& routing,
-                         int64_t batch, uint64_t site) = 0;
+  // Returns x_in + dropout(ffn(rmsnorm(x_in))).
+  virtual Tensor forward(const StepContext& s, const Tensor& x_in, int64_t batch,
+                         uint64_t site) = 0;
   // dx: gradient of the output on entry, of x_in on return.
   virtual void backward(const StepContext& s, const Tensor& dx, int64_t batch, uint64_t site) = 0;
 };
 
 class T5Model {
  public:
-  T5Model(const config::ModelConfig& config, ParameterStore& store);
+  // `routing` maps routing ids to experts; required when model.mowe lists MoWE layers, and must
+  // outlive the model.
+  T5Model(const config::ModelConfig& config, ParameterStore& store,
+          const RoutingTable* routing = nullptr);
   ~T5Model();
 
   // Runs the model through the loss, saving activations in s.activations. Returns the sum over
@@ -57,6 +62,7 @@ class T5Model {
   Tensor embed(const StepContext& s, const Tensor& ids, int64_t batch, uint64_t site);
 
   config::ModelConfig config_;
+  const RoutingTable* routing_ = nullptr;
   Weight embedding_, lm_head_;
   std::unique_ptr<Stack> encoder_, decoder_;
   // Saved by forward for backward.

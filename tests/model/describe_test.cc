@@ -33,18 +33,17 @@ TEST(Describe, BaseMatchesTable6) {
   expect_about(s.expert_params, 28.488, 1e9, "sparse");
   expect_about(s.total_params(), 28.72, 1e9, "total");
   // The dense T5.1.1-Base model with all its FFNs is the well-known 247.6M.
-  ModelSize dense = size_of("base.textproto", {"model.mowe.encoder_layers=[]",
-                                               "model.mowe.decoder_layers=[]"});
+  ModelSize dense =
+      size_of("base.textproto", {"model.mowe.encoder_layers=[]", "model.mowe.decoder_layers=[]"});
   expect_about(dense.dense_params, 247.6, 1e6, "T5.1.1-Base");
 }
 
 TEST(Describe, GatedExpertsNeedAThirdMatrix) {
-  expect_about(size_of("base_2b.textproto", {"model.mowe.expert_activation=GATED_GELU"})
-                   .expert_params,
-               2.718, 1e9, "gated 2B");
   expect_about(
-      size_of("base.textproto", {"model.mowe.expert_activation=GATED_GELU"}).expert_params,
-      42.73, 1e9, "gated base");
+      size_of("base_2b.textproto", {"model.mowe.expert_activation=GATED_GELU"}).expert_params,
+      2.718, 1e9, "gated 2B");
+  expect_about(size_of("base.textproto", {"model.mowe.expert_activation=GATED_GELU"}).expert_params,
+               42.73, 1e9, "gated base");
 }
 
 TEST(Describe, UnsharedExpertsCountOncePerLayer) {
@@ -64,8 +63,8 @@ TEST(Describe, MatchesAllocatedDenseModel) {
 
 TEST(Describe, ReportNamesEveryComponent) {
   std::string r = describe_report(size_of("base.textproto"));
-  for (const char* part : {"token embedding", "output projection", "encoder", "decoder",
-                           "bucket 3", "expert total", "model total", "FLOPs"})
+  for (const char* part : {"token embedding", "output projection", "encoder", "decoder", "bucket 3",
+                           "expert total", "model total", "FLOPs"})
     EXPECT_NE(r.find(part), std::string::npos) << part << "\n" << r;
 }
 

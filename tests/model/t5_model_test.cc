@@ -13,7 +13,19 @@ namespace {
 
 using testing::get;
 
-config::ModelConfig small_config() {
+// Routing ids 0..1 unrouted, 2..5 one expert each in bucket 0, the rest shared by the two
+// experts of bucket 1.
+RoutingTable small_table() {
+  std::vector<BucketLayout> buckets = {{4, 1, 4, 6}, {14, 1, 2, 3}};
+  std::vector<int32_t> bucket(20, RoutingTable::kUnrouted), expert(20, RoutingTable::kUnrouted);
+  for (int id = 2; id < 20; ++id) {
+    bucket[id] = id < 6 ? 0 : 1;
+    expert[id] = id < 6 ? id - 2 : id % 2;
+  }
+  return RoutingTable(buckets, bucket, expert, {{1, 1, 1, 1}, {7, 7}});
+}
+
+config::ModelConfig small_config(bool with_mowe = false) {
   config::ModelConfig c;
   c.set_d_model(8);
   c.set_num_heads(2);
@@ -24,6 +36,20 @@ config::ModelConfig small_config() {
   c.set_vocab_size(20);
   c.set_relative_attention_num_buckets(8);
   c.set_relative_attention_max_distance(16);
+  if (with_mowe) {
+    auto* m = c.mutable_mowe();
+    m->add_encoder_layers(1);
+    m->add_decoder_layers(0);
+    m->set_routing_vocab_size(20);
+    m->set_num_unrouted_ids(2);
+    for (auto [ids, experts, width] : {std::tuple{4, 4, 6}, std::tuple{14, 2, 3}}) {
+      auto* b = m->add_buckets();
+      b->set_num_routing_ids(ids);
+      b->set_num_blocks(1);
+      b->set_experts_per_block(experts);
+      b->set_expert_d_ff(width);
+    }
+  }
   return c;
 }
 
@@ -78,12 +104,14 @@ struct Harness {
   }
 };
 
-class T5ModelGrad : public ::testing::TestWithParam<float> {};
+// (dropout rate, MoWE layers on)
+class T5ModelGrad : public ::testing::TestWithParam<std::tuple<float, bool>> {};
 
 TEST_P(T5ModelGrad, EveryParameterMatchesFiniteDifferences) {
-  const float dropout = GetParam();
+  const auto [dropout, with_mowe] = GetParam();
   ParameterStore store(host_allocator(), DType::F64, 5);
-  T5Model model(small_config(), store);
+  const RoutingTable table = small_table();
+  T5Model model(small_config(with_mowe), store, &table);
   Inputs x = make_inputs(0, 2, DType::F64);
   Harness h;
   const double z_loss = 1e-2;
@@ -100,18 +128,27 @@ TEST_P(T5ModelGrad, EveryParameterMatchesFiniteDifferences) {
   }
   std::vector<testing::GradInput> inputs;
   for (const auto& p : store.all()) inputs.push_back({p->name, p->value, p->grad});
+  EXPECT_EQ(store.contains("mowe.bucket1.wo"), with_mowe);
+  if (with_mowe) {
+    for (const char* name : {"mowe.bucket0.wi", "mowe.bucket1.wo"}) {
+      const Tensor& g = store.get(name).grad.tensor();
+      EXPECT_GT(testing::dot(g, g), 0.0) << name << " receives no gradient";
+    }
+  }
   // Every parameter tensor, up to 12 elements each (spread over the tensor).
   double worst = testing::check_gradients(loss, inputs, 1e-6, 1e-6, 12);
   EXPECT_LT(worst, 1e-6);
 }
 
-INSTANTIATE_TEST_SUITE_P(Dropout, T5ModelGrad, ::testing::Values(0.0f, 0.2f));
+INSTANTIATE_TEST_SUITE_P(DropoutAndMowe, T5ModelGrad,
+                         ::testing::Combine(::testing::Values(0.0f, 0.2f), ::testing::Bool()));
 
 // Data parallelism splits a batch across ranks: the loss of a batch must be the sum of the
 // losses of its examples run apart (with the global example index), dropout included.
 TEST(T5Model, ExamplesAreIndependentIncludingDropout) {
   ParameterStore store(host_allocator(), DType::F64, 6);
-  T5Model model(small_config(), store);
+  const RoutingTable table = small_table();
+  T5Model model(small_config(true), store, &table);
   Harness h;
   double together = 0, apart = 0;
   {

@@ -1,0 +1,221 @@
+#include "model/expert_bank.h"
+
+#include <cmath>
+#include <span>
+
+#include <fmt/format.h>
+
+#include "model/expert_gather_ops.h"
+#include "runtime/backend.h"
+
+namespace mowe::model {
+namespace {
+
+// Expert e of a [E, K, M] weight tensor, as a [K, M] matrix.
+Tensor expert_matrix(const Tensor& w, int64_t e) {
+  return w.rows_slice(e, e + 1).reshape({w.dim(1), w.dim(2)});
+}
+
+// The groups of one bucket, with rows counted from the bucket's first row, and how they are
+// computed: gemm(group, begin, end) for each group of at least min_rows rows, gather(begin, end)
+// for each maximal run of consecutive smaller groups.
+struct BucketGroups {
+  std::span<const ExpertGroup> groups;
+  int64_t base = 0;      // the bucket's first permuted row
+  Tensor row_expert;     // [R_b] i32: the expert of each row of the bucket
+  int64_t min_rows = 1;  // ExpertBank::Options::gemm_min_rows
+
+  template <typename Gemm, typename Gather>
+  void for_each_run(Gemm&& gemm, Gather&& gather) const {
+    int64_t run_begin = -1, run_end = -1;
+    for (const ExpertGroup& g : groups) {
+      if (g.rows() >= min_rows) {
+        if (run_begin >= 0) gather(run_begin - base, run_end - base);
+        run_begin = -1;
+        gemm(g, g.begin - base, g.end - base);
+      } else {
+        if (run_begin < 0) run_begin = g.begin;
+        run_end = g.end;
+      }
+    }
+    if (run_begin >= 0) gather(run_begin - base, run_end - base);
+  }
+};
+
+// out[rows of e] = in[rows of e] @ op(w[e]) + beta * out, for every expert e of the bucket.
+// in [R_b, K]; w [E, K, M] or [E, M, K] (trans_w); out [R_b, M].
+void grouped_matmul(const Context& ctx, const BucketGroups& bg, const Tensor& in, const Tensor& w,
+                    const Tensor& out, bool trans_w, float beta) {
+  Backend& backend = backend_for(ctx.device);
+  bg.for_each_run(
+      [&](const ExpertGroup& g, int64_t begin, int64_t end) {
+        backend.matmul(ctx, in.rows_slice(begin, end), expert_matrix(w, g.expert),
+                       out.rows_slice(begin, end), false, trans_w, 1.0f, beta);
+      },
+      [&](int64_t begin, int64_t end) {
+        expert_gather_matmul(ctx, in.rows_slice(begin, end), w,
+                             bg.row_expert.rows_slice(begin, end), out.rows_slice(begin, end),
+                             trans_w, beta);
+      });
+}
+
+// dw[e] += in[rows of e]^T grad[rows of e] for every expert e of the bucket.
+// in [R_b, K]; grad [R_b, M]; dw [E, K, M].
+void grouped_weight_grad(const Context& ctx, const BucketGroups& bg, const Tensor& in,
+                         const Tensor& grad, const Tensor& dw) {
+  Backend& backend = backend_for(ctx.device);
+  bg.for_each_run(
+      [&](const ExpertGroup& g, int64_t begin, int64_t end) {
+        backend.matmul(ctx, in.rows_slice(begin, end), grad.rows_slice(begin, end),
+                       expert_matrix(dw, g.expert), true, false, 1.0f, 1.0f);
+      },
+      [&](int64_t begin, int64_t end) {
+        expert_gather_weight_grad(ctx, in.rows_slice(begin, end), grad.rows_slice(begin, end),
+                                  bg.row_expert.rows_slice(begin, end), dw);
+      });
+}
+
+BucketGroups bucket_groups(const ExpertRows& rows, int b, int64_t min_rows) {
+  const int64_t begin = rows.bucket_rows[b], end = rows.bucket_rows[b + 1];
+  return {rows.bucket_group_span(b), begin, rows.row_expert_tensor().rows_slice(begin, end),
+          min_rows};
+}
+
+Parameter& add_or_attach(ParameterStore& store, const std::string& name, Shape shape, double stddev,
+                         bool trainable, int64_t first_row, bool attach_existing) {
+  if (attach_existing && store.contains(name)) {
+    Parameter& p = store.get(name);
+    MOWE_CHECK(p.value.tensor().shape == shape && p.kind == ParamKind::Expert &&
+                   p.trainable == trainable && p.first_row == first_row,
+               "shared expert parameter '{}' exists as {} (trainable={}), but this MoWE layer "
+               "needs {} (trainable={})",
+               name, p.value.tensor().shape.str(), p.trainable, shape.str(), trainable);
+    return p;
+  }
+  return store.add(name, shape, ParamKind::Expert, {Init::TruncatedNormal, stddev}, trainable,
+                   first_row);
+}
+
+}  // namespace
+
+ExpertBank::ExpertBank(ParameterStore& store, const std::string& prefix,
+                       std::vector<ExpertShard> buckets, int64_t d_model,
+                       config::Activation activation, bool trainable, bool attach_existing,
+                       Options options)
+    : d_model_(d_model), activation_(activation), trainable_(trainable), options_(options) {
+  MOWE_CHECK(options.gemm_min_rows >= 1, "ExpertBank: gemm_min_rows must be >= 1, not {}",
+             options.gemm_min_rows);
+  const bool gated = activation == config::GATED_GELU;
+  const int64_t c = d_model;
+  for (size_t b = 0; b < buckets.size(); ++b) {
+    const ExpertShard& s = buckets[b];
+    MOWE_CHECK(s.num_experts >= 1 && s.d_ff >= 1,
+               "ExpertBank: bucket {} has {} experts of width {}", b, s.num_experts, s.d_ff);
+    Bucket bucket{s, {}, nullptr};
+    const std::string base = fmt::format("{}bucket{}.", prefix, b);
+    const double in_std = 1.0 / std::sqrt(static_cast<double>(c));
+    const double out_std = 1.0 / std::sqrt(static_cast<double>(s.d_ff));
+    for (const char* name : gated ? std::vector<const char*>{"wi_gate", "wi_linear"}
+                                  : std::vector<const char*>{"wi"}) {
+      bucket.wi.push_back(&add_or_attach(store, base + name, {s.num_experts, c, s.d_ff}, in_std,
+                                         trainable, s.first_expert, attach_existing));
+    }
+    bucket.wo = &add_or_attach(store, base + "wo", {s.num_experts, s.d_ff, c}, out_std, trainable,
+                               s.first_expert, attach_existing);
+    buckets_.push_back(std::move(bucket));
+  }
+}
+
+void ExpertBank::forward(const Context& ctx, const Tensor& xp, const ExpertRows& rows, Arena& acts,
+                         Saved& saved, const Tensor& yp) const {
+  MOWE_CHECK(rows.num_buckets() == num_buckets(),
+             "ExpertBank: the dispatch has {} buckets but the bank holds {}", rows.num_buckets(),
+             num_buckets());
+  check_shape("ExpertBank::forward", "xp", xp, {rows.num_rows, d_model_});
+  check_shape("ExpertBank::forward", "yp", yp, {rows.num_rows, d_model_});
+  saved.h.assign(num_buckets(), Tensor());
+  saved.h_linear.assign(num_buckets(), Tensor());
+  for (int b = 0; b < num_buckets(); ++b) {
+    const int64_t begin = rows.bucket_rows[b], end = rows.bucket_rows[b + 1];
+    if (begin == end) continue;
+    forward_bucket(ctx, b, xp.rows_slice(begin, end), rows, acts, saved, yp.rows_slice(begin, end));
+  }
+}
+
+// xb, yb [R_b, C]; saves h (and h_linear) [R_b, F].
+void ExpertBank::forward_bucket(const Context& ctx, int b, const Tensor& xb, const ExpertRows& rows,
+                                Arena& acts, Saved& saved, const Tensor& yb) const {
+  Backend& backend = backend_for(ctx.device);
+  const Bucket& bk = buckets_[b];
+  const BucketGroups bg = bucket_groups(rows, b, options_.gemm_min_rows);
+  const Shape hidden{xb.dim(0), bk.shard.d_ff};
+  ArenaScope scope(*ctx.scratch);
+  saved.h[b] = acts.alloc(hidden, xb.dtype);
+  grouped_matmul(ctx, bg, xb, bk.wi[0]->value, saved.h[b], false, 0.0f);
+  Tensor a = ctx.scratch->alloc(hidden, xb.dtype);
+  if (bk.wi.size() == 2) {
+    saved.h_linear[b] = acts.alloc(hidden, xb.dtype);
+    grouped_matmul(ctx, bg, xb, bk.wi[1]->value, saved.h_linear[b], false, 0.0f);
+    backend.gated_gelu_forward(ctx, saved.h[b], saved.h_linear[b], a);
+  } else {
+    backend.gelu_forward(ctx, saved.h[b], a);
+  }
+  grouped_matmul(ctx, bg, a, bk.wo->value, yb, false, 0.0f);
+}
+
+void ExpertBank::backward(const Context& ctx, const Tensor& dyp, const Tensor& xp,
+                          const ExpertRows& rows, const Saved& saved, const Tensor& dxp) const {
+  MOWE_CHECK(static_cast<int>(saved.h.size()) == num_buckets(),
+             "ExpertBank::backward without a matching forward");
+  check_shape("ExpertBank::backward", "dyp", dyp, {rows.num_rows, d_model_});
+  check_shape("ExpertBank::backward", "dxp", dxp, {rows.num_rows, d_model_});
+  for (int b = 0; b < num_buckets(); ++b) {
+    const int64_t begin = rows.bucket_rows[b], end = rows.bucket_rows[b + 1];
+    if (begin == end) continue;
+    backward_bucket(ctx, b, dyp.rows_slice(begin, end), xp.rows_slice(begin, end), rows, saved,
+                    dxp.rows_slice(begin, end));
+  }
+}
+
+// dyb, xb, dxb [R_b, C]. The activation is recomputed from the saved pre-activations rather than
+// stored: one element-wise pass instead of another [R_b, F] buffer per layer.
+void ExpertBank::backward_bucket(const Context& ctx, int b, const Tensor& dyb, const Tensor& xb,
+                                 const ExpertRows& rows, const Saved& saved,
+                                 const Tensor& dxb) const {
+  Backend& backend = backend_for(ctx.device);
+  const Bucket& bk = buckets_[b];
+  const BucketGroups bg = bucket_groups(rows, b, options_.gemm_min_rows);
+  const bool gated = bk.wi.size() == 2;
+  const Tensor& h = saved.h[b];
+  const Tensor& hl = saved.h_linear[b];
+  ArenaScope scope(*ctx.scratch);
+  Arena& scratch = *ctx.scratch;
+  const Shape hidden = h.shape;
+
+  Tensor da = scratch.alloc(hidden, h.dtype);  // d(activation) = dy wo^T
+  grouped_matmul(ctx, bg, dyb, bk.wo->value, da, true, 0.0f);
+  if (trainable_) {
+    Tensor a = scratch.alloc(hidden, h.dtype);
+    if (gated) {
+      backend.gated_gelu_forward(ctx, h, hl, a);
+    } else {
+      backend.gelu_forward(ctx, h, a);
+    }
+    grouped_weight_grad(ctx, bg, a, dyb, bk.wo->grad);
+  }
+  Tensor dh = scratch.alloc(hidden, h.dtype);
+  Tensor dhl = gated ? scratch.alloc(hidden, h.dtype) : Tensor();
+  if (gated) {
+    backend.gated_gelu_backward(ctx, da, h, hl, dh, dhl);
+  } else {
+    backend.gelu_backward(ctx, da, h, dh);
+  }
+  grouped_matmul(ctx, bg, dh, bk.wi[0]->value, dxb, true, 0.0f);
+  if (gated) grouped_matmul(ctx, bg, dhl, bk.wi[1]->value, dxb, true, 1.0f);
+  if (trainable_) {
+    grouped_weight_grad(ctx, bg, xb, dh, bk.wi[0]->grad);
+    if (gated) grouped_weight_grad(ctx, bg, xb, dhl, bk.wi[1]->grad);
+  }
+}
+
+}  // namespace mowe::model

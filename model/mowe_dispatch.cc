@@ -1,0 +1,108 @@
+#include "model/mowe_dispatch.h"
+
+#include <array>
+#include <utility>
+
+#include "runtime/check.h"
+
+namespace mowe::model {
+namespace {
+
+// Stable LSD radix sort of perm (indices into keys) by keys[perm[i]], 8 bits per pass. Digits
+// that are equal in every key are skipped, so the cost is O(R x varying bytes + 256 x passes):
+// proportional to tokens, never to the number of experts, and a constant high field (one
+// destination rank) costs nothing.
+void radix_sort(std::span<const uint64_t> keys, std::vector<int32_t>& perm,
+                std::vector<int32_t>& tmp) {
+  const size_t n = perm.size();
+  if (n < 2) return;
+  uint64_t varying = 0;
+  for (uint64_t k : keys) varying |= k ^ keys[0];
+  tmp.resize(n);
+  for (int shift = 0; shift < 64; shift += 8) {
+    if (((varying >> shift) & 0xff) == 0) continue;
+    std::array<int64_t, 257> start{};
+    for (int32_t i : perm) ++start[((keys[i] >> shift) & 0xff) + 1];
+    for (int d = 0; d < 256; ++d) start[d + 1] += start[d];
+    for (int32_t i : perm) tmp[start[(keys[i] >> shift) & 0xff]++] = i;
+    perm.swap(tmp);
+  }
+}
+
+}  // namespace
+
+std::span<const ExpertGroup> ExpertRows::bucket_group_span(int b) const {
+  return std::span(groups).subspan(bucket_groups[b], bucket_groups[b + 1] - bucket_groups[b]);
+}
+
+Tensor ExpertRows::row_expert_tensor() const {
+  return Tensor(const_cast<int32_t*>(row_expert.data()), DType::I32, Device::CPU, {num_rows});
+}
+
+Tensor Dispatch::order() const {
+  return Tensor(const_cast<int32_t*>(order_.data()), DType::I32, Device::CPU, {num_routed()});
+}
+
+Dispatch Dispatch::build(const RoutingTable& table, std::span<const int32_t> routing_ids,
+                         int32_t deactivate_routing_ids_above) {
+  Dispatch d;
+  d.assign(table, routing_ids, deactivate_routing_ids_above);
+  return d;
+}
+
+void Dispatch::assign(const RoutingTable& table, std::span<const int32_t> routing_ids,
+                      int32_t deactivate_routing_ids_above) {
+  const int num_buckets = table.num_buckets();
+  expert_base_.assign(num_buckets, 0);
+  for (int b = 1; b < num_buckets; ++b)
+    expert_base_[b] = expert_base_[b - 1] + table.bucket(b - 1).num_experts();
+
+  // Route: tokens that reach an expert, with their keys.
+  num_tokens_ = static_cast<int64_t>(routing_ids.size());
+  routed_.clear(), bucket_.clear(), expert_.clear(), key_.clear();
+  const std::vector<int32_t>& bucket_of = table.bucket_array();
+  const std::vector<int32_t>& expert_of = table.expert_array();
+  for (int64_t n = 0; n < num_tokens_; ++n) {
+    const int32_t id = routing_ids[n];
+    if (id == kPaddingRoutingId) continue;
+    MOWE_CHECK(id >= 0 && id < table.vocab_size(),
+               "dispatch: routing id {} at token {} is outside the routing vocabulary [0, {})", id,
+               n, table.vocab_size());
+    if (bucket_of[id] == RoutingTable::kUnrouted) continue;
+    if (deactivate_routing_ids_above > 0 && id > deactivate_routing_ids_above) continue;
+    routed_.push_back(static_cast<int32_t>(n));
+    bucket_.push_back(bucket_of[id]);
+    expert_.push_back(expert_of[id]);
+    key_.push_back(static_cast<uint64_t>(expert_base_[bucket_of[id]] + expert_of[id]));
+  }
+
+  // Sort, then read the groups off the sorted keys.
+  const int64_t r = static_cast<int64_t>(routed_.size());
+  perm_.resize(r);
+  for (int64_t i = 0; i < r; ++i) perm_[i] = static_cast<int32_t>(i);
+  radix_sort(key_, perm_, tmp_);
+
+  ExpertRows& rows = rows_;
+  rows.num_rows = r;
+  rows.groups.clear();
+  rows.row_expert.resize(r);
+  rows.bucket_rows.assign(num_buckets + 1, 0);
+  rows.bucket_groups.assign(num_buckets + 1, 0);
+  order_.resize(r);
+  for (int64_t j = 0; j < r; ++j) {
+    const int32_t i = perm_[j];
+    order_[j] = routed_[i];
+    rows.row_expert[j] = expert_[i];
+    if (j == 0 || key_[i] != key_[perm_[j - 1]])
+      rows.groups.push_back({bucket_[i], expert_[i], j, j});
+    rows.groups.back().end = j + 1;
+    ++rows.bucket_rows[bucket_[i] + 1];
+  }
+  for (const ExpertGroup& g : rows.groups) ++rows.bucket_groups[g.bucket + 1];
+  for (int b = 0; b < num_buckets; ++b) {
+    rows.bucket_rows[b + 1] += rows.bucket_rows[b];
+    rows.bucket_groups[b + 1] += rows.bucket_groups[b];
+  }
+}
+
+}  // namespace mowe::model
