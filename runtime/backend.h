@@ -26,6 +26,29 @@ struct AttentionArgs {
   double mask_value = -1e9;
 };
 
+// One AdamW step (Loshchilov & Hutter, as PyTorch's AdamW), see adamw_update.
+struct AdamWStep {
+  double lr = 0;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  double weight_decay = 0;  // decoupled: p -= lr * weight_decay * p, whatever the gradient
+  int64_t step = 1;         // 1-based update count, for the bias corrections 1 - beta^step
+  // Multiplied into the gradient first, so that clipping and loss normalisation need no pass.
+  double grad_scale = 1;
+};
+
+// One Adafactor step as T5X's (Shazeer & Stern 2018, beta1 = 0), see adafactor_update and
+// docs/optimizers.md.
+struct AdafactorStep {
+  double lr = 0;     // from the schedule: the relative step of the paper is off
+  int64_t step = 1;  // 1-based update count: beta2 = 1 - step^-decay_rate
+  double decay_rate = 0.8;
+  double clip_threshold = 1.0;  // the RMS of each update is capped at this; 0 = no clipping
+  double eps1 = 1e-30;          // added to g^2
+  double eps2 = 1e-3;           // floor of the parameter scale
+  bool multiply_by_parameter_scale = true;  // lr * max(eps2, RMS(param))
+  double grad_scale = 1;                    // as in AdamWStep
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -118,6 +141,28 @@ class Backend {
                                       const Tensor& targets, const Tensor& weights, double z_loss,
                                       const Tensor& lse, double loss_scale,
                                       const Tensor& dlogits) = 0;
+
+  // ---- reductions ------------------------------------------------------------------------------
+  // Sum of all elements (of their squares), accumulated in double and returned to the host: the
+  // loss and gradient norms. On CUDA this waits for ctx.stream and needs ctx.scratch.
+  virtual double sum(const Context& ctx, const Tensor& x) = 0;
+  virtual double sum_squares(const Context& ctx, const Tensor& x) = 0;
+
+  // ---- optimizer updates -----------------------------------------------------------------------
+  // In place on param, m, v (all like grad), with g = grad_scale * grad:
+  // m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
+  // p -= lr * (m / (1-b1^t) / (sqrt(v / (1-b2^t)) + eps) + weight_decay * p).
+  virtual void adamw_update(const Context& ctx, const Tensor& param, const Tensor& grad,
+                            const Tensor& m, const Tensor& v, const AdamWStep& step) = 0;
+  // In place on param and the second-moment statistics. param and grad [.., R, C] are seen as
+  // [B, R, C], B being the product of the dimensions before the last two (1 for a matrix; a
+  // vector is [1, 1, C]); every statistic is per slice b, as for T5X's BATCH axes (stacked
+  // experts). Factored: row [B, R] and col [B, C], v empty; unfactored: v like param, row and col
+  // empty. The formulas are in math.h (adafactor_*) and docs/optimizers.md. Needs ctx.scratch on
+  // CUDA.
+  virtual void adafactor_update(const Context& ctx, const Tensor& param, const Tensor& grad,
+                                const Tensor& row, const Tensor& col, const Tensor& v,
+                                const AdafactorStep& step) = 0;
 };
 
 // Gradients of c = op(a) @ op(b), accumulated into da and db (either may be empty): the backward

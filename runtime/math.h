@@ -77,4 +77,55 @@ MOWE_HD inline T dropout_scale(uint64_t seed, uint64_t index, float rate) {
   return uniform01(seed, index) < rate ? T(0) : T(1) / (T(1) - T(rate));
 }
 
+// ---- optimizers (runtime/cpu/optimizer_ops.cc, runtime/cuda/optimizer_ops.cu) ------------------
+// Per-step constants are computed once on the host in double (op_checks.h), so that 1 - beta
+// keeps its precision when beta is close to 1, then cast to the parameters' type.
+
+template <typename T>
+struct AdamWCoeffs {
+  T lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, grad_scale;
+  T inv_bias1;       // 1 / (1 - beta1^t)
+  T inv_sqrt_bias2;  // 1 / sqrt(1 - beta2^t)
+};
+
+// AdamW with decoupled weight decay and bias correction, as PyTorch's AdamW:
+// p -= lr * (m_hat / (sqrt(v_hat) + eps) + weight_decay * p), p being the value before the step.
+template <typename T>
+MOWE_HD inline void adamw_update(T& p, T& m, T& v, T grad, const AdamWCoeffs<T>& c) {
+  const T g = grad * c.grad_scale;
+  m = c.beta1 * m + c.one_minus_beta1 * g;
+  v = c.beta2 * v + c.one_minus_beta2 * g * g;
+  const T denom = sqrt(v) * c.inv_sqrt_bias2 + c.eps;
+  p -= c.lr * (m * c.inv_bias1 / denom + c.weight_decay * p);
+}
+
+// Adafactor as T5X's (see docs/optimizers.md). Statistics of one slice cover its elements, its
+// rows or its columns; `mean_g2` is the mean of g^2 over what the statistic covers.
+struct AdafactorCoeffs {
+  double beta2, one_minus_beta2;  // beta2 = 1 - t^-decay_rate: 0 at t = 1, so v starts at g^2
+  double eps1, eps2, lr, clip_threshold, grad_scale;
+  bool multiply_by_parameter_scale;
+};
+
+template <typename T>
+MOWE_HD inline T adafactor_moment(T acc, T mean_g2, T beta2, T one_minus_beta2, T eps1) {
+  return beta2 * acc + one_minus_beta2 * (mean_g2 + eps1);
+}
+
+// Normalised update of one element of a factored slice: V is approximated by the rank-1
+// row[r] * col[c] / mean(row), so y = g / sqrt(row[r] / mean(row) * col[c]).
+template <typename T>
+MOWE_HD inline T adafactor_factored_update(T g, T row, T col, T inv_row_mean) {
+  return g / sqrt(row * inv_row_mean * col);
+}
+
+// Step size of a slice from the mean squares of its parameters and of its normalised updates y:
+// lr * max(eps2, RMS(param)) / max(1, RMS(y) / clip_threshold). clip_threshold 0 = no clipping.
+MOWE_HD inline double adafactor_step_size(double param_ms, double y_ms, const AdafactorCoeffs& c) {
+  double size = c.lr;
+  if (c.multiply_by_parameter_scale) size *= fmax(c.eps2, sqrt(param_ms));
+  if (c.clip_threshold > 0) size /= fmax(1.0, sqrt(y_ms) / c.clip_threshold);
+  return size;
+}
+
 }  // namespace mowe::math

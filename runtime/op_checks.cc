@@ -16,8 +16,7 @@ Operand op_shape(const Tensor& x, bool trans, bool batched) {
 // math::relative_position_bucket divides by log(max_distance / max_exact), max_exact being
 // num_buckets / 2 (num_buckets / 4 per direction when bidirectional), as in config validation.
 void check_max_distance(const char* op, int64_t num_buckets, int max_distance) {
-  MOWE_CHECK(num_buckets >= 4, "{}: {} position buckets are too few (at least 4)", op,
-             num_buckets);
+  MOWE_CHECK(num_buckets >= 4, "{}: {} position buckets are too few (at least 4)", op, num_buckets);
   MOWE_CHECK(max_distance > num_buckets / 2, "{}: max_distance {} must be > num_buckets / 2 ({})",
              op, max_distance, num_buckets / 2);
 }
@@ -196,6 +195,62 @@ LossDims check_cross_entropy_backward(const Tensor& logits, const Tensor& target
   const LossDims d = check_loss_args("cross_entropy_backward", logits, targets, weights, lse);
   check_same_shape("cross_entropy_backward", logits, dlogits);
   return d;
+}
+
+void check_reduction(const char* op, const Tensor& x) {
+  MOWE_CHECK(!x.empty() || x.numel() == 0, "{}: {} has no data", op, x.str());
+}
+
+void check_adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
+                        const AdamWStep& s) {
+  const char* op = "adamw_update";
+  for (const Tensor* t : {&grad, &m, &v}) check_same_shape(op, param, *t);
+  MOWE_CHECK(s.step >= 1, "{}: step {} must be >= 1 (bias correction counts from 1)", op, s.step);
+  MOWE_CHECK(0 <= s.beta1 && s.beta1 < 1 && 0 <= s.beta2 && s.beta2 < 1,
+             "{}: beta1 {} and beta2 {} must be in [0, 1)", op, s.beta1, s.beta2);
+  MOWE_CHECK(s.eps > 0 && s.lr >= 0 && s.weight_decay >= 0 && std::isfinite(s.grad_scale),
+             "{}: need eps > 0, lr >= 0, weight_decay >= 0 and a finite grad_scale; got {}, {}, "
+             "{}, {}",
+             op, s.eps, s.lr, s.weight_decay, s.grad_scale);
+}
+
+AdafactorDims check_adafactor_update(const Tensor& param, const Tensor& grad, const Tensor& row,
+                                     const Tensor& col, const Tensor& v, const AdafactorStep& s) {
+  const char* op = "adafactor_update";
+  check_same_shape(op, param, grad);
+  const int nd = param.shape.ndim();
+  AdafactorDims d{0, nd >= 2 ? param.dim(-2) : 1, nd >= 1 ? param.dim(-1) : 1, v.empty()};
+  // A zero-size slice leaves batch 0 (nothing to do) instead of dividing by zero.
+  d.batch = d.rows * d.cols == 0 ? 0 : param.numel() / (d.rows * d.cols);
+  if (d.factored) {
+    MOWE_CHECK(nd >= 2 && !row.empty() && !col.empty(),
+               "{}: give v (unfactored) or row and col (factored, parameters of rank >= 2); got "
+               "param {}, row {}, col {}",
+               op, param.str(), row.str(), col.str());
+    check_shape(op, "row", row, {d.batch, d.rows});
+    check_shape(op, "col", col, {d.batch, d.cols});
+    check_dtype(op, "row", row, param.dtype);
+    check_dtype(op, "col", col, param.dtype);
+  } else {
+    MOWE_CHECK(row.empty() && col.empty(), "{}: v and row/col given together", op);
+    check_same_shape(op, param, v);
+  }
+  MOWE_CHECK(s.step >= 1 && s.decay_rate > 0, "{}: need step >= 1 and decay_rate > 0; got {}, {}",
+             op, s.step, s.decay_rate);
+  MOWE_CHECK(s.lr >= 0 && s.clip_threshold >= 0 && s.eps1 >= 0 && s.eps2 >= 0 &&
+                 std::isfinite(s.grad_scale),
+             "{}: need lr, clip_threshold, eps1, eps2 >= 0 and a finite grad_scale; got {}, {}, "
+             "{}, {}, {}",
+             op, s.lr, s.clip_threshold, s.eps1, s.eps2, s.grad_scale);
+  return d;
+}
+
+math::AdafactorCoeffs adafactor_coeffs(const AdafactorStep& s) {
+  const double decay = std::pow(static_cast<double>(s.step), -s.decay_rate);  // 1 - beta2
+  return {1.0 - decay,  decay,
+          s.eps1,       s.eps2,
+          s.lr,         s.clip_threshold,
+          s.grad_scale, s.multiply_by_parameter_scale};
 }
 
 }  // namespace mowe

@@ -13,8 +13,11 @@
 // Host code only: this header pulls in fmt through tensor.h, which nvcc rejects in .cu files.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
+#include "runtime/backend.h"
+#include "runtime/math.h"
 #include "runtime/tensor.h"
 
 namespace mowe {
@@ -115,5 +118,38 @@ LossDims check_cross_entropy_forward(const Tensor& logits, const Tensor& targets
 LossDims check_cross_entropy_backward(const Tensor& logits, const Tensor& targets,
                                       const Tensor& weights, const Tensor& lse,
                                       const Tensor& dlogits);
+
+// ---- reductions and optimizer updates ----------------------------------------------------------
+
+// sum and sum_squares: any shape; an empty view (no data) only with zero elements.
+void check_reduction(const char* op, const Tensor& x);
+
+// param, grad, m, v alike; step hyper-parameters in range (step >= 1, betas in [0, 1), ...).
+void check_adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
+                        const AdamWStep& step);
+
+template <typename T>
+math::AdamWCoeffs<T> adamw_coeffs(const AdamWStep& s) {
+  const double t = static_cast<double>(s.step);
+  return {T(s.lr),
+          T(s.beta1),
+          T(1.0 - s.beta1),
+          T(s.beta2),
+          T(1.0 - s.beta2),
+          T(s.eps),
+          T(s.weight_decay),
+          T(s.grad_scale),
+          T(1.0 / (1.0 - std::pow(s.beta1, t))),
+          T(1.0 / std::sqrt(1.0 - std::pow(s.beta2, t)))};
+}
+
+// param and grad seen as [batch, rows, cols] (Backend::adafactor_update).
+struct AdafactorDims {
+  int64_t batch, rows, cols;
+  bool factored;  // row [B, R] and col [B, C] given, v empty
+};
+AdafactorDims check_adafactor_update(const Tensor& param, const Tensor& grad, const Tensor& row,
+                                     const Tensor& col, const Tensor& v, const AdafactorStep& step);
+math::AdafactorCoeffs adafactor_coeffs(const AdafactorStep& step);
 
 }  // namespace mowe

@@ -62,6 +62,14 @@ class CpuBackend final : public Backend {
   void cross_entropy_backward(const Context& ctx, const Tensor& logits, const Tensor& targets,
                               const Tensor& weights, double z_loss, const Tensor& lse,
                               double loss_scale, const Tensor& dlogits) override;
+
+  double sum(const Context& ctx, const Tensor& x) override;
+  double sum_squares(const Context& ctx, const Tensor& x) override;
+  void adamw_update(const Context& ctx, const Tensor& param, const Tensor& grad, const Tensor& m,
+                    const Tensor& v, const AdamWStep& step) override;
+  void adafactor_update(const Context& ctx, const Tensor& param, const Tensor& grad,
+                        const Tensor& row, const Tensor& col, const Tensor& v,
+                        const AdafactorStep& step) override;
 };
 
 // Softmax of one row in place over n values: shared by softmax_forward and attention.

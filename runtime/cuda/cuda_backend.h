@@ -84,6 +84,14 @@ class CudaBackend final : public Backend {
                               const Tensor& weights, double z_loss, const Tensor& lse,
                               double loss_scale, const Tensor& dlogits) override;
 
+  double sum(const Context& ctx, const Tensor& x) override;
+  double sum_squares(const Context& ctx, const Tensor& x) override;
+  void adamw_update(const Context& ctx, const Tensor& param, const Tensor& grad, const Tensor& m,
+                    const Tensor& v, const AdamWStep& step) override;
+  void adafactor_update(const Context& ctx, const Tensor& param, const Tensor& grad,
+                        const Tensor& row, const Tensor& col, const Tensor& v,
+                        const AdafactorStep& step) override;
+
  private:
   std::mutex mutex_;
   std::map<int, cublasHandle_t> handles_;  // by device ordinal

@@ -13,6 +13,8 @@
 
 #include <cstdint>
 
+#include "runtime/math.h"
+
 namespace mowe::cuda {
 
 // ---- elementwise_ops.cu ------------------------------------------------------------------------
@@ -98,5 +100,30 @@ template <typename T>
 void launch_cross_entropy_backward(const T* logits, const int32_t* targets, const T* weights,
                                    const T* lse, T* dlogits, const LossArgs& a,
                                    cudaStream_t stream);
+
+// ---- optimizer_ops.cu --------------------------------------------------------------------------
+// Reductions accumulate in double and add their partial sums in a fixed order, so results do not
+// vary between runs. Their partial sums need this many doubles of scratch.
+constexpr int64_t kReductionPartials = 65536;
+
+// out[0] = sum of x[i] (of x[i]^2 when squares) over n > 0 elements.
+template <typename T>
+void launch_sum(const T* x, int64_t n, bool squares, double* out, double* partials,
+                cudaStream_t stream);
+template <typename T>
+void launch_adamw_update(T* param, const T* grad, T* m, T* v, int64_t n,
+                         const math::AdamWCoeffs<T>& c, cudaStream_t stream);
+
+// param and grad seen as [batch, rows, cols]; row [batch, rows] and col [batch, cols] when
+// factored (v null), else v like param (row and col null).
+struct SliceDims {
+  int64_t batch, rows, cols;
+};
+inline int64_t adafactor_scratch_doubles(int64_t batch) {
+  return 3 * batch + kReductionPartials;
+}
+template <typename T>
+void launch_adafactor_update(T* param, const T* grad, T* row, T* col, T* v, const SliceDims& d,
+                             const math::AdafactorCoeffs& c, double* scratch, cudaStream_t stream);
 
 }  // namespace mowe::cuda

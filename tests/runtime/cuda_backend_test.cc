@@ -372,5 +372,89 @@ TEST_F(CudaVsCpu, CrossEntropyWithZLossAndZeroWeights) {
   }
 }
 
+// ---- reductions and optimizer updates ----------------------------------------------------------
+
+TEST(CudaBackend, ValidatesOptimizerOpsOnTheHost) {
+  Backend& gpu = cuda_backend();
+  const Tensor x = fake_device({4}), m = fake_device({4}), bad = fake_device({5});
+  expect_error([&] { gpu.sum({}, x); }, "sum needs a scratch arena");
+  expect_error([&] { gpu.sum_squares({}, fake_device({2}, DType::I32)); }, "not supported");
+  expect_error([&] { gpu.adamw_update({}, x, x, m, bad, {}); }, "adamw_update: tensors differ");
+  expect_error(
+      [&] {
+        gpu.adafactor_update({}, x, x, fake_device({1, 1}), fake_device({1, 4}), {}, {});
+      },
+      "parameters of rank >= 2");
+}
+
+TEST_F(CudaVsCpu, SumAndSumSquaresF32AndF64) {
+  for (DType dtype : {DType::F32, DType::F64}) {
+    // 5M elements spread one sum over many blocks and a second pass.
+    for (int64_t n : {0, 1, 1000, 5000000}) {
+      Pair x = random_pair({n}, 1, -1, 1, dtype);
+      const double want = cpu.sum(cctx, x.cpu), want_sq = cpu.sum_squares(cctx, x.cpu);
+      EXPECT_NEAR(gpu.sum(gctx, x.gpu), want, 1e-12 * std::max(1.0, std::abs(want))) << n;
+      EXPECT_NEAR(gpu.sum_squares(gctx, x.gpu), want_sq, 1e-12 * std::max(1.0, want_sq)) << n;
+    }
+  }
+}
+
+TEST_F(CudaVsCpu, AdamWThreeSteps) {
+  for (DType dtype : {DType::F32, DType::F64}) {
+    const double tol = dtype == DType::F32 ? 1e-5 : 1e-12;
+    Pair p = random_pair({7, 130}, 1, -1, 1, dtype), m = zeros_pair({7, 130}, dtype);
+    Pair v = zeros_pair({7, 130}, dtype);
+    for (int t = 1; t <= 3; ++t) {
+      Pair g = random_pair({7, 130}, 10 + t, -1, 1, dtype);
+      const AdamWStep s{.lr = 0.01, .weight_decay = 0.1, .step = t, .grad_scale = 0.5};
+      cpu.adamw_update(cctx, p.cpu, g.cpu, m.cpu, v.cpu, s);
+      gpu.adamw_update(gctx, p.gpu, g.gpu, m.gpu, v.gpu, s);
+    }
+    expect_close(p, "adamw param", tol);
+    expect_close(m, "adamw m", tol);
+    expect_close(v, "adamw v", tol);
+  }
+}
+
+// Factored (a matrix wide enough for several column blocks and reduction parts, a stack of
+// slices) and unfactored (a vector, a small matrix); step 2's gradients are 100 times larger,
+// so update clipping acts.
+TEST_F(CudaVsCpu, AdafactorThreeStepsFactoredAndUnfactored) {
+  struct Case {
+    Shape shape;
+    bool factored;
+  };
+  for (DType dtype : {DType::F32, DType::F64}) {
+    const double tol = dtype == DType::F32 ? 1e-5 : 1e-12;
+    for (const Case& c : {Case{{130, 200}, true}, Case{{5, 40, 33}, true}, Case{{300}, false},
+                          Case{{3, 7}, false}}) {
+      const int nd = c.shape.ndim();
+      const int64_t rows = nd >= 2 ? c.shape[-2] : 1, cols = c.shape[-1];
+      const int64_t batch = c.shape.numel() / (rows * cols);
+      Pair p = random_pair(c.shape, 1, -1, 1, dtype);
+      Pair row = zeros_pair({batch, rows}, dtype), col = zeros_pair({batch, cols}, dtype);
+      Pair v = zeros_pair(c.shape, dtype);
+      for (int t = 1; t <= 3; ++t) {
+        Pair g = random_pair(c.shape, 20 + t, t == 2 ? -100 : -1, t == 2 ? 100 : 1, dtype);
+        const AdafactorStep s{.lr = 0.01, .step = t, .grad_scale = 0.5};
+        if (c.factored) {
+          cpu.adafactor_update(cctx, p.cpu, g.cpu, row.cpu, col.cpu, {}, s);
+          gpu.adafactor_update(gctx, p.gpu, g.gpu, row.gpu, col.gpu, {}, s);
+        } else {
+          cpu.adafactor_update(cctx, p.cpu, g.cpu, {}, {}, v.cpu, s);
+          gpu.adafactor_update(gctx, p.gpu, g.gpu, {}, {}, v.gpu, s);
+        }
+      }
+      expect_close(p, "adafactor param", tol);
+      if (c.factored) {
+        expect_close(row, "adafactor v_row", tol);
+        expect_close(col, "adafactor v_col", tol);
+      } else {
+        expect_close(v, "adafactor v", tol);
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace mowe
