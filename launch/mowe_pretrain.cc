@@ -13,6 +13,8 @@
 
 #include "comm/agree.h"
 #include "comm/mpi_check.h"
+#include "data/span_corruption.h"
+#include "model/describe.h"
 #include "runtime/backend.h"
 #include "runtime/config/config.h"
 #include "runtime/log.h"
@@ -20,7 +22,8 @@
 namespace {
 
 constexpr const char* kUsage =
-    "mpirun -np N mowe_pretrain --config FILE [--set path=value]... [--dry-run]";
+    "mpirun -np N mowe_pretrain --config FILE [--set path=value]... [--dry-run] [--describe]\n"
+    "  --describe  print parameter counts and FLOPs of the configured model and exit";
 
 // FNV-1a: a cheap fingerprint of the resolved config, compared across ranks.
 uint64_t fingerprint(const std::string& text) {
@@ -37,7 +40,7 @@ struct Startup {
 // Flags and config: errors here are the same on every rank, so they are agreed on collectively.
 Startup parse_and_load(int argc, char** argv, int rank, int world) {
   Startup s;
-  s.flags = mowe::config::parse_common_flags(argc, argv, {"--dry-run"});
+  s.flags = mowe::config::parse_common_flags(argc, argv, {"--dry-run", "--describe"});
   mowe::log::init({.rank = rank,
                    .world_size = world,
                    .all_ranks = s.flags.log_all_ranks,
@@ -48,7 +51,25 @@ Startup parse_and_load(int argc, char** argv, int rank, int world) {
   return s;
 }
 
-int run(const Startup& s, int world) {
+// Parameter counts and FLOPs, computed from the config alone.
+void describe(const mowe::config::Config& cfg) {
+  const auto& d = cfg.data();
+  int64_t targets = d.target_length();
+  if (targets == 0)
+    targets =
+        mowe::data::t5_span_lengths(d.input_length(), d.noise_density(), d.mean_noise_span_length())
+            .targets_length;
+  std::cout << mowe::model::describe_report(
+      mowe::model::describe(cfg.model(), d.input_length(), targets));
+  std::cout << fmt::format("(sequence: {} encoder + {} decoder tokens)\n", d.input_length(),
+                           targets);
+}
+
+int run(const Startup& s, int rank, int world) {
+  if (s.flags.has("--describe")) {
+    if (rank == 0) describe(s.config);
+    return 0;
+  }
   const std::string resolved = mowe::config::to_text(s.config);
   spdlog::info("[pretrain] {} ranks, config {} resolved to:\n{}", world, s.flags.config_path,
                resolved);
@@ -95,7 +116,7 @@ int main(int argc, char** argv) {
       status = 0;
     } else {
       try {
-        status = run(startup, world);
+        status = run(startup, rank, world);
       } catch (const std::exception& e) {
         std::fprintf(stderr, "mowe_pretrain: error on rank %d of %d: %s\n", rank, world, e.what());
         // Other ranks may be waiting in a collective for this one: end the job, never hang.

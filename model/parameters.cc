@@ -59,6 +59,13 @@ void ParameterStore::zero_grads() {
     if (p->trainable) allocator_.zero(p->grad.tensor().data, p->grad.tensor().nbytes());
 }
 
+std::vector<ParamSlot> ParameterStore::slots() const {
+  std::vector<ParamSlot> out;
+  for (const auto& p : params_)
+    if (p->trainable) out.push_back({p->name, p->value.tensor(), p->grad.tensor()});
+  return out;
+}
+
 int64_t ParameterStore::count(ParamKind kind) const {
   int64_t n = 0;
   for (const auto& p : params_)

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "runtime/memory.h"
+#include "runtime/optimizer.h"
 
 namespace mowe::model {
 
@@ -46,6 +47,8 @@ class ParameterStore {
   // In registration order.
   const std::vector<std::unique_ptr<Parameter>>& all() const { return params_; }
   void zero_grads();
+  // The trainable parameters as optimizer slots, in registration order.
+  std::vector<ParamSlot> slots() const;
   int64_t count(ParamKind kind) const;  // number of scalars
   int64_t count() const { return count(ParamKind::Dense) + count(ParamKind::Expert); }
   DType dtype() const { return dtype_; }
