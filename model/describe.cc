@@ -45,6 +45,7 @@ ModelSize describe(const config::ModelConfig& c, int64_t input_length, int64_t t
   const int64_t mowe_layers = w.encoder_layers_size() + w.decoder_layers_size();
   const int64_t matrices = w.expert_activation() == config::GATED_GELU ? 3 : 2;
   for (const auto& b : w.buckets()) {
+    if (mowe_layers == 0) break;  // buckets without MoWE layers allocate nothing
     ModelSize::Bucket bucket;
     bucket.experts = int64_t(b.num_blocks()) * b.experts_per_block();
     bucket.expert_d_ff = b.expert_d_ff();

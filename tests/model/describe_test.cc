@@ -52,13 +52,24 @@ TEST(Describe, UnsharedExpertsCountOncePerLayer) {
   EXPECT_EQ(unshared.expert_params, 4 * shared.expert_params);
 }
 
-// The analytic dense count equals what the dense backbone allocates (MoWE layers off).
-TEST(Describe, MatchesAllocatedDenseModel) {
-  auto cfg = config::load_config(std::string(MOWE_SOURCE_DIR) + "/configs/tiny.textproto",
-                                 {"model.mowe.encoder_layers=[]", "model.mowe.decoder_layers=[]"});
-  ParameterStore store(host_allocator(), DType::F32, 1);
-  T5Model model(cfg.model(), store);
-  EXPECT_EQ(describe(cfg.model(), 32, 8).dense_params, store.count(ParamKind::Dense));
+// The analytic counts equal what the tiny model allocates, with its MoWE layers (shared and
+// unshared experts) and without them.
+TEST(Describe, MatchesAllocatedTinyModel) {
+  const std::string path = std::string(MOWE_SOURCE_DIR) + "/configs/tiny.textproto";
+  for (const std::vector<std::string>& overrides :
+       {std::vector<std::string>{}, {"model.mowe.share_expert_parameters=false"},
+        {"model.mowe.expert_activation=GATED_GELU"},
+        {"model.mowe.encoder_layers=[]", "model.mowe.decoder_layers=[]"}}) {
+    auto cfg = config::load_config(path, overrides);
+    const auto& m = cfg.model().mowe();
+    std::vector<int64_t> freq(m.routing_vocab_size(), 1);
+    const RoutingTable table = RoutingTable::build(m, freq);
+    ParameterStore store(host_allocator(), DType::F32, 1);
+    T5Model model(cfg.model(), store, &table);
+    const ModelSize size = describe(cfg.model(), 32, 8);
+    EXPECT_EQ(size.dense_params, store.count(ParamKind::Dense)) << overrides.size();
+    EXPECT_EQ(size.expert_params, store.count(ParamKind::Expert)) << overrides.size();
+  }
 }
 
 TEST(Describe, ReportNamesEveryComponent) {
