@@ -11,13 +11,22 @@
 namespace mowe::model {
 namespace {
 
+// Experts are filled in decreasing load; numbering the k-th one (k mod K) * E + k / K (K blocks
+// of E experts) deals them to the blocks round-robin, so every block gets a similar load and any
+// contiguous range of blocks (a rank's share) is balanced too.
+int32_t striped(int32_t k, int32_t num_blocks, int32_t experts_per_block) {
+  return (k % num_blocks) * experts_per_block + k / num_blocks;
+}
+
 // Assigns the ids of one bucket (in frequency order) to its experts; returns the expert loads.
 std::vector<int64_t> assign_bucket(std::span<const int32_t> ids, std::span<const int64_t> freq,
-                                   int32_t bucket, int32_t num_experts,
+                                   int32_t bucket, const BucketLayout& layout,
                                    std::vector<int32_t>& bucket_of,
                                    std::vector<int32_t>& expert_of) {
+  const int32_t num_experts = layout.num_experts();
   std::vector<int64_t> loads(num_experts, 0);
-  auto put = [&](int32_t id, int32_t expert) {
+  auto put = [&](int32_t id, int32_t k) {
+    const int32_t expert = striped(k, layout.num_blocks, layout.experts_per_block);
     bucket_of[id] = bucket;
     expert_of[id] = expert;
     loads[expert] += freq[id];
@@ -81,8 +90,8 @@ RoutingTable RoutingTable::build(const config::MoweConfig& config,
                "order, but the routing vocabulary has only {}",
                b, next, next + count, vocab);
     BucketLayout layout{count, bc.num_blocks(), bc.experts_per_block(), bc.expert_d_ff()};
-    t.loads_.push_back(assign_bucket(std::span(order).subspan(next, count), frequencies, b,
-                                     layout.num_experts(), t.bucket_, t.expert_));
+    t.loads_.push_back(assign_bucket(std::span(order).subspan(next, count), frequencies, b, layout,
+                                     t.bucket_, t.expert_));
     t.buckets_.push_back(layout);
     next += count;
   }

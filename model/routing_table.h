@@ -31,7 +31,8 @@ class RoutingTable {
   // beyond the buckets are unrouted. Inside a bucket with fewer experts than ids, ids go in
   // frequency order to the least-loaded expert (an id weighs frequency + 1; ties: fewer ids,
   // then lower index), which balances the expected token load; otherwise the k-th id of the
-  // bucket gets expert k.
+  // bucket gets the k-th expert. Experts are numbered so that the k-th (in decreasing load) lands
+  // in block k mod K: blocks, and contiguous ranges of blocks, carry similar loads.
   static RoutingTable build(const config::MoweConfig& config, std::span<const int64_t> frequencies);
 
   // From explicit arrays (a dispatch plan file): per routing id its bucket and expert (both

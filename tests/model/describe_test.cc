@@ -57,7 +57,8 @@ TEST(Describe, UnsharedExpertsCountOncePerLayer) {
 TEST(Describe, MatchesAllocatedTinyModel) {
   const std::string path = std::string(MOWE_SOURCE_DIR) + "/configs/tiny.textproto";
   for (const std::vector<std::string>& overrides :
-       {std::vector<std::string>{}, {"model.mowe.share_expert_parameters=false"},
+       {std::vector<std::string>{},
+        {"model.mowe.share_expert_parameters=false"},
         {"model.mowe.expert_activation=GATED_GELU"},
         {"model.mowe.encoder_layers=[]", "model.mowe.decoder_layers=[]"}}) {
     auto cfg = config::load_config(path, overrides);

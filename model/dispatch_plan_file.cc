@@ -1,0 +1,117 @@
+#include "model/dispatch_plan_file.h"
+
+#include <cmath>
+#include <filesystem>
+
+#include "data/files.h"
+#include "data/hash.h"
+#include "data/span_corruption.h"
+#include "runtime/check.h"
+
+namespace mowe::model {
+
+uint64_t routing_vocab_hash(const data::RoutingVocabFile& f) {
+  uint64_t h = data::hash_ints(0x766f636162756c61ULL, f.tokenizer_hash(), f.default_vocab_size(),
+                               f.case_variants(), f.entries_size());
+  for (const data::RoutingEntry& e : f.entries()) {
+    h = data::hash_ints(h, e.tokens_size());
+    for (int32_t t : e.tokens()) h = data::hash_ints(h, t);
+  }
+  h = data::hash_ints(h, f.variant_keys_size());
+  for (const data::RoutingKey& k : f.variant_keys()) {
+    h = data::hash_ints(h, k.routing_id(), k.tokens_size());
+    for (int32_t t : k.tokens()) h = data::hash_ints(h, t);
+  }
+  h = data::hash_ints(h, f.frequency_size());
+  for (int64_t c : f.frequency()) h = data::hash_ints(h, c);
+  return h;
+}
+
+std::vector<int64_t> zipf_frequencies(int64_t vocab_size, double exponent) {
+  MOWE_CHECK(exponent >= 0, "the Zipf exponent must be >= 0, not {}", exponent);
+  std::vector<int64_t> f(vocab_size);
+  for (int64_t i = 0; i < vocab_size; ++i)
+    f[i] = std::llround(1e12 / std::pow(static_cast<double>(i + 1), exponent));
+  return f;
+}
+
+uint64_t zipf_vocab_hash(int64_t vocab_size, double exponent) {
+  return data::hash_ints(0x7a697066ULL, vocab_size, std::llround(exponent * 1e6));
+}
+
+StepTokens step_tokens(const config::Config& config) {
+  const config::DataConfig& d = config.data();
+  int64_t target = d.target_length();
+  if (target == 0)
+    target = data::t5_span_lengths(d.input_length(), d.noise_density(), d.mean_noise_span_length())
+                 .targets_length;
+  const int64_t batch = config.training().global_batch_size();
+  return {batch * d.input_length(), batch * target};
+}
+
+std::vector<int64_t> padded_frequencies(const data::RoutingVocab& vocab, const std::string& path,
+                                        int64_t routing_vocab_size) {
+  std::vector<int64_t> f = vocab.frequencies();
+  if (f.empty())
+    throw Error(fmt::format(
+        "routing vocabulary {} holds no frequencies: rebuild it with mowe_vocab", path));
+  if (static_cast<int64_t>(f.size()) > routing_vocab_size)
+    throw Error(fmt::format(
+        "routing vocabulary {} has {} routing ids, more than model.mowe.routing_vocab_size = {}: "
+        "rebuild it with mowe_vocab for this config",
+        path, f.size(), routing_vocab_size));
+  f.resize(routing_vocab_size, 0);  // ids with no word: never seen, zero frequency
+  return f;
+}
+
+PlanInputs plan_inputs(const config::Config& config, const std::string& config_path,
+                       const data::RoutingVocab& vocab, int world_size) {
+  const std::string& path = config.data().routing_vocab();
+  PlanInputs in;
+  in.world_size = world_size;
+  in.frequencies = padded_frequencies(vocab, path, config.model().mowe().routing_vocab_size());
+  const StepTokens tokens = step_tokens(config);
+  in.encoder_tokens_per_step = tokens.encoder;
+  in.decoder_tokens_per_step = tokens.decoder;
+  in.vocab_hash = routing_vocab_hash(vocab);
+  in.frequency_source =
+      fmt::format("routing vocabulary {}, {} ids", path, vocab.frequencies().size());
+  in.config_path = config_path;
+  return in;
+}
+
+void save_plan(const DispatchPlan& plan, const std::string& path) {
+  std::string bytes;
+  MOWE_CHECK(plan.to_proto().SerializeToString(&bytes), "cannot serialize the dispatch plan");
+  data::write_file_atomically(path, bytes);
+}
+
+DispatchPlan load_plan(const std::string& path) {
+  if (!std::filesystem::exists(path))
+    throw Error(
+        fmt::format("dispatch plan {} does not exist: write it with mowe_plan --config <config> "
+                    "--world-size <ranks>",
+                    path));
+  DispatchPlanFile file;
+  if (!file.ParseFromString(data::read_file(path, "dispatch plan")))
+    throw Error(fmt::format("{} is not a dispatch plan file (write one with mowe_plan)", path));
+  return DispatchPlan::from_proto(file, path);
+}
+
+DispatchPlan load_plan(const std::string& path, int world_size, uint64_t vocab_hash,
+                       uint64_t bucket_config_hash) {
+  DispatchPlan plan = load_plan(path);
+  plan.check(world_size, vocab_hash, bucket_config_hash);
+  return plan;
+}
+
+DispatchPlan load_plan_for(const config::Config& config, const data::RoutingVocab& vocab,
+                           int world_size) {
+  const std::string& path = config.parallel().plan();
+  if (path.empty())
+    throw Error("parallel.plan is empty: set where mowe_plan writes the dispatch plan");
+  return load_plan(path, world_size, routing_vocab_hash(vocab),
+                   bucket_config_hash(config.model().mowe()));
+}
+
+}  // namespace mowe::model
