@@ -276,11 +276,18 @@ std::vector<ExpertShard> DispatchPlan::expert_shards(int rank, int b) const {
     if (k == previous + 1) {
       runs.back().num_experts += l.experts_per_block;
     } else {
-      runs.push_back({l.experts_per_block, int64_t{k} * l.experts_per_block, l.expert_d_ff});
+      runs.push_back({l.experts_per_block, int64_t{k} * l.experts_per_block, l.expert_d_ff, {}});
     }
     previous = k;
   }
   return runs;
+}
+
+ExpertShard DispatchPlan::local_shard(int rank, int b) const {
+  ExpertShard shard{local_experts(b), 0, table_.bucket(b).expert_d_ff, {}};
+  for (int32_t local = 0; local < shard.num_experts; ++local)
+    shard.experts.push_back(global_expert(rank, b, local));
+  return shard;
 }
 
 Route DispatchPlan::route(int64_t routing_id, int source_rank) const {

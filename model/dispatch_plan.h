@@ -100,6 +100,9 @@ class DispatchPlan {
   // The rank's experts of bucket b as runs of consecutive global experts, in local order: one
   // ExpertShard when the blocks are contiguous (always with kContiguous or replicas).
   std::vector<ExpertShard> expert_shards(int rank, int b) const;
+  // All of bucket b's experts on `rank` as one shard in local order (ExpertShard::experts lists
+  // their global indices): what the rank's ExpertBank holds.
+  ExpertShard local_shard(int rank, int b) const;
 
   // ---- per token --------------------------------------------------------------------------
   // kPaddingRoutingId and unrouted ids give Route{-1, -1, -1}.

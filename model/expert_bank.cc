@@ -82,18 +82,18 @@ BucketGroups bucket_groups(const ExpertRows& rows, int b, int64_t min_rows) {
 }
 
 Parameter& add_or_attach(ParameterStore& store, const std::string& name, Shape shape, double stddev,
-                         bool trainable, int64_t first_row, bool attach_existing) {
+                         bool trainable, const RowMap& rows, bool attach_existing) {
   if (attach_existing && store.contains(name)) {
     Parameter& p = store.get(name);
     MOWE_CHECK(p.value.tensor().shape == shape && p.kind == ParamKind::Expert &&
-                   p.trainable == trainable && p.first_row == first_row,
+                   p.trainable == trainable && p.rows == rows,
                "shared expert parameter '{}' exists as {} (trainable={}), but this MoWE layer "
                "needs {} (trainable={})",
                name, p.value.tensor().shape.str(), p.trainable, shape.str(), trainable);
     return p;
   }
   return store.add(name, shape, ParamKind::Expert, {Init::TruncatedNormal, stddev}, trainable,
-                   first_row);
+                   rows);
 }
 
 }  // namespace
@@ -109,6 +109,7 @@ ExpertBank::ExpertBank(ParameterStore& store, const std::string& prefix,
   const int64_t c = d_model;
   for (size_t b = 0; b < buckets.size(); ++b) {
     const ExpertShard& s = buckets[b];
+    const RowMap rows = s.experts.empty() ? RowMap(s.first_expert) : RowMap(s.experts);
     MOWE_CHECK(s.num_experts >= 1 && s.d_ff >= 1,
                "ExpertBank: bucket {} has {} experts of width {}", b, s.num_experts, s.d_ff);
     Bucket bucket{s, {}, nullptr};
@@ -118,10 +119,10 @@ ExpertBank::ExpertBank(ParameterStore& store, const std::string& prefix,
     for (const char* name : gated ? std::vector<const char*>{"wi_gate", "wi_linear"}
                                   : std::vector<const char*>{"wi"}) {
       bucket.wi.push_back(&add_or_attach(store, base + name, {s.num_experts, c, s.d_ff}, in_std,
-                                         trainable, s.first_expert, attach_existing));
+                                         trainable, rows, attach_existing));
     }
     bucket.wo = &add_or_attach(store, base + "wo", {s.num_experts, s.d_ff, c}, out_std, trainable,
-                               s.first_expert, attach_existing);
+                               rows, attach_existing);
     buckets_.push_back(std::move(bucket));
   }
 }

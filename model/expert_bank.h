@@ -26,7 +26,8 @@ namespace mowe::model {
 struct ExpertShard {
   int64_t num_experts = 0;
   int64_t first_expert = 0;
-  int64_t d_ff = 0;  // F
+  int64_t d_ff = 0;              // F
+  std::vector<int64_t> experts;  // the bucket's expert of each local expert, when not contiguous
 };
 
 class ExpertBank {

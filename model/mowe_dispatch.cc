@@ -3,6 +3,7 @@
 #include <array>
 #include <utility>
 
+#include "runtime/backend.h"
 #include "runtime/check.h"
 
 namespace mowe::model {
@@ -103,6 +104,17 @@ void Dispatch::assign(const RoutingTable& table, std::span<const int32_t> routin
     rows.bucket_rows[b + 1] += rows.bucket_rows[b];
     rows.bucket_groups[b + 1] += rows.bucket_groups[b];
   }
+}
+
+// Gather and scatter-add of rows are the embedding ops: x rows by token index.
+void Dispatch::dispatch(const Context& ctx, const Tensor& x, const Tensor& xp) const {
+  if (num_routed() > 0) backend_for(ctx.device).embedding_forward(ctx, x, order(), xp);
+}
+
+void Dispatch::combine(const Context& ctx, const Tensor& yp, const Tensor& y) const {
+  Backend& backend = backend_for(ctx.device);
+  backend.fill(ctx, y, 0.0);
+  if (num_routed() > 0) backend.embedding_backward(ctx, yp, order(), y);
 }
 
 }  // namespace mowe::model

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "model/routing_table.h"
+#include "runtime/context.h"
 #include "runtime/tensor.h"
 
 namespace mowe::model {
@@ -47,7 +48,22 @@ struct ExpertRows {
 // The routing id the loader gives padding positions: never dispatched.
 inline constexpr int32_t kPaddingRoutingId = -1;
 
-class Dispatch {
+// Moves a stack's token rows to the rows this rank's experts compute, and back. Both maps are
+// linear and each is the transpose of the other, so a MoWE layer's backward pass uses them too:
+// dyp = dispatch(dy), dx = combine(dxp). Dispatch (here) does it inside one process;
+// ExchangeDispatch (exchange_dispatch.h) across ranks with all-to-alls.
+class TokenRouter {
+ public:
+  virtual ~TokenRouter() = default;
+  virtual int64_t num_tokens() const = 0;             // N, this rank's tokens
+  virtual const ExpertRows& expert_rows() const = 0;  // R rows this rank's experts compute
+  // xp [R,C] <- the token rows of x [N,C] that the experts compute.
+  virtual void dispatch(const Context& ctx, const Tensor& x, const Tensor& xp) const = 0;
+  // y [N,C] <- each row of yp [R,C] back to its token; zero for tokens no expert computed.
+  virtual void combine(const Context& ctx, const Tensor& yp, const Tensor& y) const = 0;
+};
+
+class Dispatch final : public TokenRouter {
  public:
   Dispatch() = default;
   static Dispatch build(const RoutingTable& table, std::span<const int32_t> routing_ids,
@@ -60,9 +76,12 @@ class Dispatch {
   void assign(const RoutingTable& table, std::span<const int32_t> routing_ids,
               int32_t deactivate_routing_ids_above = 0);
 
-  int64_t num_tokens() const { return num_tokens_; }     // N
-  int64_t num_routed() const { return rows_.num_rows; }  // R
+  int64_t num_tokens() const override { return num_tokens_; }  // N
+  int64_t num_routed() const { return rows_.num_rows; }        // R
   const ExpertRows& rows() const { return rows_; }
+  const ExpertRows& expert_rows() const override { return rows_; }
+  void dispatch(const Context& ctx, const Tensor& x, const Tensor& xp) const override;
+  void combine(const Context& ctx, const Tensor& yp, const Tensor& y) const override;
   // [R] i32 host view: the token of each permuted row; gather index of the dispatch and scatter
   // index of the combine.
   Tensor order() const;

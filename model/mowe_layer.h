@@ -23,13 +23,17 @@ class MoweLayer {
  public:
   // block_name: the block this layer sits in, e.g. "encoder.block5"; it names the parameters
   // when they are not shared, and the layer in error messages.
+  // `shards`: the experts of each bucket this rank holds (a dispatch plan's local_shard), or
+  // empty for all of them (one process).
   MoweLayer(ParameterStore& store, const config::MoweConfig& config, const RoutingTable& table,
-            int64_t d_model, const std::string& block_name, ExpertBank::Options options = {});
+            int64_t d_model, const std::string& block_name, ExpertBank::Options options = {},
+            std::vector<ExpertShard> shards = {});
 
   // x [N,C] -> y [N,C], allocated in `acts`, together with what backward needs. `acts` is the
   // step's activation arena (rewound by the caller after the backward pass), distinct from
-  // ctx.scratch. The dispatch must stay alive and unchanged until backward returns.
-  Tensor forward(const Context& ctx, const Tensor& x, const Dispatch& dispatch, Arena& acts);
+  // ctx.scratch. The router (a Dispatch, or an ExchangeDispatch across ranks) must stay alive
+  // and unchanged until backward returns.
+  Tensor forward(const Context& ctx, const Tensor& x, const TokenRouter& router, Arena& acts);
 
   // dy [N,C] -> dx [N,C] (overwritten; zero rows for skipped tokens). Expert gradients are
   // accumulated (+=), or not computed at all when the experts are frozen.
@@ -42,7 +46,7 @@ class MoweLayer {
   std::string name_;
   ExpertBank bank_;
   // Saved by forward for backward.
-  const Dispatch* dispatch_ = nullptr;
+  const TokenRouter* router_ = nullptr;
   Tensor xp_;
   ExpertBank::Saved saved_;
 };

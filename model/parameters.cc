@@ -26,14 +26,17 @@ ParameterStore::ParameterStore(DeviceAllocator& allocator, DType dtype, uint64_t
 }
 
 Parameter& ParameterStore::add(const std::string& name, Shape shape, ParamKind kind, Init init,
-                               bool trainable, int64_t first_row) {
+                               bool trainable, RowMap rows) {
   MOWE_CHECK(!contains(name), "parameter '{}' registered twice", name);
   auto p = std::make_unique<Parameter>();
   p->name = name;
   p->kind = kind;
   p->init = init;
   p->trainable = trainable;
-  p->first_row = first_row;
+  MOWE_CHECK(rows.rows.empty() || static_cast<int64_t>(rows.rows.size()) == shape[0],
+             "parameter '{}': {} rows listed for a tensor of {} rows", name, rows.rows.size(),
+             shape.ndim() ? shape[0] : 0);
+  p->rows = std::move(rows);
   p->value = Buffer(allocator_, shape, dtype_);
   if (trainable) p->grad = Buffer(allocator_, shape, dtype_);
   initialise(*p);
@@ -90,7 +93,9 @@ void ParameterStore::initialise(Parameter& p) const {
   for (int64_t i = 0; i < n; ++i) {
     double v = p.init.kind == Init::Ones ? 1.0 : 0.0;
     if (p.init.kind == Init::Normal || p.init.kind == Init::TruncatedNormal) {
-      const uint64_t global = static_cast<uint64_t>(p.first_row * row_elems + i);
+      const int64_t row = row_elems ? i / row_elems : 0;
+      const uint64_t global =
+          static_cast<uint64_t>(p.rows.global(row) * row_elems + (row_elems ? i % row_elems : 0));
       double z = normal_at(key, global, 0);
       // Truncation by redrawing, as a truncated normal does; 16 attempts always suffice in
       // practice (P(|z| > 2)^16 < 1e-20), and the last draw is clamped to stay in range.

@@ -22,12 +22,23 @@ struct Init {
   double stddev = 0.0;  // Normal and TruncatedNormal (truncated at 2 stddev, as T5X)
 };
 
+// Which rows (dim 0) of the logical parameter a tensor holds: [first, first + rows), or an
+// explicit list (a rank's expert blocks need not be contiguous).
+struct RowMap {
+  int64_t first = 0;
+  std::vector<int64_t> rows;  // global row of each local row; empty = contiguous from `first`
+  RowMap(int64_t first_row = 0) : first(first_row) {}  // NOLINT: a row offset reads naturally
+  explicit RowMap(std::vector<int64_t> list) : rows(std::move(list)) {}
+  int64_t global(int64_t local) const { return rows.empty() ? first + local : rows[local]; }
+  bool operator==(const RowMap&) const = default;
+};
+
 struct Parameter {
   std::string name;  // "encoder.block1.attention.q"
   ParamKind kind = ParamKind::Dense;
   Init init;
   bool trainable = true;  // false: no gradient buffer (frozen experts)
-  int64_t first_row = 0;  // this tensor holds rows [first_row, ...) of the logical parameter
+  RowMap rows;            // the rows of the logical parameter this tensor holds
   Buffer value;
   Buffer grad;  // empty when !trainable
 };
@@ -37,9 +48,9 @@ class ParameterStore {
   ParameterStore(DeviceAllocator& allocator, DType dtype, uint64_t seed);
 
   // Registers and initialises a parameter; names are unique.
-  // first_row > 0 registers a shard: rows [first_row, first_row + shape[0]) of the parameter.
+  // A non-trivial `rows` registers a shard: those rows of the logical parameter.
   Parameter& add(const std::string& name, Shape shape, ParamKind kind, Init init,
-                 bool trainable = true, int64_t first_row = 0);
+                 bool trainable = true, RowMap rows = {});
   Parameter& get(const std::string& name);
   const Parameter& get(const std::string& name) const;
   bool contains(const std::string& name) const { return index_.count(name) > 0; }

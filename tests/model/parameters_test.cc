@@ -31,6 +31,17 @@ TEST(ParameterStore, ShardsMatchTheFullTensor) {
   shard.add("experts", {2, 2, 3}, ParamKind::Expert, {Init::TruncatedNormal, 1.0}, true, 2);
   for (int i = 0; i < 12; ++i)
     EXPECT_EQ(get(shard.get("experts").value, i), get(full.get("experts").value, 12 + i));
+  // A non-contiguous shard: rows 3 and 0, in that order.
+  ParameterStore listed(host_allocator(), DType::F32, 1);
+  listed.add("experts", {2, 2, 3}, ParamKind::Expert, {Init::TruncatedNormal, 1.0}, true,
+             RowMap(std::vector<int64_t>{3, 0}));
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_EQ(get(listed.get("experts").value, i), get(full.get("experts").value, 18 + i));
+    EXPECT_EQ(get(listed.get("experts").value, 6 + i), get(full.get("experts").value, i));
+  }
+  EXPECT_THROW(
+      listed.add("bad", {2, 3}, ParamKind::Expert, {}, true, RowMap(std::vector<int64_t>{1})),
+      Error);
 }
 
 TEST(ParameterStore, NormalStatisticsAndTruncation) {
