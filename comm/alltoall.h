@@ -55,6 +55,7 @@ class AllToAll {
   AllToAll(Communicator& comm, Algorithm algorithm, int ranks_per_node = 0);
 
   Algorithm algorithm() const { return algorithm_; }
+  Communicator& comm() const { return comm_; }
   int ranks_per_node() const { return local_; }
   int num_nodes() const { return nodes_; }
 

@@ -25,6 +25,8 @@ class RoutingTable {
  public:
   static constexpr int32_t kUnrouted = -1;
 
+  RoutingTable() = default;  // empty: no ids, no buckets
+
   // From the config and one frequency per routing id (frequencies.size() == routing_vocab_size):
   // ids sorted by frequency (descending, ties by id); the top num_unrouted_ids are never routed;
   // bucket 0 takes the next buckets[0].num_routing_ids ids, and so on (0 = all the rest); ids
@@ -59,7 +61,6 @@ class RoutingTable {
   const std::vector<int32_t>& expert_array() const { return expert_; }
 
  private:
-  RoutingTable() = default;
   void validate() const;
 
   std::vector<BucketLayout> buckets_;

@@ -47,16 +47,19 @@ Weight add_norm(ParameterStore& store, const std::string& name, int64_t d_model)
 class MoweFeedForward final : public FeedForward {
  public:
   MoweFeedForward(ParameterStore& store, const std::string& prefix, const config::ModelConfig& c,
-                  const RoutingTable& table, const Dispatch& dispatch)
+                  const RoutingTable& table, const TokenRouter& router,
+                  std::vector<ExpertShard> shards)
       : eps_(c.layer_norm_epsilon()),
-        dispatch_(dispatch),
+        router_(router),
         norm_(add_norm(store, prefix + ".mowe.norm", c.d_model())),
-        layer_(store, c.mowe(), table, c.d_model(), prefix) {}
+        layer_(store, c.mowe(), table, c.d_model(), prefix, {}, std::move(shards)) {}
+
+  const ExpertBank& experts() const { return layer_.experts(); }
 
   Tensor forward(const StepContext& s, const Tensor& x_in, int64_t batch, uint64_t site) override {
     x_in_ = x_in;
     normed_ = norm_forward(s, norm_, x_in, eps_, &rstd_);
-    Tensor out = layer_.forward(s.ctx, normed_, dispatch_, *s.activations);
+    Tensor out = layer_.forward(s.ctx, normed_, router_, *s.activations);
     dropout_examples_forward(s, out, batch, site);
     s.backend->axpy(s.ctx, 1.0, x_in, out);
     return out;
@@ -75,7 +78,7 @@ class MoweFeedForward final : public FeedForward {
 
  private:
   double eps_;
-  const Dispatch& dispatch_;
+  const TokenRouter& router_;
   Weight norm_;  // registered before the experts, so parameter order follows the block
   MoweLayer layer_;
   Tensor x_in_, normed_, rstd_;
@@ -97,16 +100,31 @@ struct T5Model::Stack {
   bool decoder = false;
   std::vector<Block> blocks;
   Weight relative_bias, final_norm;
-  Dispatch dispatch;  // of this stack's routing ids, shared by its MoWE layers
+  // This stack's token routing, computed once per step and shared by its MoWE layers: in one
+  // process, or across ranks.
+  Dispatch dispatch;
+  std::unique_ptr<ExchangeDispatch> exchange;
+  const TokenRouter& router() const {
+    return exchange ? static_cast<const TokenRouter&>(*exchange) : dispatch;
+  }
   // Per step.
   Tensor bias, dbias, final_in, final_rstd;
 };
 
-T5Model::T5Model(const config::ModelConfig& c, ParameterStore& store, const RoutingTable* routing)
-    : config_(c), routing_(routing) {
+T5Model::T5Model(const config::ModelConfig& c, ParameterStore& store, const RoutingTable* routing,
+                 const MoweParallel* parallel)
+    : config_(c), routing_(routing), parallel_(parallel ? *parallel : MoweParallel{}) {
   const bool has_mowe = c.mowe().encoder_layers_size() + c.mowe().decoder_layers_size() > 0;
   MOWE_CHECK(!has_mowe || routing != nullptr,
              "model.mowe lists MoWE layers, but no routing table was given to the model");
+  MOWE_CHECK(parallel_.plan == nullptr || (parallel_.alltoall != nullptr && routing != nullptr),
+             "expert parallelism needs the plan's routing table and an all-to-all");
+  std::vector<ExpertShard> shards;  // this rank's experts; empty: all of them
+  if (parallel_.plan != nullptr && has_mowe) {
+    const int rank = parallel_.alltoall->comm().rank();
+    for (int b = 0; b < parallel_.plan->num_buckets(); ++b)
+      shards.push_back(parallel_.plan->local_shard(rank, b));
+  }
   const int64_t d = c.d_model(), v = c.vocab_size(), k = c.relative_attention_num_buckets();
   // T5.1.1: one input embedding for both stacks, and an untied output projection.
   store.add("shared.embedding", {v, d}, ParamKind::Dense, {Init::Normal, 1.0});
@@ -117,6 +135,8 @@ T5Model::T5Model(const config::ModelConfig& c, ParameterStore& store, const Rout
   for (bool decoder : {false, true}) {
     auto stack = std::make_unique<Stack>();
     stack->decoder = decoder;
+    if (parallel_.plan != nullptr)
+      stack->exchange = std::make_unique<ExchangeDispatch>(*parallel_.plan, *parallel_.alltoall);
     const std::string name = decoder ? "decoder" : "encoder";
     store.add(name + ".relative_attention_bias", {k, c.num_heads()}, ParamKind::Dense,
               {Init::Normal, 1.0 / std::sqrt(double(d))});
@@ -138,7 +158,7 @@ T5Model::T5Model(const config::ModelConfig& c, ParameterStore& store, const Rout
       const auto& mowe_layers = decoder ? c.mowe().decoder_layers() : c.mowe().encoder_layers();
       if (contains(mowe_layers, i)) {
         b.feed_forward =
-            std::make_unique<MoweFeedForward>(store, prefix, c, *routing, stack->dispatch);
+            std::make_unique<MoweFeedForward>(store, prefix, c, *routing, stack->router(), shards);
       } else {
         b.feed_forward = std::make_unique<DenseFeedForward>(store, prefix + ".ffn", c);
       }
@@ -149,6 +169,27 @@ T5Model::T5Model(const config::ModelConfig& c, ParameterStore& store, const Rout
 }
 
 T5Model::~T5Model() = default;
+
+std::vector<ExpertParameter> T5Model::expert_parameters() const {
+  std::vector<ExpertParameter> out;
+  for (const Stack* st : {encoder_.get(), decoder_.get()}) {
+    for (const Block& b : st->blocks) {
+      const auto* mowe = dynamic_cast<const MoweFeedForward*>(b.feed_forward.get());
+      if (mowe == nullptr) continue;
+      const ExpertBank& bank = mowe->experts();
+      for (int k = 0; k < bank.num_buckets(); ++k) {
+        std::vector<Parameter*> params = bank.inputs(k);
+        params.push_back(&bank.output(k));
+        for (Parameter* p : params) {
+          const bool seen = std::any_of(out.begin(), out.end(),
+                                        [&](const ExpertParameter& e) { return e.parameter == p; });
+          if (!seen) out.push_back({p, k});
+        }
+      }
+    }
+  }
+  return out;
+}
 
 Tensor T5Model::embed(const StepContext& s, const Tensor& ids, int64_t batch, uint64_t site) {
   Tensor x = s.activations->alloc({ids.numel(), config_.d_model()}, embedding_.value.dtype);
@@ -165,8 +206,13 @@ Tensor T5Model::run_stack(const StepContext& s, Stack& st, const Tensor& x_embed
     const Tensor& ids = dec ? in.dec_routing : in.enc_routing;
     MOWE_CHECK(ids.device == Device::CPU && ids.dtype == DType::I32,
                "routing ids are dispatched on the host: expected host i32, got {}", ids.str());
-    st.dispatch.assign(*routing_, {ids.ptr<int32_t>(), static_cast<size_t>(ids.numel())},
-                       config_.mowe().deactivate_routing_ids_above());
+    const std::span<const int32_t> span(ids.ptr<int32_t>(), static_cast<size_t>(ids.numel()));
+    const int32_t deactivate = config_.mowe().deactivate_routing_ids_above();
+    if (st.exchange) {
+      st.exchange->assign(s.ctx, span, deactivate);  // collective
+    } else {
+      st.dispatch.assign(*routing_, span, deactivate);
+    }
   }
   const int64_t len = valid.dim(1), heads = config_.num_heads();
   st.bias = s.activations->alloc({heads, len, len}, x_embedded.dtype);

@@ -8,6 +8,8 @@
 #include <memory>
 #include <vector>
 
+#include "model/dispatch_plan.h"
+#include "model/exchange_dispatch.h"
 #include "model/mowe_dispatch.h"
 #include "model/routing_table.h"
 #include "model/t5_layers.h"
@@ -36,12 +38,26 @@ class FeedForward {
   virtual void backward(const StepContext& s, const Tensor& dx, int64_t batch, uint64_t site) = 0;
 };
 
+// Expert parallelism: this rank holds the experts the plan gives it, and MoWE layers exchange
+// tokens with the other ranks through `alltoall` (over the world communicator).
+struct MoweParallel {
+  const DispatchPlan* plan = nullptr;
+  comm::AllToAll* alltoall = nullptr;
+};
+
+// An expert parameter held by this rank, and its bucket (for replica-group reductions).
+struct ExpertParameter {
+  Parameter* parameter;
+  int bucket;
+};
+
 class T5Model {
  public:
   // `routing` maps routing ids to experts; required when model.mowe lists MoWE layers, and must
   // outlive the model.
+  // With `parallel`, routing must be parallel->plan's table.
   T5Model(const config::ModelConfig& config, ParameterStore& store,
-          const RoutingTable* routing = nullptr);
+          const RoutingTable* routing = nullptr, const MoweParallel* parallel = nullptr);
   ~T5Model();
 
   // Runs the model through the loss, saving activations in s.activations. Returns the sum over
@@ -51,6 +67,8 @@ class T5Model {
   void backward(const StepContext& s, const ModelInputs& in, double z_loss, double loss_scale);
 
   Tensor logits() const { return logits_; }  // [B*T, V] of the last forward
+  // Each expert parameter once (shared ones are held by several MoWE layers).
+  std::vector<ExpertParameter> expert_parameters() const;
 
  private:
   struct Block;
@@ -63,6 +81,7 @@ class T5Model {
 
   config::ModelConfig config_;
   const RoutingTable* routing_ = nullptr;
+  MoweParallel parallel_;
   Weight embedding_, lm_head_;
   std::unique_ptr<Stack> encoder_, decoder_;
   // Saved by forward for backward.

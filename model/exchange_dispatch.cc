@@ -1,0 +1,115 @@
+#include "model/exchange_dispatch.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "runtime/backend.h"
+
+namespace mowe::model {
+namespace {
+
+// The rank's experts as a routing table keyed by local-expert key (bucket-major): Dispatch then
+// groups received rows by (bucket, local expert) exactly as it groups tokens in one process.
+RoutingTable local_table(const DispatchPlan& plan, std::vector<int32_t>* key_base) {
+  std::vector<BucketLayout> layouts;
+  std::vector<int32_t> bucket_of, expert_of;
+  std::vector<std::vector<int64_t>> loads;
+  for (int b = 0; b < plan.num_buckets(); ++b) {
+    const BucketLayout& global = plan.table().bucket(b);
+    const int64_t experts = plan.local_experts(b);
+    key_base->push_back(static_cast<int32_t>(bucket_of.size()));
+    layouts.push_back(
+        {experts, plan.blocks_per_rank(b), global.experts_per_block, global.expert_d_ff});
+    for (int64_t e = 0; e < experts; ++e) {
+      bucket_of.push_back(b);
+      expert_of.push_back(static_cast<int32_t>(e));
+    }
+    loads.emplace_back(experts, 0);
+  }
+  return RoutingTable(layouts, bucket_of, expert_of, loads);
+}
+
+Tensor host_i32(const std::vector<int32_t>& v, int64_t cols = 0) {
+  const int64_t n = static_cast<int64_t>(v.size());
+  Shape shape = cols > 0 ? Shape{n / cols, cols} : Shape{n};
+  return Tensor(const_cast<int32_t*>(v.data()), DType::I32, Device::CPU, shape);
+}
+
+}  // namespace
+
+ExchangeDispatch::ExchangeDispatch(const DispatchPlan& plan, comm::AllToAll& alltoall)
+    : dispatch_plan_(plan), alltoall_(alltoall), rank_(alltoall.comm().rank()) {
+  MOWE_CHECK(plan.world_size() == alltoall.comm().size(),
+             "dispatch plan {} is for {} ranks, but the communicator has {}", plan.source(),
+             plan.world_size(), alltoall.comm().size());
+  local_table_ = local_table(plan, &key_base_);
+}
+
+void ExchangeDispatch::assign(const Context& ctx, std::span<const int32_t> routing_ids,
+                              int32_t deactivate_above) {
+  MOWE_CHECK(ctx.scratch != nullptr, "ExchangeDispatch::assign needs ctx.scratch");
+  const int world = alltoall_.comm().size();
+  num_tokens_ = static_cast<int64_t>(routing_ids.size());
+  // Route, then sort the routed tokens by (rank, key); stable, so token order is kept inside an
+  // expert, as in one process.
+  std::vector<std::pair<int64_t, int32_t>> routed;  // (rank * keys + key, token)
+  const int64_t keys = local_table_.vocab_size();
+  for (int64_t n = 0; n < num_tokens_; ++n) {
+    const int32_t id = routing_ids[n];
+    if (id == kPaddingRoutingId || (deactivate_above > 0 && id > deactivate_above)) continue;
+    const Route r = dispatch_plan_.route(id, rank_);
+    if (r.rank < 0) continue;
+    routed.emplace_back(int64_t{r.rank} * keys + key_base_[r.bucket] + r.local_expert,
+                        static_cast<int32_t>(n));
+  }
+  std::stable_sort(routed.begin(), routed.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  send_order_.resize(routed.size());
+  std::vector<int32_t> send_keys(routed.size());
+  send_rows_.assign(world, 0);
+  for (size_t i = 0; i < routed.size(); ++i) {
+    send_order_[i] = routed[i].second;
+    send_keys[i] = static_cast<int32_t>(routed[i].first % keys);
+    ++send_rows_[routed[i].first / keys];
+  }
+
+  // Counts first (one int per peer), then the plan, then each row's key.
+  std::vector<int32_t> counts_out(world), counts_in(world);
+  for (int j = 0; j < world; ++j) counts_out[j] = static_cast<int32_t>(send_rows_[j]);
+  const std::vector<int64_t> ones(world, 1);
+  alltoall_.comm().alltoallv(host_i32(counts_out, 1), ones, host_i32(counts_in, 1), ones);
+  recv_rows_.assign(counts_in.begin(), counts_in.end());
+  exchange_plan_ = alltoall_.plan(send_rows_, recv_rows_, *ctx.scratch);
+  std::vector<int32_t> recv_keys(exchange_plan_.recv_rows());
+  alltoall_.run(exchange_plan_, host_i32(send_keys, 1), host_i32(recv_keys, 1), *ctx.scratch);
+  received_.assign(local_table_, recv_keys);
+}
+
+Tensor ExchangeDispatch::send_order() const {
+  return host_i32(send_order_);
+}
+
+void ExchangeDispatch::dispatch(const Context& ctx, const Tensor& x, const Tensor& xp) const {
+  Backend& backend = backend_for(ctx.device);
+  ArenaScope scope(*ctx.scratch);
+  const int64_t c = x.cols();
+  Tensor sent = ctx.scratch->alloc({rows_sent(), c}, x.dtype);
+  Tensor received = ctx.scratch->alloc({rows_received(), c}, x.dtype);
+  if (rows_sent() > 0) backend.embedding_forward(ctx, x, send_order(), sent);
+  alltoall_.run(exchange_plan_, sent, received, *ctx.scratch);
+  received_.dispatch(ctx, received, xp);
+}
+
+void ExchangeDispatch::combine(const Context& ctx, const Tensor& yp, const Tensor& y) const {
+  Backend& backend = backend_for(ctx.device);
+  ArenaScope scope(*ctx.scratch);
+  const int64_t c = y.cols();
+  Tensor received = ctx.scratch->alloc({rows_received(), c}, y.dtype);
+  Tensor sent = ctx.scratch->alloc({rows_sent(), c}, y.dtype);
+  received_.combine(ctx, yp, received);
+  alltoall_.run_reverse(exchange_plan_, received, sent, *ctx.scratch);
+  backend.fill(ctx, y, 0.0);
+  if (rows_sent() > 0) backend.embedding_backward(ctx, sent, send_order(), y);
+}
+
+}  // namespace mowe::model
