@@ -1,8 +1,8 @@
 // mowe_pretrain: the SPMD training program, one process per rank.
 //   mpirun -np N build/bin/mowe_pretrain --config configs/wordnet_small.textproto [--set k=v]...
-// The training loop lands with the model, data and distributed layers; until then the program
-// loads and validates the configuration on every rank, checks that all ranks agree on it and
-// that the MPI world works, and reports the backend it would train on (--dry-run).
+// Every rank loads and validates the configuration and checks that all ranks agree on it; then
+// it trains (launch/trainer.h), or stops there (--dry-run), or prints the model's size and cost
+// (--describe).
 #include <mpi.h>
 #include <spdlog/spdlog.h>
 
@@ -14,6 +14,7 @@
 #include "comm/agree.h"
 #include "comm/mpi_check.h"
 #include "data/span_corruption.h"
+#include "launch/trainer.h"
 #include "model/describe.h"
 #include "runtime/backend.h"
 #include "runtime/config/config.h"
@@ -23,7 +24,10 @@ namespace {
 
 constexpr const char* kUsage =
     "mpirun -np N mowe_pretrain --config FILE [--set path=value]... [--dry-run] [--describe]\n"
-    "  --describe  print parameter counts and FLOPs of the configured model and exit";
+    "  --dry-run   validate the configuration and the MPI world, then exit\n"
+    "  --describe  print parameter counts and FLOPs of the configured model and exit\n"
+    "Before training: mowe_vocab --config FILE (tokenizer and routing vocabulary), and\n"
+    "optionally mowe_plan --config FILE --world-size N (the dispatch plan).";
 
 // FNV-1a: a cheap fingerprint of the resolved config, compared across ranks.
 uint64_t fingerprint(const std::string& text) {
@@ -84,17 +88,22 @@ int run(const Startup& s, int rank, int world) {
         "same --config and --set arguments",
         lo, hi));
   }
-  const auto device = s.config.parallel().device();
-  const bool cuda = device == mowe::config::ParallelConfig::CUDA ||
-                    (device == mowe::config::ParallelConfig::AUTO && mowe::cuda_backend_compiled());
-  spdlog::info("[pretrain] all {} ranks agree on the config (fingerprint {:016x}); backend: {}",
-               world, mine, cuda ? "cuda (compiled in; needs a GPU at run time)" : "cpu");
-  if (!s.flags.has("--dry-run")) {
+  // The training loop runs its ops on the CPU backend; the CUDA backend's ops exist and are
+  // compiled, but the loop does not place tensors on a GPU yet.
+  if (s.config.parallel().device() == mowe::config::ParallelConfig::CUDA)
     throw mowe::Error(
-        "the training loop is not available in this version; run with --dry-run to validate the "
-        "configuration and the MPI world");
+        "parallel.device: CUDA is not supported by the training loop yet; use CPU or AUTO");
+  spdlog::info("[pretrain] all {} ranks agree on the config (fingerprint {:016x}); device: cpu",
+               world, mine);
+  if (s.flags.has("--dry-run")) {
+    spdlog::info("[pretrain] dry run complete");
+    return 0;
   }
-  spdlog::info("[pretrain] dry run complete");
+  mowe::comm::CommOptions options;
+  options.timeout_seconds = s.config.parallel().collective_timeout_s();
+  auto comm = mowe::comm::make_communicator(MPI_COMM_WORLD, mowe::Device::CPU, options);
+  mowe::train::Trainer trainer(s.config, *comm);
+  trainer.run();
   return 0;
 }
 

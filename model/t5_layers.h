@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "model/parameters.h"
@@ -23,6 +24,9 @@ struct StepContext {
   float dropout_rate = 0.0f;     // 0 at evaluation
   uint64_t dropout_seed = 0;     // per step; each dropout site mixes in its own id
   int64_t first_example = 0;     // global index of local example 0 (world-size invariance)
+  // Called by T5Model::backward with each group of T5Model::dense_grad_groups() as soon as
+  // its gradients are final, so their allreduce can overlap the rest of the backward pass.
+  std::function<void(size_t group)> on_grads_ready;
 };
 
 // Parameter and gradient tensors of one named parameter.

@@ -166,6 +166,31 @@ T5Model::T5Model(const config::ModelConfig& c, ParameterStore& store, const Rout
     }
     (decoder ? decoder_ : encoder_) = std::move(stack);
   }
+  build_grad_groups(store);
+}
+
+void T5Model::build_grad_groups(ParameterStore& store) {
+  std::vector<bool> taken(store.all().size(), false);
+  auto group_of_prefix = [&](const std::string& prefix) {
+    std::vector<Parameter*> group;
+    for (size_t i = 0; i < store.all().size(); ++i) {
+      Parameter& p = *store.all()[i];
+      if (p.kind == ParamKind::Dense && p.name.rfind(prefix, 0) == 0) {
+        group.push_back(&p);
+        taken[i] = true;
+      }
+    }
+    return group;
+  };
+  for (const char* stack : {"decoder", "encoder"}) {
+    const Stack& st = stack[0] == 'd' ? *decoder_ : *encoder_;
+    for (size_t i = st.blocks.size(); i-- > 0;)
+      grad_groups_.push_back(group_of_prefix(fmt::format("{}.block{}.", stack, i)));
+  }
+  std::vector<Parameter*> rest;
+  for (size_t i = 0; i < store.all().size(); ++i)
+    if (!taken[i] && store.all()[i]->kind == ParamKind::Dense) rest.push_back(store.all()[i].get());
+  grad_groups_.push_back(rest);
 }
 
 T5Model::~T5Model() = default;
@@ -266,6 +291,10 @@ void T5Model::backprop_stack(const StepContext& s, Stack& st, const Tensor& dout
                                   block_site(dec, i, kCrossAttention));
     b.self_attention->backward(s, b.self_saved, dx, {}, {}, st.dbias, in.batch,
                                block_site(dec, i, kSelfAttention));
+    // Block i's own dense parameters are final (see build_grad_groups for the numbering).
+    const size_t group =
+        dec ? st.blocks.size() - 1 - i : decoder_->blocks.size() + st.blocks.size() - 1 - i;
+    if (s.on_grads_ready) s.on_grads_ready(group);
   }
   s.backend->position_bias_backward(s.ctx, st.dbias, st.relative_bias.grad, !dec,
                                     config_.relative_attention_max_distance());
@@ -286,6 +315,7 @@ void T5Model::backward(const StepContext& s, const ModelInputs& in, double z_los
   Tensor denc = s.activations->alloc_zeros(enc_out_.shape, enc_out_.dtype);
   backprop_stack(s, *decoder_, ddec, in, enc_out_, denc);
   backprop_stack(s, *encoder_, denc, in, {}, {});
+  if (s.on_grads_ready) s.on_grads_ready(grad_groups_.size() - 1);
 }
 
 }  // namespace mowe::model

@@ -69,6 +69,11 @@ class T5Model {
   Tensor logits() const { return logits_; }  // [B*T, V] of the last forward
   // Each expert parameter once (shared ones are held by several MoWE layers).
   std::vector<ExpertParameter> expert_parameters() const;
+  // The dense parameters in the order backward finalises them: one group per block (decoder
+  // blocks last to first, then encoder blocks), then one with everything shared across blocks
+  // (embedding, output projection, final norms, position biases). Group i is announced through
+  // StepContext::on_grads_ready(i).
+  const std::vector<std::vector<Parameter*>>& dense_grad_groups() const { return grad_groups_; }
 
  private:
   struct Block;
@@ -78,12 +83,14 @@ class T5Model {
   void backprop_stack(const StepContext& s, Stack& stack, const Tensor& dx, const ModelInputs& in,
                       const Tensor& memory, const Tensor& dmemory);
   Tensor embed(const StepContext& s, const Tensor& ids, int64_t batch, uint64_t site);
+  void build_grad_groups(ParameterStore& store);
 
   config::ModelConfig config_;
   const RoutingTable* routing_ = nullptr;
   MoweParallel parallel_;
   Weight embedding_, lm_head_;
   std::unique_ptr<Stack> encoder_, decoder_;
+  std::vector<std::vector<Parameter*>> grad_groups_;
   // Saved by forward for backward.
   Tensor enc_out_, dec_out_, logits_, lse_;
 };

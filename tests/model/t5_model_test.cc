@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+#include <numeric>
 #include <random>
 
 #include "tests/util/gradcheck.h"
@@ -165,6 +167,48 @@ TEST(T5Model, ExamplesAreIndependentIncludingDropout) {
   Inputs x = make_inputs(0, 4, DType::F64);
   ArenaScope scope(h.activations);
   EXPECT_NE(model.forward(h.step(0.0f, 0), x.in, 1e-4), together) << "dropout must act";
+}
+
+// Overlapping the gradient allreduce with backward relies on this: when group g is announced,
+// its gradients already hold their final values, every dense parameter is in exactly one group,
+// and groups are announced once each, in order.
+TEST(T5Model, GradientGroupsAreFinalWhenAnnounced) {
+  ParameterStore store(host_allocator(), DType::F64, 8);
+  const RoutingTable table = small_table();
+  T5Model model(small_config(true), store, &table);
+  Inputs x = make_inputs(0, 2, DType::F64);
+  Harness h;
+  std::map<const Parameter*, std::vector<double>> at_announcement;
+  std::vector<size_t> announced;
+  const auto& groups = model.dense_grad_groups();
+  store.zero_grads();
+  {
+    ArenaScope scope(h.activations);
+    StepContext s = h.step(0.1f, 0);
+    s.on_grads_ready = [&](size_t g) {
+      announced.push_back(g);
+      for (const Parameter* p : groups[g]) {
+        const Tensor& t = p->grad.tensor();
+        at_announcement[p].assign(t.ptr<double>(), t.ptr<double>() + t.numel());
+      }
+    };
+    model.forward(s, x.in, 1e-4);
+    model.backward(s, x.in, 1e-4, 1.0);
+  }
+  std::vector<size_t> expected(groups.size());
+  std::iota(expected.begin(), expected.end(), 0);
+  EXPECT_EQ(announced, expected);
+  size_t dense = 0;
+  for (const auto& p : store.all()) {
+    if (p->kind != ParamKind::Dense) continue;
+    ++dense;
+    ASSERT_TRUE(at_announcement.count(p.get())) << p->name << " is in no group";
+    const Tensor& t = p->grad.tensor();
+    EXPECT_EQ(at_announcement[p.get()],
+              std::vector<double>(t.ptr<double>(), t.ptr<double>() + t.numel()))
+        << p->name << " changed after it was announced";
+  }
+  EXPECT_EQ(at_announcement.size(), dense);
 }
 
 TEST(T5Model, SteadyStateStepsMakeNoSystemAllocations) {
