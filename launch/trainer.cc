@@ -49,6 +49,26 @@ model::DispatchPlan dispatch_plan(const config::Config& cfg, const data::Routing
   return model::DispatchPlan::build(cfg.model().mowe(), model::plan_inputs(cfg, "", vocab, world));
 }
 
+// Every rank must route with the same plan (a plan file on node-local disks could differ, or
+// exist on some nodes only): compare a fingerprint of its serialisation.
+void check_same_plan_everywhere(const model::DispatchPlan& plan, comm::Communicator& comm) {
+  const std::string bytes = plan.to_proto().SerializeAsString();
+  uint64_t h = 1469598103934665603ULL;  // FNV-1a
+  for (unsigned char c : bytes) h = (h ^ c) * 1099511628211ULL;
+  Buffer lo(host_allocator(), {2}, DType::I32), hi(host_allocator(), {2}, DType::I32);
+  for (const Buffer* b : {&lo, &hi}) {
+    b->tensor().ptr<int32_t>()[0] = static_cast<int32_t>(h & 0x7fffffff);
+    b->tensor().ptr<int32_t>()[1] = static_cast<int32_t>((h >> 32) & 0x7fffffff);
+  }
+  comm.allreduce(lo, comm::ReduceOp::Min);
+  comm.allreduce(hi, comm::ReduceOp::Max);
+  MOWE_CHECK(lo.tensor().ptr<int32_t>()[0] == hi.tensor().ptr<int32_t>()[0] &&
+                 lo.tensor().ptr<int32_t>()[1] == hi.tensor().ptr<int32_t>()[1],
+             "the ranks hold different dispatch plans ({}): give every rank the same plan file "
+             "(parallel.plan on a shared file system), or none",
+             plan.source());
+}
+
 bool has_mowe(const config::Config& cfg) {
   return cfg.model().mowe().encoder_layers_size() + cfg.model().mowe().decoder_layers_size() > 0;
 }
@@ -68,6 +88,7 @@ Trainer::Trainer(const config::Config& config, comm::Communicator& comm)
   model::MoweParallel parallel;
   if (has_mowe(config)) {
     plan_ = std::make_unique<model::DispatchPlan>(dispatch_plan(config, *data_.vocab, comm.size()));
+    check_same_plan_everywhere(*plan_, comm);
     const bool hierarchical = config.parallel().alltoall() == config::ParallelConfig::HIERARCHICAL;
     alltoall_ = std::make_unique<comm::AllToAll>(
         comm,
@@ -83,6 +104,13 @@ Trainer::Trainer(const config::Config& config, comm::Communicator& comm)
   optimizer_ = make_optimizer(config.training(), host_allocator());
   slots_ = store_.slots();
   experts_ = model_->expert_parameters();
+  for (const ParamSlot& slot : slots_) {
+    double share = 0.0;  // dense: identical on every rank after the allreduce
+    for (const model::ExpertParameter& e : experts_)
+      if (e.parameter->grad.tensor().data == slot.grad.data)
+        share = 1.0 / plan_->replicas(e.bucket);
+    expert_share_.push_back(share);
+  }
   // Dense gradients in the order backward finalises them, bucketed for overlapping allreduces.
   std::vector<Tensor> dense;
   for (const auto& group : model_->dense_grad_groups()) {
@@ -104,7 +132,7 @@ Trainer::Trainer(const config::Config& config, comm::Communicator& comm)
 
 Trainer::~Trainer() = default;
 
-double Trainer::forward_backward(const data::Batch& batch, bool backward) {
+double Trainer::forward_backward(const data::Batch& batch, bool backward, double* tokens) {
   const model::ModelInputs in = model_inputs(batch);
   // The loss is normalised by the global number of target tokens, so the summed gradients
   // equal those of the whole global batch on one rank.
@@ -136,7 +164,8 @@ double Trainer::forward_backward(const data::Batch& batch, bool backward) {
 
   sums.tensor().ptr<double>()[1] = loss_sum;
   comm_.allreduce(sums.tensor().rows_slice(1, 2), comm::ReduceOp::Sum);
-  return sums.tensor().ptr<double>()[1] / global_tokens;
+  *tokens = global_tokens;
+  return sums.tensor().ptr<double>()[1];
 }
 
 // Expert gradients stay with their owner; replicas of a block (more ranks than blocks) hold
@@ -155,15 +184,12 @@ double Trainer::grad_norm() {
   Context ctx{.scratch = &scratch_};
   Buffer sums(host_allocator(), {1}, DType::F64);
   double dense = 0, experts = 0;
-  for (const ParamSlot& slot : slots_) {
-    const auto it = std::find_if(experts_.begin(), experts_.end(), [&](const auto& e) {
-      return e.parameter->grad.tensor().data == slot.grad.data;
-    });
-    const double ss = cpu_backend().sum_squares(ctx, slot.grad);
-    if (it == experts_.end()) {
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    const double ss = cpu_backend().sum_squares(ctx, slots_[i].grad);
+    if (expert_share_[i] == 0.0) {
       dense += ss;
     } else {
-      experts += ss / plan_->replicas(it->bucket);
+      experts += ss * expert_share_[i];
     }
   }
   sums.tensor().ptr<double>()[0] = experts;
@@ -174,7 +200,8 @@ double Trainer::grad_norm() {
 StepResult Trainer::step(const data::Batch& batch) {
   StepResult r;
   store_.zero_grads();
-  r.loss = forward_backward(batch, true);
+  double tokens = 0;
+  r.loss = forward_backward(batch, true, &tokens) / tokens;
   dense_sync_->finish();
   sync_expert_gradients();
   r.grad_norm = grad_norm();
@@ -189,12 +216,14 @@ StepResult Trainer::step(const data::Batch& batch) {
 }
 
 double Trainer::evaluate(int64_t batches) {
-  double total = 0;
+  double total = 0, tokens = 0;  // a mean over tokens, not over batches
   const int64_t global = config_.training().global_batch_size();
   for (int64_t i = 0; i < batches; ++i) {
-    total += forward_backward(eval_loader_->batch_at(i, i * global), false);
+    double batch_tokens = 0;
+    total += forward_backward(eval_loader_->batch_at(i, i * global), false, &batch_tokens);
+    tokens += batch_tokens;
   }
-  return batches > 0 ? total / batches : 0.0;
+  return tokens > 0 ? total / tokens : 0.0;
 }
 
 void Trainer::run() {
@@ -219,9 +248,11 @@ void Trainer::run() {
       window_start = Clock::now();
       window_tokens = 0, window_loss = 0, window_steps = 0;
     }
-    if ((t.eval_every() > 0 && steps_done_ % t.eval_every() == 0) || last)
-      spdlog::info("[train] step {} validation loss {:.4f} ({} batches)", steps_done_,
-                   evaluate(t.eval_batches()), t.eval_batches());
+    if ((t.eval_every() > 0 && steps_done_ % t.eval_every() == 0) || last) {
+      const double eval_loss = evaluate(t.eval_batches());  // collective: outside the log call
+      spdlog::info("[train] step {} validation loss {:.4f} ({} batches)", steps_done_, eval_loss,
+                   t.eval_batches());
+    }
   }
   spdlog::info("[train] done: {} steps in {:.1f} s", steps_done_,
                std::chrono::duration<double>(Clock::now() - start).count());

@@ -48,7 +48,8 @@ class Trainer {
   model::ParameterStore& parameters() { return store_; }
 
  private:
-  double forward_backward(const data::Batch& batch, bool backward);
+  // Returns the global loss sum; *tokens receives the global number of target tokens.
+  double forward_backward(const data::Batch& batch, bool backward, double* tokens);
   void sync_expert_gradients();
   double grad_norm();
 
@@ -57,6 +58,9 @@ class Trainer {
   data::DataPipeline data_;
   std::unique_ptr<data::Loader> train_loader_, eval_loader_;
   std::unique_ptr<model::DispatchPlan> plan_;
+  // Per slot: 0 for dense gradients (the same on every rank), 1 / replicas for expert gradients
+  // (spread over the ranks, each block held by `replicas` ranks).
+  std::vector<double> expert_share_;
   std::unique_ptr<comm::AllToAll> alltoall_;
   std::vector<std::unique_ptr<comm::Communicator>> replica_groups_;  // per bucket, or null
   model::ParameterStore store_;

@@ -52,13 +52,14 @@ void ExchangeDispatch::assign(const Context& ctx, std::span<const int32_t> routi
   num_tokens_ = static_cast<int64_t>(routing_ids.size());
   // Route, then sort the routed tokens by (rank, key); stable, so token order is kept inside an
   // expert, as in one process.
-  std::vector<std::pair<int64_t, int32_t>> routed;  // (rank * keys + key, token)
+  std::vector<std::pair<int64_t, int32_t>>& routed = routed_;  // (rank * keys + key, token)
+  routed.clear();
   const int64_t keys = local_table_.vocab_size();
   for (int64_t n = 0; n < num_tokens_; ++n) {
     const int32_t id = routing_ids[n];
-    if (id == kPaddingRoutingId || (deactivate_above > 0 && id > deactivate_above)) continue;
-    const Route r = dispatch_plan_.route(id, rank_);
-    if (r.rank < 0) continue;
+    if (id == kPaddingRoutingId) continue;
+    const Route r = dispatch_plan_.route(id, rank_);  // throws for ids outside the vocabulary
+    if (r.rank < 0 || (deactivate_above > 0 && id > deactivate_above)) continue;
     routed.emplace_back(int64_t{r.rank} * keys + key_base_[r.bucket] + r.local_expert,
                         static_cast<int32_t>(n));
   }

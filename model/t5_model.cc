@@ -102,6 +102,7 @@ struct T5Model::Stack {
   Weight relative_bias, final_norm;
   // This stack's token routing, computed once per step and shared by its MoWE layers: in one
   // process, or across ranks.
+  bool has_mowe = false;  // routing is computed only for stacks with MoWE layers
   Dispatch dispatch;
   std::unique_ptr<ExchangeDispatch> exchange;
   const TokenRouter& router() const {
@@ -135,7 +136,9 @@ T5Model::T5Model(const config::ModelConfig& c, ParameterStore& store, const Rout
   for (bool decoder : {false, true}) {
     auto stack = std::make_unique<Stack>();
     stack->decoder = decoder;
-    if (parallel_.plan != nullptr)
+    stack->has_mowe =
+        (decoder ? c.mowe().decoder_layers_size() : c.mowe().encoder_layers_size()) > 0;
+    if (parallel_.plan != nullptr && stack->has_mowe)
       stack->exchange = std::make_unique<ExchangeDispatch>(*parallel_.plan, *parallel_.alltoall);
     const std::string name = decoder ? "decoder" : "encoder";
     store.add(name + ".relative_attention_bias", {k, c.num_heads()}, ParamKind::Dense,
@@ -227,7 +230,7 @@ Tensor T5Model::run_stack(const StepContext& s, Stack& st, const Tensor& x_embed
                           const ModelInputs& in, const Tensor& memory) {
   const bool dec = st.decoder;
   const Tensor& valid = dec ? in.dec_valid : in.enc_valid;
-  if (routing_ != nullptr) {
+  if (routing_ != nullptr && st.has_mowe) {
     const Tensor& ids = dec ? in.dec_routing : in.enc_routing;
     MOWE_CHECK(ids.device == Device::CPU && ids.dtype == DType::I32,
                "routing ids are dispatched on the host: expected host i32, got {}", ids.str());
