@@ -6,10 +6,12 @@
 #include <mpi.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <iostream>
 #include <string>
+#include <thread>
 
 #include "comm/agree.h"
 #include "comm/mpi_check.h"
@@ -102,6 +104,11 @@ int run(const Startup& s, int rank, int world) {
   mowe::comm::CommOptions options;
   options.timeout_seconds = s.config.parallel().collective_timeout_s();
   auto comm = mowe::comm::make_communicator(MPI_COMM_WORLD, mowe::Device::CPU, options);
+  // Ranks on one node share its cores (DESIGN: threads per rank = cores / ranks on the node).
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  const int threads = mowe::set_cpu_threads(std::max(1, cores / comm->ranks_per_node()));
+  spdlog::info("[pretrain] {} cores, {} ranks on this node: {} BLAS threads per rank", cores,
+               comm->ranks_per_node(), threads);
   mowe::train::Trainer trainer(s.config, *comm);
   trainer.run();
   return 0;

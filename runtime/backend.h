@@ -172,6 +172,9 @@ void matmul_backward(Backend& backend, const Context& ctx, const Tensor& dc, con
                      bool trans_b);
 
 Backend& cpu_backend();
+// Threads of the CPU backend's BLAS; a job sets cores / ranks-on-the-node so that ranks sharing a
+// node do not oversubscribe it. Returns the number in effect.
+int set_cpu_threads(int threads);
 // The backend for `device`; throws Error naming the build option when it was not compiled in.
 Backend& backend_for(Device device);
 bool cuda_backend_compiled();

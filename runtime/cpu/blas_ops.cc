@@ -51,3 +51,11 @@ void CpuBackend::batched_matmul(const Context&, const Tensor& a, const Tensor& b
 }
 
 }  // namespace mowe::cpu
+
+namespace mowe {
+int set_cpu_threads(int threads) {
+  MOWE_CHECK(threads >= 1, "CPU threads must be >= 1, not {}", threads);
+  openblas_set_num_threads(threads);
+  return openblas_get_num_threads();
+}
+}  // namespace mowe
