@@ -213,7 +213,8 @@ TEST(T5Model, GradientGroupsAreFinalWhenAnnounced) {
 
 TEST(T5Model, SteadyStateStepsMakeNoSystemAllocations) {
   ParameterStore store(host_allocator(), DType::F32, 7);
-  T5Model model(small_config(), store);
+  const RoutingTable table = small_table();
+  T5Model model(small_config(true), store, &table);
   Inputs x = make_inputs(0, 2, DType::F32);
   Harness h;
   auto step = [&] {
