@@ -185,6 +185,7 @@ void T5Model::build_grad_groups(ParameterStore& store) {
     }
     return group;
   };
+  grad_groups_.push_back(group_of_prefix("decoder.lm_head"));  // final first: backward starts there
   for (const char* stack : {"decoder", "encoder"}) {
     const Stack& st = stack[0] == 'd' ? *decoder_ : *encoder_;
     for (size_t i = st.blocks.size(); i-- > 0;)
@@ -295,8 +296,9 @@ void T5Model::backprop_stack(const StepContext& s, Stack& st, const Tensor& dout
     b.self_attention->backward(s, b.self_saved, dx, {}, {}, st.dbias, in.batch,
                                block_site(dec, i, kSelfAttention));
     // Block i's own dense parameters are final (see build_grad_groups for the numbering).
+    // Group 0 is the output projection, then the decoder's blocks, then the encoder's.
     const size_t group =
-        dec ? st.blocks.size() - 1 - i : decoder_->blocks.size() + st.blocks.size() - 1 - i;
+        1 + (dec ? st.blocks.size() - 1 - i : decoder_->blocks.size() + st.blocks.size() - 1 - i);
     if (s.on_grads_ready) s.on_grads_ready(group);
   }
   s.backend->position_bias_backward(s.ctx, st.dbias, st.relative_bias.grad, !dec,
@@ -315,6 +317,7 @@ void T5Model::backward(const StepContext& s, const ModelInputs& in, double z_los
   Tensor ddec = s.activations->alloc_zeros(dec_out_.shape, dec_out_.dtype);
   matmul_backward(*s.backend, s.ctx, dlogits, dec_out_, lm_head_.value, ddec, lm_head_.grad, false,
                   false);
+  if (s.on_grads_ready) s.on_grads_ready(0);  // the output projection, the largest tensor
   Tensor denc = s.activations->alloc_zeros(enc_out_.shape, enc_out_.dtype);
   backprop_stack(s, *decoder_, ddec, in, enc_out_, denc);
   backprop_stack(s, *encoder_, denc, in, {}, {});

@@ -69,9 +69,9 @@ class T5Model {
   Tensor logits() const { return logits_; }  // [B*T, V] of the last forward
   // Each expert parameter once (shared ones are held by several MoWE layers).
   std::vector<ExpertParameter> expert_parameters() const;
-  // The dense parameters in the order backward finalises them: one group per block (decoder
-  // blocks last to first, then encoder blocks), then one with everything shared across blocks
-  // (embedding, output projection, final norms, position biases). Group i is announced through
+  // The dense parameters in the order backward finalises them: the output projection, one group
+  // per block (decoder blocks last to first, then encoder blocks), then one with everything
+  // shared across blocks (embedding, final norms, position biases). Group i is announced through
   // StepContext::on_grads_ready(i).
   const std::vector<std::vector<Parameter*>>& dense_grad_groups() const { return grad_groups_; }
 

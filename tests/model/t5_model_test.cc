@@ -195,6 +195,10 @@ TEST(T5Model, GradientGroupsAreFinalWhenAnnounced) {
     model.forward(s, x.in, 1e-4);
     model.backward(s, x.in, 1e-4, 1.0);
   }
+  std::map<const Parameter*, int> membership;
+  for (const auto& g : groups)
+    for (const Parameter* p : g) ++membership[p];
+  for (const auto& [p, count] : membership) EXPECT_EQ(count, 1) << p->name << " is in two groups";
   std::vector<size_t> expected(groups.size());
   std::iota(expected.begin(), expected.end(), 0);
   EXPECT_EQ(announced, expected);
