@@ -15,22 +15,18 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-Tensor host_view(const std::vector<int32_t>& v, int64_t rows, int64_t cols) {
-  return Tensor(const_cast<int32_t*>(v.data()), DType::I32, Device::CPU, {rows, cols});
-}
-
 // Views of a batch's arrays as the model's inputs (no copies).
 model::ModelInputs model_inputs(const data::Batch& b) {
   model::ModelInputs in;
   in.batch = b.batch_size;
   const int64_t bs = b.batch_size, te = b.input_length, td = b.target_length;
-  in.enc_ids = host_view(b.encoder_input_ids, bs, te);
-  in.enc_valid = host_view(b.encoder_mask, bs, te);
-  in.enc_routing = host_view(b.encoder_routing_ids, bs, te);
-  in.dec_ids = host_view(b.decoder_input_ids, bs, td);
-  in.dec_valid = host_view(b.decoder_mask, bs, td);
-  in.dec_routing = host_view(b.decoder_routing_ids, bs, td);
-  in.targets = host_view(b.targets, bs, td);
+  in.enc_ids = host_i32_view(b.encoder_input_ids, {bs, te});
+  in.enc_valid = host_i32_view(b.encoder_mask, {bs, te});
+  in.enc_routing = host_i32_view(b.encoder_routing_ids, {bs, te});
+  in.dec_ids = host_i32_view(b.decoder_input_ids, {bs, td});
+  in.dec_valid = host_i32_view(b.decoder_mask, {bs, td});
+  in.dec_routing = host_i32_view(b.decoder_routing_ids, {bs, td});
+  in.targets = host_i32_view(b.targets, {bs, td});
   in.weights = Tensor(const_cast<float*>(b.loss_weights.data()), DType::F32, Device::CPU, {bs, td});
   return in;
 }

@@ -29,10 +29,9 @@ RoutingTable local_table(const DispatchPlan& plan, std::vector<int32_t>* key_bas
   return RoutingTable(layouts, bucket_of, expert_of, loads);
 }
 
-Tensor host_i32(const std::vector<int32_t>& v, int64_t cols = 0) {
-  const int64_t n = static_cast<int64_t>(v.size());
-  Shape shape = cols > 0 ? Shape{n / cols, cols} : Shape{n};
-  return Tensor(const_cast<int32_t*>(v.data()), DType::I32, Device::CPU, shape);
+// v as a one-column i32 host view, [n, 1]: the rows the all-to-all exchanges.
+Tensor column_view(const std::vector<int32_t>& v) {
+  return host_i32_view(v, {static_cast<int64_t>(v.size()), 1});
 }
 
 }  // namespace
@@ -74,20 +73,25 @@ void ExchangeDispatch::assign(const Context& ctx, std::span<const int32_t> routi
     ++send_rows_[routed[i].first / keys];
   }
 
-  // Counts first (one int per peer), then the plan, then each row's key.
+  // Counts first (one int per peer, through the same algorithm as the data, so a hierarchical
+  // job sends no P-1 inter-node messages here either), then the plan, then each row's key.
+  if (!counts_plan_ready_) {
+    const std::vector<int64_t> ones(world, 1);
+    counts_plan_ = alltoall_.plan(ones, ones, *ctx.scratch);
+    counts_plan_ready_ = true;
+  }
   std::vector<int32_t> counts_out(world), counts_in(world);
   for (int j = 0; j < world; ++j) counts_out[j] = static_cast<int32_t>(send_rows_[j]);
-  const std::vector<int64_t> ones(world, 1);
-  alltoall_.comm().alltoallv(host_i32(counts_out, 1), ones, host_i32(counts_in, 1), ones);
+  alltoall_.run(counts_plan_, column_view(counts_out), column_view(counts_in), *ctx.scratch);
   recv_rows_.assign(counts_in.begin(), counts_in.end());
   exchange_plan_ = alltoall_.plan(send_rows_, recv_rows_, *ctx.scratch);
   std::vector<int32_t> recv_keys(exchange_plan_.recv_rows());
-  alltoall_.run(exchange_plan_, host_i32(send_keys, 1), host_i32(recv_keys, 1), *ctx.scratch);
+  alltoall_.run(exchange_plan_, column_view(send_keys), column_view(recv_keys), *ctx.scratch);
   received_.assign(local_table_, recv_keys);
 }
 
 Tensor ExchangeDispatch::send_order() const {
-  return host_i32(send_order_);
+  return host_i32_view(send_order_, {rows_sent()});
 }
 
 void ExchangeDispatch::dispatch(const Context& ctx, const Tensor& x, const Tensor& xp) const {

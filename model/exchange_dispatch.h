@@ -52,6 +52,8 @@ class ExchangeDispatch final : public TokenRouter {
   std::vector<int32_t> send_order_;             // [S]: the token of each send row
   std::vector<int64_t> send_rows_, recv_rows_;  // [P]
   comm::AllToAll::Plan exchange_plan_;
+  comm::AllToAll::Plan counts_plan_;  // one row per peer, built on the first assign()
+  bool counts_plan_ready_ = false;
   Dispatch received_;                                // groups the received rows by local expert
   std::vector<std::pair<int64_t, int32_t>> routed_;  // reused by assign()
 };

@@ -37,11 +37,11 @@ std::span<const ExpertGroup> ExpertRows::bucket_group_span(int b) const {
 }
 
 Tensor ExpertRows::row_expert_tensor() const {
-  return Tensor(const_cast<int32_t*>(row_expert.data()), DType::I32, Device::CPU, {num_rows});
+  return host_i32_view(row_expert, {num_rows});
 }
 
 Tensor Dispatch::order() const {
-  return Tensor(const_cast<int32_t*>(order_.data()), DType::I32, Device::CPU, {num_routed()});
+  return host_i32_view(order_, {num_routed()});
 }
 
 Dispatch Dispatch::build(const RoutingTable& table, std::span<const int32_t> routing_ids,

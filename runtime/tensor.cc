@@ -89,6 +89,13 @@ std::string Tensor::str() const {
   return fmt::format("{}{}@{}", dtype_name(dtype), shape.str(), device_name(device));
 }
 
+Tensor host_i32_view(const std::vector<int32_t>& v, Shape shape) {
+  MOWE_CHECK(shape.numel() == static_cast<int64_t>(v.size()),
+             "host_i32_view: shape {} has {} elements, the vector {}", shape.str(), shape.numel(),
+             v.size());
+  return Tensor(const_cast<int32_t*>(v.data()), DType::I32, Device::CPU, shape);
+}
+
 void check_same_shape(const char* op, const Tensor& a, const Tensor& b) {
   MOWE_CHECK(a.shape == b.shape && a.dtype == b.dtype && a.device == b.device,
              "{}: tensors differ: {} vs {}", op, a.str(), b.str());

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <string>
+#include <vector>
 
 #include "runtime/check.h"
 
@@ -83,6 +84,10 @@ struct Tensor {
   Tensor rows_slice(int64_t begin, int64_t end) const;  // slice along dim 0
   std::string str() const;                              // "f32[2, 3]@cpu"
 };
+
+// A read-only i32 host view of v with the given shape (numel must equal v.size()): index arrays
+// kept in std::vector, passed to ops that take them as tensors. Valid while v is unchanged.
+Tensor host_i32_view(const std::vector<int32_t>& v, Shape shape);
 
 // Checks used by every op; the message names the op and both shapes.
 void check_same_shape(const char* op, const Tensor& a, const Tensor& b);

@@ -1,23 +1,12 @@
 // Element-wise kernels, activations, softmax and dropout: the CUDA twins of
 // runtime/cpu/elementwise_ops.cc, with the formulas from runtime/math.h.
 #include "runtime/cuda/block_ops.cuh"
+#include "runtime/cuda/for_each.cuh"
 #include "runtime/cuda/kernels.h"
 #include "runtime/math.h"
 
 namespace mowe::cuda {
 namespace {
-
-// Grid-stride loop over [0, n): calls f(i) for every index.
-template <typename F>
-__global__ void for_each_kernel(int64_t n, F f) {
-  const int64_t stride = int64_t{blockDim.x} * gridDim.x;
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += stride) f(i);
-}
-
-template <typename F>
-void for_each(int64_t n, cudaStream_t stream, F f) {
-  if (n > 0) for_each_kernel<<<grid_for(n), kThreads, 0, stream>>>(n, f);
-}
 
 // Functors rather than lambdas: device lambdas in host functions need --extended-lambda.
 template <typename T>

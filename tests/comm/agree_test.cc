@@ -4,20 +4,13 @@
 
 #include "comm/agree.h"
 #include "runtime/check.h"
+#include "tests/comm/comm_test_util.h"
 
 namespace mowe {
 namespace {
 
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world_size() {
-  int s = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &s);
-  return s;
-}
+using test::world_rank;
+using test::world_size;
 
 TEST(AllRanksSucceed, TrueWhenNoRankThrows) {
   int calls = 0;

@@ -7,12 +7,14 @@
 
 #include "comm/alltoall.h"
 #include "tests/comm/comm_test_util.h"
+#include "tests/util/expect_error.h"
 
 namespace mowe::test {
 namespace {
 
 using comm::AllToAll;
 using comm::Collective;
+using mowe::testing::expect_error;
 
 // Rows from src to dst, uneven with empty pairs; with 3+ ranks rank 1 sends nothing at all.
 int64_t pair_rows(int src, int dst, int size, uint64_t seed) {
@@ -106,12 +108,9 @@ TEST_P(AllToAllTest, RanksPerNodeFromTheSystem) {
 }
 
 TEST_P(AllToAllTest, RefusesAWorldSizeThatNodesCannotDivide) {
-  try {
-    AllToAll hier(*comm_, AllToAll::Algorithm::Hierarchical, 3);
-    FAIL() << "3 ranks per node cannot divide " << size_;
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("must divide the world size"), std::string::npos);
-  }
+  SCOPED_TRACE(::testing::Message() << "3 ranks per node cannot divide " << size_);
+  expect_error([&] { AllToAll hier(*comm_, AllToAll::Algorithm::Hierarchical, 3); },
+               {"must divide the world size"});
 }
 
 int64_t all_pairs(int src, int dst, int, uint64_t seed) {

@@ -4,9 +4,12 @@
 #include <string>
 
 #include "comm/mpi_check.h"
+#include "tests/util/expect_error.h"
 
 namespace mowe {
 namespace {
+
+using testing::expect_error;
 
 TEST(MpiCheck, SuccessfulCallPasses) {
   int rank = -1;
@@ -18,16 +21,11 @@ TEST(MpiCheck, FailedCallThrowsWithRankAndExpression) {
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   int value = 1, result = 0;
-  try {
-    // A negative count is invalid on every rank, so no rank blocks in the collective.
-    MPI_CHECK(MPI_Allreduce(&value, &result, -1, MPI_INT, MPI_SUM, MPI_COMM_WORLD));
-    FAIL() << "must throw";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    EXPECT_NE(msg.find("MPI failed on rank " + std::to_string(rank)), std::string::npos) << msg;
-    EXPECT_NE(msg.find("MPI_Allreduce(&value, &result, -1"), std::string::npos) << msg;
-    EXPECT_NE(msg.find("MPI_ERR_COUNT"), std::string::npos) << msg;
-  }
+  // A negative count is invalid on every rank, so no rank blocks in the collective.
+  expect_error(
+      [&] { MPI_CHECK(MPI_Allreduce(&value, &result, -1, MPI_INT, MPI_SUM, MPI_COMM_WORLD)); },
+      {"MPI failed on rank " + std::to_string(rank), "MPI_Allreduce(&value, &result, -1",
+       "MPI_ERR_COUNT"});
 }
 
 }  // namespace

@@ -8,9 +8,12 @@
 #include <fstream>
 
 #include "runtime/check.h"
+#include "tests/util/expect_error.h"
 
 namespace mowe::data {
 namespace {
+
+using mowe::testing::expect_error;
 
 namespace fs = std::filesystem;
 
@@ -87,12 +90,7 @@ TEST(WordNet, AdjectiveMarkersAreRemoved) {
 }
 
 TEST(WordNet, MissingFilesNameThePackage) {
-  try {
-    read_wordnet("/nonexistent/wordnet");
-    FAIL() << "expected an error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("wordnet-base"), std::string::npos) << e.what();
-  }
+  expect_error([] { read_wordnet("/nonexistent/wordnet"); }, {"wordnet-base"});
 }
 
 TEST(TextCorpus, ParagraphsAreDocumentsAndInvalidLinesAreSkipped) {
@@ -121,12 +119,7 @@ TEST(ReadCorpus, EmptyCorpusIsAnError) {
   config::DataConfig config;
   config.set_corpus(config::DataConfig::TEXT);
   config.set_corpus_path(temp_file("empty.txt", "\n\n \xff\n"));
-  try {
-    read_corpus(config);
-    FAIL() << "expected an error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("holds no document"), std::string::npos) << e.what();
-  }
+  expect_error([&] { read_corpus(config); }, {"holds no document"});
   config.set_corpus_path("/nonexistent/file.txt");
   EXPECT_THROW(read_corpus(config), Error);
 }

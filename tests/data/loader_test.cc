@@ -7,9 +7,12 @@
 
 #include "data/hash.h"
 #include "runtime/check.h"
+#include "tests/util/expect_error.h"
 
 namespace mowe::data {
 namespace {
+
+using mowe::testing::expect_error;
 
 constexpr int32_t kVocab = 200;
 
@@ -97,12 +100,9 @@ TEST(Loader, PadsAConfiguredTargetLengthAndMasksIt) {
 }
 
 TEST(Loader, RefusesBatchSizesThatDoNotSplitEvenly) {
-  try {
-    Loader loader(synthetic_stream(5000, 1), synthetic_table(), options(6, 0, 4));
-    FAIL() << "expected an error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("global_batch_size"), std::string::npos);
-  }
+  expect_error(
+      [] { Loader loader(synthetic_stream(5000, 1), synthetic_table(), options(6, 0, 4)); },
+      {"global_batch_size"});
   EXPECT_THROW(Loader(synthetic_stream(50, 1), synthetic_table(), options(2)), Error);
 }
 

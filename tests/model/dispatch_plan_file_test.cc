@@ -7,28 +7,19 @@
 
 #include <unistd.h>
 #include <filesystem>
-#include <functional>
 
 #include "data/files.h"
 #include "runtime/check.h"
+#include "tests/util/expect_error.h"
 
 namespace mowe::model {
 namespace {
 
+using mowe::testing::expect_error;
+
 namespace fs = std::filesystem;
 
-void expect_error(const std::function<void()>& f, std::initializer_list<std::string> parts) {
-  std::string what = "(no error)";
-  try {
-    f();
-  } catch (const Error& e) {
-    what = e.what();
-  }
-  for (const std::string& part : parts)
-    EXPECT_NE(what.find(part), std::string::npos) << "'" << part << "' not in: " << what;
-}
-
-class PlanFiles : public testing::Test {
+class PlanFiles : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = fs::temp_directory_path() / ("dispatch_plan_file_test." + std::to_string(::getpid()));

@@ -12,9 +12,12 @@
 
 #include "model/dispatch_plan_stats.h"
 #include "runtime/check.h"
+#include "tests/util/expect_error.h"
 
 namespace mowe::model {
 namespace {
+
+using mowe::testing::expect_error;
 
 void add_bucket(config::MoweConfig& c, int ids, int blocks, int per_block, int d_ff = 4) {
   config::BucketConfig* b = c.add_buckets();
@@ -53,24 +56,13 @@ config::MoweConfig two_buckets() {
   return c;
 }
 
-void expect_error(const std::function<void()>& f, std::initializer_list<std::string> parts) {
-  std::string what = "(no error)";
-  try {
-    f();
-  } catch (const Error& e) {
-    what = e.what();
-  }
-  for (const std::string& part : parts)
-    EXPECT_NE(what.find(part), std::string::npos) << "'" << part << "' not in: " << what;
-}
-
 TEST(DispatchPlan, OwnershipCoversEveryBlockOncePerReplica) {
   const config::MoweConfig c = two_buckets();
   for (int n : {1, 2, 4, 8, 16}) {
     const DispatchPlan plan = DispatchPlan::build(c, inputs(n, zipf(600)));
     for (int b = 0; b < plan.num_buckets(); ++b) {
       const BucketLayout& l = plan.table().bucket(b);
-      SCOPED_TRACE(testing::Message() << "world " << n << " bucket " << b);
+      SCOPED_TRACE(::testing::Message() << "world " << n << " bucket " << b);
       EXPECT_EQ(plan.replicas(b), n > l.num_blocks ? n / l.num_blocks : 1);
       std::vector<int> holders(l.num_blocks, 0);
       for (int r = 0; r < n; ++r) {

@@ -5,14 +5,16 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <functional>
 #include <numeric>
 #include <random>
 
 #include "runtime/check.h"
+#include "tests/util/expect_error.h"
 
 namespace mowe::model {
 namespace {
+
+using mowe::testing::expect_error;
 
 config::BucketConfig* add_bucket(config::MoweConfig& c, int ids, int blocks, int per_block,
                                  int d_ff) {
@@ -30,18 +32,6 @@ std::vector<int64_t> zipf(int64_t vocab, int64_t scale, uint64_t seed) {
   std::vector<int64_t> f(vocab);
   for (int64_t r = 0; r < vocab; ++r) f[ids[r]] = scale / (r + 1);
   return f;
-}
-
-// Expects f to throw Error whose message contains every one of `parts`.
-void expect_error(const std::function<void()>& f, std::initializer_list<std::string> parts) {
-  std::string what = "(no error)";
-  try {
-    f();
-  } catch (const Error& e) {
-    what = e.what();
-  }
-  for (const std::string& part : parts)
-    EXPECT_NE(what.find(part), std::string::npos) << "'" << part << "' not in: " << what;
 }
 
 TEST(RoutingTable, FrequencyOrderDecidesUnroutedAndBuckets) {

@@ -14,11 +14,13 @@
 #include "runtime/backend.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/cuda_check.h"
+#include "tests/util/expect_error.h"
 #include "tests/util/gradcheck.h"
 
 namespace mowe {
 namespace {
 
+using testing::expect_error;
 using testing::get;
 
 bool contains(const std::string& s, const std::string& part) {
@@ -43,13 +45,8 @@ TEST(CudaCheck, DeviceCountSucceedsOrReportsTheNamedError) {
 }
 
 TEST(CudaCheck, CublasFailureNamesTheStatus) {
-  try {
-    CUBLAS_CHECK(CUBLAS_STATUS_INVALID_VALUE);
-    FAIL() << "must throw";
-  } catch (const Error& e) {
-    EXPECT_TRUE(contains(e.what(), "cuBLAS failed on rank")) << e.what();
-    EXPECT_TRUE(contains(e.what(), "CUBLAS_STATUS_INVALID_VALUE")) << e.what();
-  }
+  expect_error([] { CUBLAS_CHECK(CUBLAS_STATUS_INVALID_VALUE); },
+               {"cuBLAS failed on rank", "CUBLAS_STATUS_INVALID_VALUE"});
 }
 
 ncclResult_t failing_nccl_call() {
@@ -57,14 +54,8 @@ ncclResult_t failing_nccl_call() {
 }
 
 TEST(CudaCheck, NcclFailureNamesTheStatus) {
-  try {
-    NCCL_CHECK(failing_nccl_call());
-    FAIL() << "must throw";
-  } catch (const Error& e) {
-    EXPECT_TRUE(contains(e.what(), "NCCL failed on rank")) << e.what();
-    EXPECT_TRUE(contains(e.what(), "failing_nccl_call()")) << e.what();
-    EXPECT_TRUE(contains(e.what(), "ncclInvalidArgument")) << e.what();
-  }
+  expect_error([] { NCCL_CHECK(failing_nccl_call()); },
+               {"NCCL failed on rank", "failing_nccl_call()", "ncclInvalidArgument"});
 }
 
 TEST(CudaBackend, IsChosenForCudaWithoutTouchingTheGpu) {
@@ -78,39 +69,29 @@ Tensor fake_device(Shape shape, DType dtype = DType::F32) {
   return Tensor(reinterpret_cast<void*>(uintptr_t{4096}), dtype, Device::CUDA, shape);
 }
 
-template <typename F>
-void expect_error(F f, const std::string& part) {
-  try {
-    f();
-    FAIL() << "must throw an error containing '" << part << "'";
-  } catch (const Error& e) {
-    EXPECT_TRUE(contains(e.what(), part)) << e.what();
-  }
-}
-
 TEST(CudaBackend, ValidatesOnTheHostLikeTheCpu) {
   Backend& gpu = cuda_backend();
   Buffer host = testing::host_buffer({2, 3}, DType::F32);
-  expect_error([&] { gpu.gelu_forward({}, host, host); }, "is not in device memory");
+  expect_error([&] { gpu.gelu_forward({}, host, host); }, {"is not in device memory"});
   expect_error(
       [&] {
         gpu.matmul({}, fake_device({2, 3}), fake_device({2, 3}), fake_device({2, 3}), false, false);
       },
-      "matmul: shapes do not chain");
+      {"matmul: shapes do not chain"});
   expect_error(
       [&] { gpu.gelu_forward({}, fake_device({4}, DType::BF16), fake_device({4}, DType::BF16)); },
-      "not supported on the CUDA backend");
+      {"not supported on the CUDA backend"});
   expect_error(
       [&] {
         gpu.rmsnorm_forward({}, fake_device({2, 3}), fake_device({4}), fake_device({2, 3}),
                             fake_device({2}), 1e-6);
       },
-      "scale has shape [4], expected [3]");
+      {"scale has shape [4], expected [3]"});
   const Tensor q = fake_device({1, 2, 1, 4}), p = fake_device({1, 1, 2, 2});
   Arena host_arena(host_allocator());
   expect_error(
       [&] { gpu.attention_backward({.scratch = &host_arena}, q, q, q, q, p, q, q, q, {}); },
-      "needs a device arena");
+      {"needs a device arena"});
 }
 
 // ---- CUDA against CPU: needs a GPU -------------------------------------------------------------
@@ -377,14 +358,14 @@ TEST_F(CudaVsCpu, CrossEntropyWithZLossAndZeroWeights) {
 TEST(CudaBackend, ValidatesOptimizerOpsOnTheHost) {
   Backend& gpu = cuda_backend();
   const Tensor x = fake_device({4}), m = fake_device({4}), bad = fake_device({5});
-  expect_error([&] { gpu.sum({}, x); }, "sum needs a scratch arena");
-  expect_error([&] { gpu.sum_squares({}, fake_device({2}, DType::I32)); }, "not supported");
-  expect_error([&] { gpu.adamw_update({}, x, x, m, bad, {}); }, "adamw_update: tensors differ");
+  expect_error([&] { gpu.sum({}, x); }, {"sum needs a scratch arena"});
+  expect_error([&] { gpu.sum_squares({}, fake_device({2}, DType::I32)); }, {"not supported"});
+  expect_error([&] { gpu.adamw_update({}, x, x, m, bad, {}); }, {"adamw_update: tensors differ"});
   expect_error(
       [&] {
         gpu.adafactor_update({}, x, x, fake_device({1, 1}), fake_device({1, 4}), {}, {});
       },
-      "parameters of rank >= 2");
+      {"parameters of rank >= 2"});
 }
 
 TEST_F(CudaVsCpu, SumAndSumSquaresF32AndF64) {

@@ -3,9 +3,12 @@
 #include <cstdint>
 
 #include "runtime/memory.h"
+#include "tests/util/expect_error.h"
 
 namespace mowe {
 namespace {
+
+using testing::expect_error;
 
 TEST(Shape, NumelStrAndWithDim) {
   Shape s{2, 3, 4};
@@ -30,12 +33,7 @@ TEST(Tensor, ReshapeRowsSliceAndTypedAccess) {
   EXPECT_EQ(t.reshape({2, 6}).shape, (Shape{2, 6}));
   EXPECT_THROW(t.reshape({5, 2}), Error);
   EXPECT_THROW(t.rows_slice(3, 5), Error);
-  try {
-    t.ptr<double>();
-    FAIL() << "typed access with the wrong dtype must throw";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("tensor of f32 accessed as f64"), std::string::npos);
-  }
+  expect_error([&] { t.ptr<double>(); }, {"tensor of f32 accessed as f64"});
 }
 
 TEST(Buffer, ZeroFilledAndMovable) {
