@@ -107,6 +107,7 @@ Batch Loader::batch_at(int64_t step, int64_t first_global_example) const {
     for (int64_t i = 0; i < td; ++i)
       b.loss_weights[r * td + i] = i < static_cast<int64_t>(ex.targets.size()) ? 1.0f : 0.0f;
   }
+  if (options_.prepare) options_.prepare(b);  // e.g. route tokens with the dispatch plan
   return b;
 }
 

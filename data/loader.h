@@ -26,6 +26,8 @@
 
 namespace mowe::data {
 
+struct Batch;
+
 struct LoaderOptions {
   int64_t input_length = 512;   // data.input_length
   int64_t target_length = 0;    // data.target_length; 0 = derived as T5 does (114 for 512)
@@ -39,6 +41,10 @@ struct LoaderOptions {
   int32_t pad_id = 0;
   int32_t eos_id = 1;
   std::vector<int32_t> sentinels;  // ids of <extra_id_0>, <extra_id_1>, ...
+  // Run on every built batch, on the thread that builds it (the prefetch thread for next()): the
+  // trainer routes tokens with its dispatch plan here, so the step does no routing work. Must be
+  // thread-safe with respect to the caller's other work; may fill Batch::prepared.
+  std::function<void(Batch&)> prepare;
 };
 
 // One rank's share of a global batch. Arrays are row-major [B, T] with B = batch_size examples
@@ -59,6 +65,7 @@ struct Batch {
   std::vector<int32_t> decoder_mask;         // 1 = real position (position 0 included)
   std::vector<int32_t> targets;              // sentinels and noise spans, EOS
   std::vector<float> loss_weights;           // 1 on real targets, 0 on padding
+  std::shared_ptr<const void> prepared;      // whatever LoaderOptions::prepare attached
 };
 
 // One example before padding.

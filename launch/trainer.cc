@@ -15,6 +15,11 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// What the loader thread attaches to each batch: both stacks' tokens routed with the plan.
+struct BatchRouting {
+  model::RoutedTokens encoder, decoder;
+};
+
 // Views of a batch's arrays as the model's inputs (no copies).
 model::ModelInputs model_inputs(const data::Batch& b) {
   model::ModelInputs in;
@@ -28,6 +33,11 @@ model::ModelInputs model_inputs(const data::Batch& b) {
   in.dec_routing = host_i32_view(b.decoder_routing_ids, {bs, td});
   in.targets = host_i32_view(b.targets, {bs, td});
   in.weights = Tensor(const_cast<float*>(b.loss_weights.data()), DType::F32, Device::CPU, {bs, td});
+  if (b.prepared) {
+    const auto* routing = static_cast<const BatchRouting*>(b.prepared.get());
+    in.enc_routed = &routing->encoder;
+    in.dec_routed = &routing->decoder;
+  }
   return in;
 }
 
@@ -78,9 +88,6 @@ Trainer::Trainer(const config::Config& config, comm::Communicator& comm)
       store_(host_allocator(), DType::F32, static_cast<uint64_t>(config.training().seed())),
       scratch_(host_allocator()),
       activations_(host_allocator()) {
-  const auto options = data::loader_options(config, *data_.tokenizer, comm.rank(), comm.size());
-  train_loader_ = std::make_unique<data::Loader>(data_.train, data_.table, options);
-  eval_loader_ = std::make_unique<data::Loader>(data_.validation, data_.table, options);
   model::MoweParallel parallel;
   if (has_mowe(config)) {
     plan_ = std::make_unique<model::DispatchPlan>(dispatch_plan(config, *data_.vocab, comm.size()));
@@ -95,6 +102,20 @@ Trainer::Trainer(const config::Config& config, comm::Communicator& comm)
       replica_groups_.push_back(
           comm.split(plan_->replica_group(comm.rank(), b).front(), comm.rank()));
   }
+  auto options = data::loader_options(config, *data_.tokenizer, comm.rank(), comm.size());
+  if (plan_) {
+    // The loader's thread routes each batch with the plan; the step only exchanges counts.
+    options.prepare = [plan = plan_.get(), rank = comm.rank(),
+                       deactivate =
+                           config.model().mowe().deactivate_routing_ids_above()](data::Batch& b) {
+      auto routing = std::make_shared<BatchRouting>();
+      model::route_tokens(*plan, rank, b.encoder_routing_ids, deactivate, &routing->encoder);
+      model::route_tokens(*plan, rank, b.decoder_routing_ids, deactivate, &routing->decoder);
+      b.prepared = std::move(routing);
+    };
+  }
+  train_loader_ = std::make_unique<data::Loader>(data_.train, data_.table, options);
+  eval_loader_ = std::make_unique<data::Loader>(data_.validation, data_.table, options);
   model_ = std::make_unique<model::T5Model>(config.model(), store_,
                                             plan_ ? &plan_->table() : nullptr, &parallel);
   optimizer_ = make_optimizer(config.training(), host_allocator());

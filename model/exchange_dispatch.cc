@@ -10,14 +10,13 @@ namespace {
 
 // The rank's experts as a routing table keyed by local-expert key (bucket-major): Dispatch then
 // groups received rows by (bucket, local expert) exactly as it groups tokens in one process.
-RoutingTable local_table(const DispatchPlan& plan, std::vector<int32_t>* key_base) {
+RoutingTable local_table(const DispatchPlan& plan) {
   std::vector<BucketLayout> layouts;
   std::vector<int32_t> bucket_of, expert_of;
   std::vector<std::vector<int64_t>> loads;
   for (int b = 0; b < plan.num_buckets(); ++b) {
     const BucketLayout& global = plan.table().bucket(b);
     const int64_t experts = plan.local_experts(b);
-    key_base->push_back(static_cast<int32_t>(bucket_of.size()));
     layouts.push_back(
         {experts, plan.blocks_per_rank(b), global.experts_per_block, global.expert_d_ff});
     for (int64_t e = 0; e < experts; ++e) {
@@ -41,37 +40,56 @@ ExchangeDispatch::ExchangeDispatch(const DispatchPlan& plan, comm::AllToAll& all
   MOWE_CHECK(plan.world_size() == alltoall.comm().size(),
              "dispatch plan {} is for {} ranks, but the communicator has {}", plan.source(),
              plan.world_size(), alltoall.comm().size());
-  local_table_ = local_table(plan, &key_base_);
+  local_table_ = local_table(plan);
 }
 
-void ExchangeDispatch::assign(const Context& ctx, std::span<const int32_t> routing_ids,
-                              int32_t deactivate_above) {
-  MOWE_CHECK(ctx.scratch != nullptr, "ExchangeDispatch::assign needs ctx.scratch");
-  const int world = alltoall_.comm().size();
-  num_tokens_ = static_cast<int64_t>(routing_ids.size());
-  // Route, then sort the routed tokens by (rank, key); stable, so token order is kept inside an
-  // expert, as in one process.
-  std::vector<std::pair<int64_t, int32_t>>& routed = routed_;  // (rank * keys + key, token)
-  routed.clear();
-  const int64_t keys = local_table_.vocab_size();
-  for (int64_t n = 0; n < num_tokens_; ++n) {
+// Keys number a rank's local experts bucket-major, as local_table() does.
+void route_tokens(const DispatchPlan& plan, int rank, std::span<const int32_t> routing_ids,
+                  int32_t deactivate_above, RoutedTokens* out) {
+  std::vector<int64_t> key_base(plan.num_buckets() + 1, 0);
+  for (int b = 0; b < plan.num_buckets(); ++b)
+    key_base[b + 1] = key_base[b] + plan.local_experts(b);
+  const int64_t keys = key_base.back();
+  // Route, then sort by (rank, key); stable, so token order is kept inside an expert, as in one
+  // process.
+  std::vector<std::pair<int64_t, int32_t>> routed;  // (rank * keys + key, token)
+  out->num_tokens = static_cast<int64_t>(routing_ids.size());
+  for (int64_t n = 0; n < out->num_tokens; ++n) {
     const int32_t id = routing_ids[n];
     if (id == kPaddingRoutingId) continue;
-    const Route r = dispatch_plan_.route(id, rank_);  // throws for ids outside the vocabulary
+    const Route r = plan.route(id, rank);  // throws for ids outside the vocabulary
     if (r.rank < 0 || (deactivate_above > 0 && id > deactivate_above)) continue;
-    routed.emplace_back(int64_t{r.rank} * keys + key_base_[r.bucket] + r.local_expert,
+    routed.emplace_back(int64_t{r.rank} * keys + key_base[r.bucket] + r.local_expert,
                         static_cast<int32_t>(n));
   }
   std::stable_sort(routed.begin(), routed.end(),
                    [](const auto& a, const auto& b) { return a.first < b.first; });
-  send_order_.resize(routed.size());
-  std::vector<int32_t> send_keys(routed.size());
-  send_rows_.assign(world, 0);
+  out->send_order.resize(routed.size());
+  out->send_keys.resize(routed.size());
+  out->send_rows.assign(plan.world_size(), 0);
   for (size_t i = 0; i < routed.size(); ++i) {
-    send_order_[i] = routed[i].second;
-    send_keys[i] = static_cast<int32_t>(routed[i].first % keys);
-    ++send_rows_[routed[i].first / keys];
+    out->send_order[i] = routed[i].second;
+    out->send_keys[i] = static_cast<int32_t>(routed[i].first % keys);
+    ++out->send_rows[routed[i].first / keys];
   }
+}
+
+void ExchangeDispatch::assign(const Context& ctx, std::span<const int32_t> routing_ids,
+                              int32_t deactivate_above) {
+  route_tokens(dispatch_plan_, rank_, routing_ids, deactivate_above, &routed_);
+  assign(ctx, routed_);
+}
+
+void ExchangeDispatch::assign(const Context& ctx, const RoutedTokens& routed) {
+  MOWE_CHECK(ctx.scratch != nullptr, "ExchangeDispatch::assign needs ctx.scratch");
+  const int world = alltoall_.comm().size();
+  MOWE_CHECK(static_cast<int>(routed.send_rows.size()) == world,
+             "routed tokens for {} ranks, but the communicator has {}", routed.send_rows.size(),
+             world);
+  num_tokens_ = routed.num_tokens;
+  send_order_ = routed.send_order;
+  send_rows_ = routed.send_rows;
+  const std::vector<int32_t>& send_keys = routed.send_keys;
 
   // Counts first (one int per peer, through the same algorithm as the data, so a hierarchical
   // job sends no P-1 inter-node messages here either), then the plan, then each row's key.

@@ -23,6 +23,21 @@
 
 namespace mowe::model {
 
+// One stack's tokens routed on the host before the step (the loader thread prepares it): per
+// send row its token, sorted by (destination rank, bucket, local expert), and the local-expert
+// key it has on the destination; rows per destination rank. No communication.
+struct RoutedTokens {
+  int64_t num_tokens = 0;
+  std::vector<int32_t> send_order;  // [S]
+  std::vector<int32_t> send_keys;   // [S]
+  std::vector<int64_t> send_rows;   // [P]
+};
+
+// Routes routing ids [N] of rank `rank` with `plan`; padding, unrouted ids and ids >
+// deactivate_above (when > 0) are skipped. Pure and thread-safe.
+void route_tokens(const DispatchPlan& plan, int rank, std::span<const int32_t> routing_ids,
+                  int32_t deactivate_above, RoutedTokens* out);
+
 class ExchangeDispatch final : public TokenRouter {
  public:
   // `plan` is for alltoall.comm()'s world size; both must outlive this object.
@@ -31,6 +46,8 @@ class ExchangeDispatch final : public TokenRouter {
   // Collective over the all-to-all's communicator. Routing ids [N] of this rank's tokens;
   // padding, unrouted ids and ids > deactivate_above (when > 0) are skipped.
   void assign(const Context& ctx, std::span<const int32_t> routing_ids, int32_t deactivate_above);
+  // The same from tokens already routed (route_tokens): only the exchanges remain.
+  void assign(const Context& ctx, const RoutedTokens& routed);
 
   int64_t num_tokens() const override { return num_tokens_; }
   const ExpertRows& expert_rows() const override { return received_.rows(); }
@@ -46,16 +63,15 @@ class ExchangeDispatch final : public TokenRouter {
   const DispatchPlan& dispatch_plan_;
   comm::AllToAll& alltoall_;
   int rank_;
-  RoutingTable local_table_;       // local-expert key -> (bucket, local expert) on this rank
-  std::vector<int32_t> key_base_;  // [B]: key of local expert 0 of each bucket
+  RoutingTable local_table_;  // local-expert key -> (bucket, local expert) on this rank
   int64_t num_tokens_ = 0;
   std::vector<int32_t> send_order_;             // [S]: the token of each send row
   std::vector<int64_t> send_rows_, recv_rows_;  // [P]
   comm::AllToAll::Plan exchange_plan_;
   comm::AllToAll::Plan counts_plan_;  // one row per peer, built on the first assign()
   bool counts_plan_ready_ = false;
-  Dispatch received_;                                // groups the received rows by local expert
-  std::vector<std::pair<int64_t, int32_t>> routed_;  // reused by assign()
+  Dispatch received_;    // groups the received rows by local expert
+  RoutedTokens routed_;  // reused by assign(routing ids)
 };
 
 }  // namespace mowe::model

@@ -237,7 +237,10 @@ Tensor T5Model::run_stack(const StepContext& s, Stack& st, const Tensor& x_embed
                "routing ids are dispatched on the host: expected host i32, got {}", ids.str());
     const std::span<const int32_t> span(ids.ptr<int32_t>(), static_cast<size_t>(ids.numel()));
     const int32_t deactivate = config_.mowe().deactivate_routing_ids_above();
-    if (st.exchange) {
+    const RoutedTokens* routed = dec ? in.dec_routed : in.enc_routed;
+    if (st.exchange && routed != nullptr) {
+      st.exchange->assign(s.ctx, *routed);  // collective: counts and keys only
+    } else if (st.exchange) {
       st.exchange->assign(s.ctx, span, deactivate);  // collective
     } else {
       st.dispatch.assign(*routing_, span, deactivate);

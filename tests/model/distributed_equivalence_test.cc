@@ -101,6 +101,7 @@ void expect_close(const std::string& what, const Tensor& a, const Tensor& b,
 struct Case {
   comm::AllToAll::Algorithm algorithm;
   int ranks_per_node;
+  bool prerouted;  // tokens routed beforehand (as the loader thread does), not in the step
 };
 
 class DistributedEquivalence : public ::testing::TestWithParam<Case> {};
@@ -135,6 +136,16 @@ TEST_P(DistributedEquivalence, LossGradientsAndThreeAdamWStepsMatchOneProcess) {
   T5Model model(m, store, &table, &parallel);
   const int64_t local = kGlobalBatch / n;
   Batch mine = make_batch(rank * local, local, m.vocab_size(), m.mowe().routing_vocab_size());
+  RoutedTokens enc_routed, dec_routed;
+  if (c.prerouted) {
+    auto ids = [](const Tensor& t) {
+      return std::span<const int32_t>(t.ptr<int32_t>(), static_cast<size_t>(t.numel()));
+    };
+    route_tokens(plan, rank, ids(mine.in.enc_routing), 0, &enc_routed);
+    route_tokens(plan, rank, ids(mine.in.dec_routing), 0, &dec_routed);
+    mine.in.enc_routed = &enc_routed;
+    mine.in.dec_routed = &dec_routed;
+  }
   Runner run;
   AdamW opt(host_allocator(), {.weight_decay = 0.01});
   // Replica groups, one communicator per bucket (null when a block has one owner).
@@ -186,8 +197,9 @@ TEST_P(DistributedEquivalence, LossGradientsAndThreeAdamWStepsMatchOneProcess) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllToAll, DistributedEquivalence,
-                         ::testing::Values(Case{comm::AllToAll::Algorithm::Flat, 1},
-                                           Case{comm::AllToAll::Algorithm::Hierarchical, 2}));
+                         ::testing::Values(Case{comm::AllToAll::Algorithm::Flat, 1, false},
+                                           Case{comm::AllToAll::Algorithm::Hierarchical, 2, false},
+                                           Case{comm::AllToAll::Algorithm::Flat, 1, true}));
 
 // One MoWE layer with K experts: the data all-to-alls of a forward and a backward pass send one
 // message to each peer per pass (dispatch and combine), for K = 1,024 and K = 65,536 alike.
