@@ -87,7 +87,8 @@ Trainer::Trainer(const config::Config& config, comm::Communicator& comm)
       data_(data::open_pipeline(config)),
       store_(host_allocator(), DType::F32, static_cast<uint64_t>(config.training().seed())),
       scratch_(host_allocator()),
-      activations_(host_allocator()) {
+      activations_(host_allocator()),
+      step_sums_(host_allocator(), {3}, DType::F64) {
   model::MoweParallel parallel;
   if (has_mowe(config)) {
     plan_ = std::make_unique<model::DispatchPlan>(dispatch_plan(config, *data_.vocab, comm.size()));
@@ -153,7 +154,7 @@ double Trainer::forward_backward(const data::Batch& batch, bool backward, double
   const model::ModelInputs in = model_inputs(batch);
   // The loss is normalised by the global number of target tokens, so the summed gradients
   // equal those of the whole global batch on one rank.
-  Buffer sums(host_allocator(), {2}, DType::F64);  // [target tokens, loss]
+  const Buffer& sums = step_sums_;  // [target tokens, loss]
   double local = 0;
   for (float w : batch.loss_weights) local += w;
   sums.tensor().ptr<double>()[0] = local;
@@ -199,7 +200,7 @@ void Trainer::sync_expert_gradients() {
 // gradients are spread over the ranks, each block counted once per replica.
 double Trainer::grad_norm() {
   Context ctx{.scratch = &scratch_};
-  Buffer sums(host_allocator(), {1}, DType::F64);
+  const Tensor sums = step_sums_.tensor().rows_slice(2, 3);  // [expert sum of squares]
   double dense = 0, experts = 0;
   for (size_t i = 0; i < slots_.size(); ++i) {
     const double ss = cpu_backend().sum_squares(ctx, slots_[i].grad);
@@ -209,9 +210,9 @@ double Trainer::grad_norm() {
       experts += ss * expert_share_[i];
     }
   }
-  sums.tensor().ptr<double>()[0] = experts;
+  sums.ptr<double>()[0] = experts;
   comm_.allreduce(sums, comm::ReduceOp::Sum);
-  return std::sqrt(dense + sums.tensor().ptr<double>()[0]);
+  return std::sqrt(dense + sums.ptr<double>()[0]);
 }
 
 StepResult Trainer::step(const data::Batch& batch) {

@@ -71,6 +71,7 @@ class Trainer {
   std::unique_ptr<comm::BucketedAllreduce> dense_sync_;
   std::vector<std::vector<size_t>> group_grads_;  // dense_grad_groups() -> dense_sync_ indices
   Arena scratch_, activations_;
+  Buffer step_sums_;  // host scalars allreduced each step: tokens, loss, expert sum of squares
   int64_t steps_done_ = 0;
 };
 
