@@ -6,8 +6,8 @@
 #include <chrono>
 #include <filesystem>
 
-#include "data/files.h"
 #include "runtime/check.h"
+#include "runtime/files.h"
 
 namespace mowe::data {
 namespace {

@@ -6,8 +6,8 @@
 #include <numeric>
 #include <unordered_map>
 
-#include "data/files.h"
 #include "runtime/check.h"
+#include "runtime/files.h"
 
 namespace mowe::data {
 namespace {

@@ -6,10 +6,10 @@
 #include <filesystem>
 #include <thread>
 
-#include "data/files.h"
 #include "data/hash.h"
 #include "data/spm_shim.h"
 #include "runtime/check.h"
+#include "runtime/files.h"
 
 #ifndef MOWE_SPM_MODULE_PATH
 #define MOWE_SPM_MODULE_PATH ""

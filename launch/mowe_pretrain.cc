@@ -1,12 +1,15 @@
 // mowe_pretrain: the SPMD training program, one process per rank.
 //   mpirun -np N build/bin/mowe_pretrain --config configs/wordnet_small.textproto [--set k=v]...
 // Every rank loads and validates the configuration and checks that all ranks agree on it; then
-// it trains (launch/trainer.h), or stops there (--dry-run), or prints the model's size and cost
-// (--describe).
+// it trains (launch/train/trainer.h), or checks its inputs without training (--dry-run), or
+// prints the model's size and cost (--describe). SIGTERM, SIGUSR1 and SIGINT make the ranks
+// write a checkpoint at the next step boundary and exit 0 (130 for SIGINT).
 #include <mpi.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <csignal>
+#include <filesystem>
 #include <cstdint>
 #include <cstdio>
 #include <iostream>
@@ -16,7 +19,11 @@
 #include "comm/agree.h"
 #include "comm/mpi_check.h"
 #include "data/span_corruption.h"
-#include "launch/trainer.h"
+#include "launch/train/collective.h"
+#include "launch/train/job.h"
+#include "launch/train/preemption.h"
+#include "launch/train/trainer.h"
+#include "runtime/checkpoint/directory.h"
 #include "model/describe.h"
 #include "runtime/backend.h"
 #include "runtime/config/config.h"
@@ -25,9 +32,15 @@
 namespace {
 
 constexpr const char* kUsage =
-    "mpirun -np N mowe_pretrain --config FILE [--set path=value]... [--dry-run] [--describe]\n"
-    "  --dry-run   validate the configuration and the MPI world, then exit\n"
+    "mpirun -np N mowe_pretrain --config FILE [--set path=value]... [--resume auto|none|PATH]\n"
+    "                           [--dry-run] [--describe]\n"
+    "  --resume    auto: continue from the newest checkpoint in training.checkpoint_dir that\n"
+    "              loads (start at step 0 when there is none); none (default): start at step 0;\n"
+    "              PATH: continue from that checkpoint directory (any world size)\n"
+    "  --dry-run   check the configuration, the MPI world, every input file, the dispatch plan\n"
+    "              for this world size and the checkpoint directory, then exit without training\n"
     "  --describe  print parameter counts and FLOPs of the configured model and exit\n"
+    "SIGTERM, SIGUSR1 or SIGINT: checkpoint at the next step boundary, then exit 0 (SIGINT: 130).\n"
     "Before training: mowe_vocab --config FILE (tokenizer and routing vocabulary), and\n"
     "optionally mowe_plan --config FILE --world-size N (the dispatch plan).";
 
@@ -38,6 +51,11 @@ uint64_t fingerprint(const std::string& text) {
   return h;
 }
 
+std::string resume_mode(const mowe::config::CommonFlags& flags) {
+  auto it = flags.values.find("--resume");
+  return it == flags.values.end() ? "none" : it->second;
+}
+
 struct Startup {
   mowe::config::CommonFlags flags;
   mowe::config::Config config;
@@ -46,7 +64,7 @@ struct Startup {
 // Flags and config: errors here are the same on every rank, so they are agreed on collectively.
 Startup parse_and_load(int argc, char** argv, int rank, int world) {
   Startup s;
-  s.flags = mowe::config::parse_common_flags(argc, argv, {"--dry-run", "--describe"});
+  s.flags = mowe::config::parse_common_flags(argc, argv, {"--dry-run", "--describe"}, {"--resume"});
   mowe::log::init({.rank = rank,
                    .world_size = world,
                    .all_ranks = s.flags.log_all_ranks,
@@ -54,7 +72,33 @@ Startup parse_and_load(int argc, char** argv, int rank, int world) {
   if (s.flags.help) return s;
   if (s.flags.config_path.empty()) throw mowe::Error("--config FILE is required (see --help)");
   s.config = mowe::config::load_config(s.flags.config_path, s.flags.overrides);
+  const std::string resume = resume_mode(s.flags);
+  if (resume != "auto" && resume != "none" &&
+      !std::filesystem::exists(std::filesystem::path(resume) / "manifest.pb"))
+    throw mowe::Error(fmt::format(
+        "--resume {}: not a checkpoint directory (no manifest.pb); use auto, none, or a "
+        "step-NNNNNNNN directory of training.checkpoint_dir",
+        resume));
   return s;
+}
+
+// What --dry-run checks besides the config: every input file exists and parses (corpus,
+// tokenizer, routing vocabulary), the dispatch plan serves this world size, and the checkpoint
+// directory is usable. Collective; errors are agreed on.
+void dry_run(const mowe::config::Config& cfg, MPI_Comm world_comm, int rank, int world) {
+  mowe::comm::CommOptions options;
+  options.timeout_seconds = cfg.parallel().collective_timeout_s();
+  auto comm = mowe::comm::make_communicator(world_comm, mowe::Device::CPU, options);
+  mowe::train::run_agreed(*comm, [&] {
+    if (rank == 0)
+      mowe::checkpoint::check_checkpoint_directory(cfg.training().checkpoint_dir(),
+                                                   "training.checkpoint_dir");
+    const mowe::data::DataPipeline data = mowe::data::open_pipeline(cfg);
+    const auto& m = cfg.model().mowe();
+    if (m.encoder_layers_size() + m.decoder_layers_size() > 0)
+      mowe::train::resolve_plan(cfg, *data.vocab, world);
+    spdlog::info("[pretrain] dry run: inputs, dispatch plan and checkpoint directory are usable");
+  });
 }
 
 // Parameter counts and FLOPs, computed from the config alone.
@@ -98,6 +142,7 @@ int run(const Startup& s, int rank, int world) {
   spdlog::info("[pretrain] all {} ranks agree on the config (fingerprint {:016x}); device: cpu",
                world, mine);
   if (s.flags.has("--dry-run")) {
+    dry_run(s.config, MPI_COMM_WORLD, rank, world);
     spdlog::info("[pretrain] dry run complete");
     return 0;
   }
@@ -109,9 +154,11 @@ int run(const Startup& s, int rank, int world) {
   const int threads = mowe::set_cpu_threads(std::max(1, cores / comm->ranks_per_node()));
   spdlog::info("[pretrain] {} cores, {} ranks on this node: {} BLAS threads per rank", cores,
                comm->ranks_per_node(), threads);
+  mowe::train::install_stop_handlers();
   mowe::train::Trainer trainer(s.config, *comm);
-  trainer.run();
-  return 0;
+  trainer.resume(resume_mode(s.flags));
+  const mowe::train::RunResult result = trainer.run();
+  return result.stop_signal == SIGINT ? 130 : 0;
 }
 
 }  // namespace
@@ -133,6 +180,10 @@ int main(int argc, char** argv) {
     } else {
       try {
         status = run(startup, rank, world);
+      } catch (const mowe::train::AgreedError& e) {
+        // Every rank has the same error and leaves cleanly: print it once.
+        if (rank == 0) std::fprintf(stderr, "mowe_pretrain: error: %s\n", e.what());
+        status = 1;
       } catch (const std::exception& e) {
         std::fprintf(stderr, "mowe_pretrain: error on rank %d of %d: %s\n", rank, world, e.what());
         // Other ranks may be waiting in a collective for this one: end the job, never hang.

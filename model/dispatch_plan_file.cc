@@ -3,10 +3,10 @@
 #include <cmath>
 #include <filesystem>
 
-#include "data/files.h"
 #include "data/hash.h"
 #include "data/span_corruption.h"
 #include "runtime/check.h"
+#include "runtime/files.h"
 
 namespace mowe::model {
 
@@ -83,7 +83,7 @@ PlanInputs plan_inputs(const config::Config& config, const std::string& config_p
 void save_plan(const DispatchPlan& plan, const std::string& path) {
   std::string bytes;
   MOWE_CHECK(plan.to_proto().SerializeToString(&bytes), "cannot serialize the dispatch plan");
-  data::write_file_atomically(path, bytes);
+  write_file_atomically(path, bytes);
 }
 
 DispatchPlan load_plan(const std::string& path) {
@@ -93,7 +93,7 @@ DispatchPlan load_plan(const std::string& path) {
                     "--world-size <ranks>",
                     path));
   DispatchPlanFile file;
-  if (!file.ParseFromString(data::read_file(path, "dispatch plan")))
+  if (!file.ParseFromString(read_file(path, "dispatch plan")))
     throw Error(fmt::format("{} is not a dispatch plan file (write one with mowe_plan)", path));
   return DispatchPlan::from_proto(file, path);
 }

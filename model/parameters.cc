@@ -37,6 +37,7 @@ Parameter& ParameterStore::add(const std::string& name, Shape shape, ParamKind k
              "parameter '{}': {} rows listed for a tensor of {} rows", name, rows.rows.size(),
              shape.ndim() ? shape[0] : 0);
   p->rows = std::move(rows);
+  p->sharding.global_shape = shape;
   p->value = Buffer(allocator_, shape, dtype_);
   if (trainable) p->grad = Buffer(allocator_, shape, dtype_);
   initialise(*p);

@@ -12,6 +12,10 @@
 #include "runtime/memory.h"
 #include "runtime/optimizer.h"
 
+namespace mowe::comm {
+class Communicator;
+}
+
 namespace mowe::model {
 
 // Dense parameters are replicated and allreduced; expert parameters are sharded by block.
@@ -33,12 +37,25 @@ struct RowMap {
   bool operator==(const RowMap&) const = default;
 };
 
+// How a parameter is spread over the ranks: what the gradient norm, the replica reduction and the
+// checkpoint writer need to know, set once by the job that shards the model (every field keeps
+// its one-process meaning until then: the whole tensor, held once, written by this process).
+struct Sharding {
+  Shape global_shape;      // the logical parameter; rows (dim 0) indexed by RowMap::global
+  int bucket = -1;         // expert bucket, -1 for dense parameters
+  int64_t unit_rows = 0;   // rows of one ownership unit (an expert block); 0 = the whole tensor
+  int replicas = 1;        // ranks holding identical copies of these rows
+  bool writer = true;      // this rank's copy is the one saved, and counted in the global norm
+  comm::Communicator* replica_group = nullptr;  // over the copies; null: nothing to reduce
+};
+
 struct Parameter {
   std::string name;  // "encoder.block1.attention.q"
   ParamKind kind = ParamKind::Dense;
   Init init;
   bool trainable = true;  // false: no gradient buffer (frozen experts)
   RowMap rows;            // the rows of the logical parameter this tensor holds
+  Sharding sharding;      // global shape == value's shape until a job shards the parameter
   Buffer value;
   Buffer grad;  // empty when !trainable
 };

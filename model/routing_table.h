@@ -69,4 +69,8 @@ class RoutingTable {
   std::vector<std::vector<int64_t>> loads_;
 };
 
+// Content hash of the routing function: every id's bucket and expert and every bucket's layout.
+// Two tables with the same hash send every token to the same expert.
+uint64_t routing_table_hash(const RoutingTable& table);
+
 }  // namespace mowe::model

@@ -29,7 +29,7 @@ double clip_scale(double norm, double max_norm) {
 // ---- Optimizer ---------------------------------------------------------------------------------
 
 void Optimizer::step(const Context& ctx, std::span<const ParamSlot> slots, double lr,
-                     double grad_scale) {
+                     double grad_scale, int64_t update) {
   MOWE_CHECK(std::isfinite(lr) && lr >= 0, "{}: learning rate {} must be finite and >= 0", name(),
              lr);
   // Two slots with one name would silently share (and corrupt) one state.
@@ -38,17 +38,12 @@ void Optimizer::step(const Context& ctx, std::span<const ParamSlot> slots, doubl
     MOWE_CHECK(seen.insert(slot.name).second, "{}: parameter '{}' appears twice", name(),
                slot.name);
   }
-  ++steps_;
+  MOWE_CHECK(update >= 1, "{}: update number {} must be >= 1", name(), update);
   for (const ParamSlot& slot : slots) {
     if (slot.grad.empty()) continue;
     Entry& entry = state_of(slot);
-    update(backend_for(slot.value.device), ctx, slot, entry.views, lr, grad_scale, steps_);
+    this->update(backend_for(slot.value.device), ctx, slot, entry.views, lr, grad_scale, update);
   }
-}
-
-void Optimizer::set_steps(int64_t steps) {
-  MOWE_CHECK(steps >= 0, "{}: step count {} must be >= 0", name(), steps);
-  steps_ = steps;
 }
 
 size_t Optimizer::state_bytes() const {

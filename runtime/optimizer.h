@@ -5,7 +5,10 @@
 //
 //   Adafactor opt(allocator);                        // state allocated lazily, keyed by name
 //   double norm = global_grad_norm(backend, ctx, slots);
-//   opt.step(ctx, slots, learning_rate(schedule, opt.steps()), clip_scale(norm, max_norm));
+//   opt.step(ctx, slots, learning_rate(schedule, step), clip_scale(norm, max_norm), step + 1);
+//
+// The optimizer keeps no step counter of its own: the caller's training state is the only one,
+// and passes the update number in (bias correction and Adafactor's decay depend on it).
 //
 // runtime/ does not depend on model/: the caller turns its parameter store into ParamSlots.
 #pragma once
@@ -53,20 +56,19 @@ class Optimizer {
 
   virtual const char* name() const = 0;
 
-  // One update of every slot that has a gradient, with the gradient multiplied by grad_scale
-  // (clipping and loss normalisation) and learning rate lr. Increments steps() first: the update
-  // is number steps() (1-based) for bias correction and Adafactor's decay.
-  void step(const Context& ctx, std::span<const ParamSlot> slots, double lr, double grad_scale);
+  // Update number `update` (1-based: bias correction and Adafactor's decay depend on it) of every
+  // slot that has a gradient, with the gradient multiplied by grad_scale (clipping and loss
+  // normalisation) and learning rate lr.
+  void step(const Context& ctx, std::span<const ParamSlot> slots, double lr, double grad_scale,
+            int64_t update);
 
-  int64_t steps() const { return steps_; }  // updates applied so far
-  void set_steps(int64_t steps);            // when restoring a checkpoint
   size_t state_bytes() const;
 
   // Views of every state tensor, named "<parameter>/<state>" and sorted by name, on the
   // parameters' device: a checkpoint writer copies them out.
   std::vector<NamedTensor> state_tensors() const;
   // Creates the missing (zero) state of every slot with a gradient and returns state_tensors():
-  // a checkpoint reader fills these in place, then calls set_steps().
+  // a checkpoint reader fills these in place.
   std::vector<NamedTensor> prepare_state(std::span<const ParamSlot> slots);
 
  protected:
@@ -93,7 +95,6 @@ class Optimizer {
 
   DeviceAllocator& allocator_;
   std::map<std::string, Entry> state_;  // by parameter name
-  int64_t steps_ = 0;
 };
 
 struct AdamWOptions {

@@ -24,14 +24,15 @@ train() {  # ranks, extra args...
   "${mpiexec[@]}" -np "$n" "$bin/mowe_pretrain" --config "$config" "${files[@]}" \
     --set training.steps=4 --set training.log_every=1 --set training.eval_every=2 \
     --set model.dropout_rate=0.1 --set parallel.grad_bucket_mb=0.002 \
-    --set training.learning_rate=1e-2 "$@" 2>&1
+    --set training.learning_rate=1e-2 --set "training.checkpoint_dir=$work/ckpt-$n-$RANDOM" \
+    "$@" 2>&1
 }
 losses() {
   grep -o -E 'step [0-9]+/4 loss [0-9.]+ lr [0-9.e-]+ grad_norm [0-9.]+|validation loss [0-9.]+' ||
     true
 }
 
-train 1 --set "parallel.plan=$work/none.pb" > "$work/np1.log" || { cat "$work/np1.log"; exit 1; }
+train 1 --set "parallel.plan=" > "$work/np1.log" || { cat "$work/np1.log"; exit 1; }
 losses < "$work/np1.log" > "$work/np1.txt"
 if [ "$(wc -l < "$work/np1.txt")" -ne 6 ]; then
   echo "FAIL: 1 rank did not log 4 steps and 2 evaluations"; cat "$work/np1.log"; exit 1
@@ -45,7 +46,7 @@ fi
 "$bin/mowe_plan" --config "$config" "${files[@]}" --world-size 2 --out "$work/plan2.pb" \
   > "$work/plan.log" 2>&1 || { cat "$work/plan.log"; exit 1; }
 for n in 2 4; do
-  plan="$work/none.pb"
+  plan=""
   [ "$n" = 2 ] && plan="$work/plan2.pb"  # the written plan file at 2, built in memory at 4
   layout=()
   [ "$n" = 4 ] && layout=(--set parallel.alltoall=HIERARCHICAL --set parallel.ranks_per_node=2)
@@ -63,5 +64,12 @@ if train 4 --set "parallel.plan=$work/plan2.pb" > "$work/wrong.log"; then
 fi
 if ! grep -q "built for 2 ranks, this job has 4" "$work/wrong.log"; then
   echo "FAIL: the refusal does not name both world sizes:"; cat "$work/wrong.log"; exit 1
+fi
+# A plan path that is set but missing is an error naming it, never a silent in-memory plan.
+if train 1 --set "parallel.plan=$work/missing.pb" > "$work/missing.log"; then
+  echo "FAIL: a missing plan file was accepted"; exit 1
+fi
+if ! grep -q "parallel.plan '$work/missing.pb' does not exist" "$work/missing.log"; then
+  echo "FAIL: the missing plan is not named:"; cat "$work/missing.log"; exit 1
 fi
 echo "1 passed, 0 failed"

@@ -8,7 +8,7 @@
 #include <unistd.h>
 #include <filesystem>
 
-#include "data/files.h"
+#include "runtime/files.h"
 #include "runtime/check.h"
 #include "tests/util/expect_error.h"
 
@@ -50,7 +50,7 @@ class PlanFiles : public ::testing::Test {
       e->add_tokens(w % 40), e->add_tokens((w + 1) % 40);
     }
     for (int id = 0; id < 40 + words; ++id) f.add_frequency(1000 / (id + 1) + (id == 5 ? bump : 0));
-    data::write_file_atomically(config_.data().routing_vocab(), f.SerializeAsString());
+    write_file_atomically(config_.data().routing_vocab(), f.SerializeAsString());
     return data::RoutingVocab::load(config_.data().routing_vocab());
   }
 
@@ -131,7 +131,7 @@ TEST_F(PlanFiles, RefusesMissingAndCorruptedFiles) {
   file = build(vocab, 2).to_proto();
   file.set_format_version(99);
   expect_error([&] { DispatchPlan::from_proto(file, "old.pb"); }, {"format version 99"});
-  data::write_file_atomically(config_.parallel().plan(), "not a plan");
+  write_file_atomically(config_.parallel().plan(), "not a plan");
   EXPECT_THROW(load_plan(config_.parallel().plan()), Error);
 }
 

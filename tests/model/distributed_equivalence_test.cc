@@ -189,8 +189,9 @@ TEST_P(DistributedEquivalence, LossGradientsAndThreeAdamWStepsMatchOneProcess) {
       expect_close(p->name + " grad, step " + std::to_string(step), p->grad, ref.grad, rows);
     }
     Context ctx{.scratch = &run.scratch};
-    opt.step(ctx, store.slots(), 1e-2, 1.0);
-    ref_opt.step(Context{.scratch = &ref_run.scratch}, ref_store.slots(), 1e-2, 1.0);
+    opt.step(ctx, store.slots(), 1e-2, 1.0, step + 1);
+    ref_opt.step(Context{.scratch = &ref_run.scratch}, ref_store.slots(), 1e-2, 1.0,
+                 step + 1);
   }
   for (const auto& p : store.all())
     expect_close(p->name + " after 3 steps", p->value, ref_store.get(p->name).value, p->rows.rows);

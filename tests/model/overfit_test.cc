@@ -125,7 +125,7 @@ TEST(Overfit, MemorisesFixedSpanCorruptionExamples) {
     loss = model.forward(s, x.in, 1e-4) * scale;
     if (step == 0) first = loss;
     model.backward(s, x.in, 1e-4, scale);
-    adamw.step(s.ctx, slots, 3e-3, 1.0);
+    adamw.step(s.ctx, slots, 3e-3, 1.0, step + 1);
   }
   EXPECT_LT(loss, 0.05) << "after " << step << " steps, from " << first;
   EXPECT_GT(first, 3.0) << "an untrained model is near ln(48) = 3.9 per token";

@@ -1,0 +1,32 @@
+#include "launch/train/batch.h"
+
+namespace mowe::train {
+
+model::ModelInputs model_inputs(const data::Batch& b) {
+  model::ModelInputs in;
+  in.batch = b.batch_size;
+  const int64_t bs = b.batch_size, te = b.input_length, td = b.target_length;
+  in.enc_ids = host_i32_view(b.encoder_input_ids, {bs, te});
+  in.enc_valid = host_i32_view(b.encoder_mask, {bs, te});
+  in.enc_routing = host_i32_view(b.encoder_routing_ids, {bs, te});
+  in.dec_ids = host_i32_view(b.decoder_input_ids, {bs, td});
+  in.dec_valid = host_i32_view(b.decoder_mask, {bs, td});
+  in.dec_routing = host_i32_view(b.decoder_routing_ids, {bs, td});
+  in.targets = host_i32_view(b.targets, {bs, td});
+  in.weights = Tensor(const_cast<float*>(b.loss_weights.data()), DType::F32, Device::CPU, {bs, td});
+  if (b.prepared) {
+    const auto* routing = static_cast<const BatchRouting*>(b.prepared.get());
+    in.enc_routed = &routing->encoder;
+    in.dec_routed = &routing->decoder;
+  }
+  return in;
+}
+
+int64_t real_tokens(const data::Batch& b) {
+  int64_t n = 0;
+  for (int32_t m : b.encoder_mask) n += m != 0;
+  for (int32_t m : b.decoder_mask) n += m != 0;
+  return n;
+}
+
+}  // namespace mowe::train

@@ -1,0 +1,283 @@
+#include "launch/train/checkpoint.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <filesystem>
+
+#include "launch/train/collective.h"
+#include "runtime/checkpoint/directory.h"
+#include "runtime/checkpoint/framed_file.h"
+#include "runtime/checkpoint/reader.h"
+#include "runtime/checkpoint/writer.h"
+#include "runtime/config/config.h"
+
+namespace mowe::train {
+namespace {
+
+namespace ckpt = mowe::checkpoint;
+using Clock = std::chrono::steady_clock;
+
+constexpr std::string_view kRankMagic = "MOWERANK";
+constexpr uint32_t kRankVersion = 1;
+
+// One tensor of the checkpoint as this rank holds it.
+struct Item {
+  std::string name;
+  Tensor local;
+  const model::Parameter* param;  // whose rows and sharding it follows
+};
+
+bool sharded(const model::Parameter& p) { return p.sharding.unit_rows > 0; }
+
+// Parameters in registration order, then optimizer state by name: the same list on every rank.
+std::vector<Item> checkpoint_items(Job& job) {
+  std::vector<Item> items;
+  for (const auto& p : job.parameters().all()) items.push_back({p->name, p->value.tensor(), p.get()});
+  for (const NamedTensor& s : job.optimizer().prepare_state(job.parameters().slots())) {
+    const std::string param = s.name.substr(0, s.name.rfind('/'));
+    items.push_back({s.name, s.tensor, &job.parameters().get(param)});
+  }
+  return items;
+}
+
+Shape global_shape(const Item& item) {
+  if (!sharded(*item.param)) return item.local.shape;
+  return item.local.shape.with_dim(0, item.param->sharding.global_shape[0]);
+}
+
+ckpt::Layout layout_of(const std::vector<Item>& items) {
+  std::vector<ckpt::TensorSpec> specs;
+  for (const Item& it : items) {
+    const bool experts = sharded(*it.param);
+    specs.push_back({.name = it.name,
+                     .dtype = it.local.dtype,
+                     .shape = global_shape(it),
+                     .file = experts ? "experts.bin" : "dense.bin",
+                     .chunk_rows = experts ? it.param->sharding.unit_rows : 0});
+  }
+  return ckpt::Layout::plan(std::move(specs));
+}
+
+// Runs of local rows whose global rows are consecutive: [local, local + count) -> [global, ...).
+struct RowRun {
+  int64_t local, global, count;
+};
+std::vector<RowRun> row_runs(const model::RowMap& rows, int64_t local_rows) {
+  std::vector<RowRun> runs;
+  for (int64_t i = 0; i < local_rows; ++i) {
+    const int64_t g = rows.global(i);
+    if (!runs.empty() && runs.back().global + runs.back().count == g) {
+      ++runs.back().count;
+    } else {
+      runs.push_back({i, g, 1});
+    }
+  }
+  return runs;
+}
+
+int64_t row_bytes(const Tensor& t) {
+  return t.shape.ndim() == 0 || t.dim(0) == 0 ? static_cast<int64_t>(t.nbytes())
+                                              : static_cast<int64_t>(t.nbytes()) / t.dim(0);
+}
+
+void write_items(ckpt::ChunkWriter& writer, const std::vector<Item>& items) {
+  for (const Item& it : items) {
+    if (!it.param->sharding.writer) continue;
+    if (!sharded(*it.param)) {
+      writer.write_tensor(it.name, it.local.data);
+      continue;
+    }
+    const int64_t unit = it.param->sharding.unit_rows;
+    for (const RowRun& run : row_runs(it.param->rows, it.local.dim(0))) {
+      MOWE_CHECK(run.global % unit == 0 && run.count % unit == 0,
+                 "'{}': rows {}..{} are not whole blocks of {}", it.name, run.global,
+                 run.global + run.count, unit);
+      writer.write_chunks(it.name, run.global / unit, run.count / unit,
+                          static_cast<const char*>(it.local.data) + run.local * row_bytes(it.local));
+    }
+  }
+}
+
+// The CRC of every chunk from the rank that wrote it; every chunk written exactly once.
+std::vector<uint32_t> gather_crcs(comm::Communicator& comm, const ckpt::ChunkWriter& writer) {
+  const std::vector<uint32_t>& crcs = writer.crcs();
+  const std::vector<uint8_t>& written = writer.written();
+  const size_t n = crcs.size();
+  std::vector<double> sums(2 * n, 0.0);  // CRCs and writer counts: exact in doubles
+  for (size_t i = 0; i < n; ++i) {
+    if (written[i]) sums[i] = crcs[i], sums[n + i] = 1;
+  }
+  comm.allreduce(Tensor(sums.data(), DType::F64, Device::CPU, {static_cast<int64_t>(2 * n)}),
+                 comm::ReduceOp::Sum);
+  std::vector<uint32_t> out(n);
+  for (size_t i = 0; i < n; ++i) {
+    MOWE_CHECK(sums[n + i] == 1, "checkpoint chunk {} was written by {} ranks, not 1", i,
+               sums[n + i]);
+    out[i] = static_cast<uint32_t>(sums[i]);
+  }
+  return out;
+}
+
+std::string rank_file(const std::string& dir, int rank) {
+  return fmt::format("{}/rank-{:05d}.pb", dir, rank);
+}
+
+void add_fingerprints(const Fingerprints& f, ckpt::CheckpointManifest* m) {
+  // Checked in this order, so a refusal names the most specific cause first (another bucket
+  // layout also gives another routing table).
+  for (const auto& [name, value] : {std::pair{"routing_vocab", f.routing_vocab},
+                                    std::pair{"bucket_layout", f.bucket_layout},
+                                    std::pair{"routing_table", f.routing_table}}) {
+    auto* fp = m->add_fingerprints();
+    fp->set_name(name);
+    fp->set_value(value);
+  }
+}
+
+// What each fingerprint protects, for the refusal message.
+const char* fingerprint_meaning(const std::string& name) {
+  if (name == "routing_vocab") return "another routing vocabulary (data.routing_vocab)";
+  if (name == "routing_table") return "another routing table (frequencies or num_unrouted_ids)";
+  return "another bucket layout (model.mowe.buckets)";
+}
+
+void check_fingerprints(const Fingerprints& mine, const ckpt::CheckpointManifest& m,
+                        const std::string& path) {
+  ckpt::CheckpointManifest expected;
+  add_fingerprints(mine, &expected);
+  for (const auto& want : expected.fingerprints()) {
+    uint64_t found = 0;
+    for (const auto& fp : m.fingerprints())
+      if (fp.name() == want.name()) found = fp.value();
+    if (found != want.value())
+      throw Error(fmt::format(
+          "checkpoint {} was written with {}: its {} hash is {:016x}, this job's is {:016x}; "
+          "resume with the files it was trained with, or train in another checkpoint_dir",
+          path, fingerprint_meaning(want.name()), want.name(), found, want.value()));
+  }
+}
+
+void read_items(const ckpt::CheckpointReader& reader, const std::vector<Item>& items) {
+  for (const Item& it : items) {
+    if (!reader.layout().find(it.name)) {
+      const bool state = it.name.find('/') != std::string::npos;
+      throw Error(fmt::format(
+          "checkpoint {} has no tensor '{}'{}", reader.path(), it.name,
+          state ? ": it was written with another optimizer (training.optimizer) or with frozen "
+                  "experts"
+                : ": it was written for another model (model.*)"));
+    }
+    reader.expect(it.name, it.local.dtype, global_shape(it));
+    if (!sharded(*it.param)) {
+      reader.read_tensor(it.name, it.local.data);
+      continue;
+    }
+    for (const RowRun& run : row_runs(it.param->rows, it.local.dim(0)))
+      reader.read_rows(it.name, run.global, run.count,
+                       static_cast<char*>(it.local.data) + run.local * row_bytes(it.local));
+  }
+}
+
+}  // namespace
+
+std::string save_checkpoint(Job& job, const TrainState& state) {
+  const auto start = Clock::now();
+  comm::Communicator& comm = job.comm();
+  const std::string dir = job.config().training().checkpoint_dir();
+  const std::vector<Item> items = checkpoint_items(job);
+  const ckpt::Layout layout = layout_of(items);
+  std::string tmp;
+  run_agreed(comm, [&] {
+    if (comm.rank() == 0) tmp = ckpt::begin_checkpoint(dir, state.step, layout);
+  });
+  tmp = fmt::format("{}/.tmp-{}", dir, ckpt::checkpoint_name(state.step));
+  ckpt::ChunkWriter writer(tmp, layout);
+  run_agreed(comm, [&] {
+    write_items(writer, items);
+    writer.sync();
+    TrainStateProto mine = state.to_proto();
+    mine.set_rank(comm.rank());
+    mine.set_world_size(comm.size());
+    ckpt::write_framed_file(rank_file(tmp, comm.rank()), kRankMagic, kRankVersion,
+                            mine.SerializeAsString());
+  });
+  const std::vector<uint32_t> crcs = gather_crcs(comm, writer);
+  const std::string path = fmt::format("{}/{}", dir, ckpt::checkpoint_name(state.step));
+  run_agreed(comm, [&] {
+    if (comm.rank() != 0) return;
+    ckpt::CheckpointManifest manifest;
+    manifest.set_step(state.step);
+    manifest.set_config(config::to_text(job.config()));
+    add_fingerprints(job.fingerprints(), &manifest);
+    manifest.set_world_size(comm.size());
+    manifest.set_user_state(state.to_proto().SerializeAsString());
+    layout.fill_manifest(&manifest, crcs);
+    ckpt::commit_checkpoint(dir, tmp, state.step, manifest);
+    for (const std::string& old :
+         ckpt::remove_old_checkpoints(dir, job.config().training().keep_checkpoints()))
+      spdlog::info("[checkpoint] removed {}", old);
+  });
+  int64_t bytes = 0;
+  for (const auto& [file, size] : layout.file_sizes()) bytes += size;
+  const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+  spdlog::info("[checkpoint] step {} written to {} ({:.1f} MB in {:.2f} s, {:.2f} GB/s)", state.step,
+               path, bytes / 1e6, secs, bytes / 1e9 / std::max(secs, 1e-9));
+  return path;
+}
+
+TrainState load_checkpoint(Job& job, const std::string& path) {
+  const auto start = Clock::now();
+  comm::Communicator& comm = job.comm();
+  TrainState state;
+  run_agreed(comm, [&] {
+    const ckpt::CheckpointReader reader(path);
+    const ckpt::CheckpointManifest& m = reader.manifest();
+    check_fingerprints(job.fingerprints(), m, path);
+    TrainStateProto saved;
+    if (!saved.ParseFromString(m.user_state()) || !saved.has_step() || !saved.has_loader())
+      throw Error(fmt::format("checkpoint {}: the manifest holds no training state", path));
+    // Each rank's own record (rank r of the new job checks rank r mod N of the old one) must
+    // agree with the manifest: they are written by different processes.
+    const int written_by = comm.rank() % std::max(1, m.world_size());
+    TrainStateProto own;
+    const std::string file = rank_file(path, written_by);
+    if (!own.ParseFromString(ckpt::read_framed_file(file, kRankMagic, kRankVersion)) ||
+        own.step() != saved.step() ||
+        own.loader().SerializeAsString() != saved.loader().SerializeAsString())
+      throw Error(fmt::format("checkpoint {}: {} disagrees with the manifest's training state",
+                              path, file));
+    read_items(reader, checkpoint_items(job));
+    state = TrainState::from_proto(saved);
+    job.train_loader().restore(state.loader);
+  });
+  const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+  spdlog::info("[checkpoint] resumed from {} at step {} ({:.2f} s)", path, state.step, secs);
+  return state;
+}
+
+std::optional<TrainState> resume(Job& job, const std::string& how) {
+  if (how == "none") return std::nullopt;
+  if (how != "auto") return load_checkpoint(job, how);
+  const std::string dir = job.config().training().checkpoint_dir();
+  const std::vector<ckpt::CheckpointInfo> found = ckpt::list_checkpoints(dir);
+  if (found.empty()) {
+    spdlog::info("[checkpoint] --resume auto: no checkpoint in {}, starting from step 0", dir);
+    return std::nullopt;
+  }
+  std::string first_error;
+  for (const ckpt::CheckpointInfo& c : found) {
+    try {
+      return load_checkpoint(job, c.path);
+    } catch (const AgreedError& e) {
+      spdlog::warn("[checkpoint] cannot resume from {}: {}; trying the previous checkpoint",
+                   c.path, e.what());
+      if (first_error.empty()) first_error = e.what();
+    }
+  }
+  throw AgreedError(fmt::format("--resume auto: none of the {} checkpoints in {} can be loaded; "
+                                "the newest failed with: {}",
+                                found.size(), dir, first_error));
+}
+
+}  // namespace mowe::train

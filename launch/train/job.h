@@ -1,0 +1,69 @@
+// A training job's set-up on one rank (SPMD): the data pipeline, the dispatch plan and the groups
+// it implies, this rank's share of the model with its sharding facts, the optimizer and the
+// loaders. Everything a step, an evaluation or a checkpoint needs, built once and owned here.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comm/alltoall.h"
+#include "comm/communicator.h"
+#include "data/pipeline.h"
+#include "model/dispatch_plan.h"
+#include "model/t5_model.h"
+#include "runtime/optimizer.h"
+
+namespace mowe::train {
+
+// The one place parallel.plan is resolved: empty = the plan built in memory from the routing
+// vocabulary (every rank computes the same one); a set path must exist (an Error names it) and is
+// refused when built for another world size, vocabulary or bucket layout.
+model::DispatchPlan resolve_plan(const config::Config& config, const data::RoutingVocab& vocab,
+                                 int world_size);
+
+// What a checkpoint must match to be loaded into this job: the routing vocabulary, the routing
+// table and the bucket layout (hashes; 0 for a model without MoWE layers).
+struct Fingerprints {
+  uint64_t routing_vocab = 0;
+  uint64_t routing_table = 0;
+  uint64_t bucket_layout = 0;
+};
+
+class Job {
+ public:
+  // Opens the data pipeline (tokenizer and routing vocabulary must exist: run mowe_vocab),
+  // resolves the dispatch plan and builds this rank's share of the model. Collective over comm.
+  Job(const config::Config& config, comm::Communicator& comm);
+  ~Job();
+  Job(const Job&) = delete;
+  Job& operator=(const Job&) = delete;
+
+  const config::Config& config() const { return config_; }
+  comm::Communicator& comm() const { return comm_; }
+  const data::DataPipeline& data() const { return data_; }
+  const model::DispatchPlan* plan() const { return plan_.get(); }
+  model::ParameterStore& parameters() { return store_; }
+  const model::ParameterStore& parameters() const { return store_; }
+  model::T5Model& model() { return *model_; }
+  Optimizer& optimizer() { return *optimizer_; }
+  data::Loader& train_loader() { return *train_loader_; }
+  data::Loader& eval_loader() { return *eval_loader_; }
+  const Fingerprints& fingerprints() const { return fingerprints_; }
+
+ private:
+  config::Config config_;
+  comm::Communicator& comm_;
+  data::DataPipeline data_;
+  std::unique_ptr<model::DispatchPlan> plan_;
+  std::unique_ptr<comm::AllToAll> alltoall_;
+  std::vector<std::unique_ptr<comm::Communicator>> replica_groups_;  // per bucket, or null
+  model::ParameterStore store_;
+  std::unique_ptr<model::T5Model> model_;
+  std::unique_ptr<Optimizer> optimizer_;
+  std::unique_ptr<data::Loader> train_loader_, eval_loader_;
+  Fingerprints fingerprints_;
+};
+
+}  // namespace mowe::train

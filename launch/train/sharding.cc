@@ -1,0 +1,49 @@
+#include "launch/train/sharding.h"
+
+#include <cmath>
+
+#include "runtime/backend.h"
+
+namespace mowe::train {
+
+void assign_sharding(model::ParameterStore& store,
+                     const std::vector<model::ExpertParameter>& experts,
+                     const model::DispatchPlan* plan, int rank, int world_size,
+                     const std::vector<comm::Communicator*>& replica_groups) {
+  for (const auto& p : store.all()) {
+    p->sharding.replicas = world_size;
+    p->sharding.writer = rank == 0;
+    p->sharding.replica_group = nullptr;  // dense gradients: the bucketed allreduce
+  }
+  MOWE_CHECK(experts.empty() || plan, "expert parameters need a dispatch plan");
+  for (const model::ExpertParameter& e : experts) {
+    model::Sharding& s = e.parameter->sharding;
+    const model::BucketLayout& layout = plan->table().bucket(e.bucket);
+    s.global_shape = e.parameter->value.tensor().shape.with_dim(0, layout.num_experts());
+    s.bucket = e.bucket;
+    s.unit_rows = layout.experts_per_block;
+    s.replicas = plan->replicas(e.bucket);
+    s.writer = plan->replica_group(rank, e.bucket).front() == rank;
+    s.replica_group = replica_groups.at(e.bucket);
+  }
+}
+
+void sum_replica_gradients(const model::ParameterStore& store) {
+  for (const auto& p : store.all()) {
+    comm::Communicator* group = p->sharding.replica_group;
+    if (p->trainable && group && group->size() > 1) group->allreduce(p->grad, comm::ReduceOp::Sum);
+  }
+}
+
+double global_grad_norm(const model::ParameterStore& store, comm::Communicator& comm,
+                        Arena& scratch) {
+  const Context ctx{.scratch = &scratch};
+  double sum = 0;
+  for (const auto& p : store.all())
+    if (p->trainable && p->sharding.writer) sum += cpu_backend().sum_squares(ctx, p->grad);
+  Tensor total(&sum, DType::F64, Device::CPU, {1});
+  comm.allreduce(total, comm::ReduceOp::Sum);
+  return std::sqrt(sum);
+}
+
+}  // namespace mowe::train

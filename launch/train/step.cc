@@ -1,0 +1,97 @@
+#include "launch/train/step.h"
+
+#include "launch/train/batch.h"
+#include "launch/train/sharding.h"
+#include "runtime/math.h"
+#include "runtime/optimizer_config.h"
+
+namespace mowe::train {
+
+StepRunner::StepRunner(Job& job)
+    : job_(job), scratch_(host_allocator()), activations_(host_allocator()) {
+  // Dense gradients in the order backward finalises them, bucketed for overlapping allreduces.
+  std::vector<Tensor> dense;
+  for (const auto& group : job.model().dense_grad_groups()) {
+    group_grads_.emplace_back();
+    for (model::Parameter* p : group) {
+      group_grads_.back().push_back(dense.size());
+      dense.push_back(p->grad.tensor());
+    }
+  }
+  dense_sync_ = std::make_unique<comm::BucketedAllreduce>(
+      job.comm(), dense, static_cast<size_t>(job.config().parallel().grad_bucket_mb() * (1 << 20)));
+  slots_ = job.parameters().slots();
+}
+
+StepRunner::~StepRunner() = default;
+
+double StepRunner::forward_backward(const data::Batch& batch, const TrainState* state,
+                                    double* targets, double* real) {
+  const model::ModelInputs in = model_inputs(batch);
+  // The loss is normalised by the global number of target tokens, so the summed gradients
+  // equal those of the whole global batch on one rank.
+  double counts[2] = {0, static_cast<double>(real_tokens(batch))};
+  for (float w : batch.loss_weights) counts[0] += w;
+  job_.comm().allreduce(Tensor(counts, DType::F64, Device::CPU, {2}), comm::ReduceOp::Sum);
+  const double global_targets = counts[0];
+  MOWE_CHECK(global_targets > 0, "a global batch without target tokens (step {})", batch.step);
+
+  const bool backward = state != nullptr;
+  model::StepContext s;
+  s.backend = &cpu_backend();
+  s.ctx.scratch = &scratch_;
+  s.activations = &activations_;
+  s.dropout_rate = backward ? static_cast<float>(job_.config().model().dropout_rate()) : 0.0f;
+  if (backward)
+    s.dropout_seed = math::mix64(state->dropout_seed ^ math::mix64(static_cast<uint64_t>(batch.step)));
+  s.first_example = batch.first_example;
+  if (backward) {
+    s.on_grads_ready = [&](size_t group) {
+      for (size_t i : group_grads_[group]) dense_sync_->mark_ready(i);
+    };
+  }
+  const double z_loss = job_.config().training().z_loss();
+  ArenaScope scope(activations_);
+  double loss = job_.model().forward(s, in, z_loss);
+  if (backward) job_.model().backward(s, in, z_loss, 1.0 / global_targets);
+  job_.comm().allreduce(Tensor(&loss, DType::F64, Device::CPU, {1}), comm::ReduceOp::Sum);
+  *targets = global_targets;
+  if (real) *real = counts[1];
+  return loss;
+}
+
+StepResult StepRunner::train_step(const data::Batch& batch, TrainState& state) {
+  MOWE_CHECK(batch.step == state.step, "batch of step {} given at step {}", batch.step, state.step);
+  StepResult r;
+  job_.parameters().zero_grads();
+  double targets = 0, real = 0;
+  r.loss = forward_backward(batch, &state, &targets, &real) / targets;
+  dense_sync_->finish();
+  sum_replica_gradients(job_.parameters());
+  r.grad_norm = global_grad_norm(job_.parameters(), job_.comm(), scratch_);
+  const auto& t = job_.config().training();
+  r.learning_rate = learning_rate(t, state.step);
+  Context ctx{.scratch = &scratch_};
+  job_.optimizer().step(ctx, slots_, r.learning_rate, clip_scale(r.grad_norm, t.grad_clip_norm()),
+                        state.step + 1);
+  r.tokens = static_cast<int64_t>(real);
+  ++state.step;
+  return r;
+}
+
+double StepRunner::loss_sum(const data::Batch& batch, double* target_tokens) {
+  return forward_backward(batch, nullptr, target_tokens, nullptr);
+}
+
+double evaluate(StepRunner& runner, Job& job, int64_t batches) {
+  double total = 0, tokens = 0;
+  const int64_t global = job.config().training().global_batch_size();
+  for (int64_t i = 0; i < batches; ++i) {
+    double batch_tokens = 0;
+    total += runner.loss_sum(job.eval_loader().batch_at(i, i * global), &batch_tokens);
+    tokens += batch_tokens;
+  }
+  return tokens > 0 ? total / tokens : 0.0;
+}
+
+}  // namespace mowe::train

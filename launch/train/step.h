@@ -1,0 +1,53 @@
+// One training step and the evaluation pass on a Job. A step: this rank's share of the global
+// batch -> forward/backward with the loss normalised by the GLOBAL number of target tokens (MoWE
+// layers exchange tokens with the ranks owning their experts) -> dense gradients summed over
+// ranks in buckets while backward runs, expert gradients summed inside replica groups -> global
+// norm and clipping -> update number state.step + 1. So the same global batch gives the same
+// update whatever the world size.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "comm/grad_allreduce.h"
+#include "launch/train/job.h"
+#include "launch/train/train_state.h"
+
+namespace mowe::train {
+
+struct StepResult {
+  double loss = 0;       // mean over the global batch's target tokens (z-loss included)
+  double grad_norm = 0;  // global, before clipping
+  double learning_rate = 0;
+  int64_t tokens = 0;  // real (non-padding) encoder + decoder tokens of the global batch
+};
+
+class StepRunner {
+ public:
+  explicit StepRunner(Job& job);
+  ~StepRunner();
+
+  // One optimizer update on this rank's share of a global batch; advances state.step.
+  StepResult train_step(const data::Batch& batch, TrainState& state);
+  // The global loss sum of a batch without backward; *target_tokens receives the global number
+  // of target tokens. Collective.
+  double loss_sum(const data::Batch& batch, double* target_tokens);
+
+ private:
+  // Returns the global loss sum; fills the global target and real token counts.
+  double forward_backward(const data::Batch& batch, const TrainState* state, double* targets,
+                          double* real);
+
+  Job& job_;
+  std::unique_ptr<comm::BucketedAllreduce> dense_sync_;
+  std::vector<std::vector<size_t>> group_grads_;  // dense_grad_groups() -> dense_sync_ indices
+  Arena scratch_, activations_;
+  std::vector<ParamSlot> slots_;
+};
+
+// Mean token loss over the first `batches` global batches of the job's validation split: a mean
+// over tokens, not over batches. Collective.
+double evaluate(StepRunner& runner, Job& job, int64_t batches);
+
+}  // namespace mowe::train

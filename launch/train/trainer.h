@@ -1,0 +1,50 @@
+// The training loop behind mowe_pretrain, one instance per rank (SPMD): steps with logging,
+// evaluation, periodic checkpoints, resume, and a checkpoint-and-stop on a preemption signal.
+//
+//   train::Trainer trainer(config, comm);   // set-up (Job), checkpoint directory checked
+//   trainer.resume("auto");                 // or "none", or a checkpoint directory
+//   train::RunResult r = trainer.run();     // to training.steps, or until a stop signal
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "launch/train/job.h"
+#include "launch/train/step.h"
+#include "launch/train/train_state.h"
+
+namespace mowe::train {
+
+struct RunResult {
+  int stop_signal = 0;          // the signal that stopped the run early, or 0
+  std::string last_checkpoint;  // path of the last checkpoint written by this run, if any
+};
+
+class Trainer {
+ public:
+  // Builds the job; checks that training.checkpoint_dir is (or can be made) a writable
+  // directory. Collective over comm.
+  Trainer(const config::Config& config, comm::Communicator& comm);
+  ~Trainer();
+
+  // "none", "auto" or a checkpoint directory (see checkpoint.h). Collective.
+  void resume(const std::string& how);
+  // Trains from state().step to training.steps with logging, evaluation and checkpoints as
+  // configured; stops early, after a checkpoint, when any rank received a stop signal.
+  RunResult run();
+  // One step on the next training batch (tests).
+  StepResult step();
+  // Writes a checkpoint of the current state now; returns its path. Collective.
+  std::string save();
+
+  const TrainState& state() const { return state_; }
+  Job& job() { return *job_; }
+  StepRunner& runner() { return *runner_; }
+
+ private:
+  std::unique_ptr<Job> job_;
+  std::unique_ptr<StepRunner> runner_;
+  TrainState state_;  // the only progress counter
+};
+
+}  // namespace mowe::train
