@@ -158,8 +158,11 @@ void check_fingerprints(const Fingerprints& mine, const ckpt::CheckpointManifest
   }
 }
 
-void read_items(const ckpt::CheckpointReader& reader, const std::vector<Item>& items) {
+// Returns the bytes read into this rank's tensors.
+int64_t read_items(const ckpt::CheckpointReader& reader, const std::vector<Item>& items) {
+  int64_t bytes = 0;
   for (const Item& it : items) {
+    bytes += static_cast<int64_t>(it.local.nbytes());
     if (!reader.layout().find(it.name)) {
       const bool state = it.name.find('/') != std::string::npos;
       throw Error(fmt::format(
@@ -177,6 +180,7 @@ void read_items(const ckpt::CheckpointReader& reader, const std::vector<Item>& i
       reader.read_rows(it.name, run.global, run.count,
                        static_cast<char*>(it.local.data) + run.local * row_bytes(it.local));
   }
+  return bytes;
 }
 
 }  // namespace
@@ -230,6 +234,7 @@ TrainState load_checkpoint(Job& job, const std::string& path) {
   const auto start = Clock::now();
   comm::Communicator& comm = job.comm();
   TrainState state;
+  int64_t bytes = 0;
   run_agreed(comm, [&] {
     const ckpt::CheckpointReader reader(path);
     const ckpt::CheckpointManifest& m = reader.manifest();
@@ -247,12 +252,14 @@ TrainState load_checkpoint(Job& job, const std::string& path) {
         own.loader().SerializeAsString() != saved.loader().SerializeAsString())
       throw Error(fmt::format("checkpoint {}: {} disagrees with the manifest's training state",
                               path, file));
-    read_items(reader, checkpoint_items(job));
+    bytes = read_items(reader, checkpoint_items(job));
     state = TrainState::from_proto(saved);
     job.train_loader().restore(state.loader);
   });
   const double secs = std::chrono::duration<double>(Clock::now() - start).count();
-  spdlog::info("[checkpoint] resumed from {} at step {} ({:.2f} s)", path, state.step, secs);
+  spdlog::info("[checkpoint] resumed from {} at step {} ({:.1f} MB read on this rank in {:.2f} s, "
+               "{:.2f} GB/s)",
+               path, state.step, bytes / 1e6, secs, bytes / 1e9 / std::max(secs, 1e-9));
   return state;
 }
 

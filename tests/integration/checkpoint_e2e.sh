@@ -63,10 +63,12 @@ wait_for_step() {  # log, pid: until the log shows step 3, or the process ended
   done
   return 1
 }
-signal_run() {  # name, signal, launcher...: trains "forever" and is signalled after step 3
+# Job control: a background job of a script would otherwise start with SIGINT ignored.
+set -m
+signal_run() {  # name, signal, launcher...: trains 30000 steps (~30 s) and is signalled at step 3
   local name=$1 sig=$2
   shift 2
-  "$@" -np 2 "$bin/mowe_pretrain" "${common[@]}" --set training.steps=1000000 \
+  "$@" -np 2 "$bin/mowe_pretrain" "${common[@]}" --set training.steps=30000 \
     --set training.checkpoint_every=0 --set "training.checkpoint_dir=$work/$name" \
     > "$work/$name.log" 2>&1 &
   local pid=$!
@@ -75,6 +77,8 @@ signal_run() {  # name, signal, launcher...: trains "forever" and is signalled a
     pkill "-$sig" -P "$pid" -x mowe_pretrain  # the ranks (children of mpirun), not mpirun
   else
     kill "-$sig" "$pid"
+    # A second signal while the checkpoint is being written changes nothing.
+    [ -n "${twice:-}" ] && sleep 0.01 && kill "-$sig" "$pid"
   fi
   set +e
   wait "$pid"
@@ -90,7 +94,7 @@ check_stopped() {  # name, signal name: sets $stopped to the step it stopped at
   [ -f "${line##* }/manifest.pb" ] || fail "$1: ${line##* } is not a checkpoint"
 }
 
-signal_run usr1 USR1 "${mpiexec[@]}"
+twice=1 signal_run usr1 USR1 "${mpiexec[@]}"
 [ "$status" = 0 ] || { cat "$work/usr1.log"; fail "SIGUSR1 to mpirun: exit $status, not 0"; }
 check_stopped usr1 SIGUSR1
 echo "SIGUSR1 to mpirun: checkpoint at step $stopped, exit 0"
@@ -108,6 +112,10 @@ signal_run wrapper TERM "$src/launch/mowe_mpirun" "${mpiexec[@]:1}"
 [ "$status" = 0 ] || { cat "$work/wrapper.log"; fail "SIGTERM to mowe_mpirun: exit $status, not 0"; }
 check_stopped wrapper SIGUSR1
 echo "SIGTERM to mowe_mpirun: checkpoint at step $stopped, exit 0"
+signal_run wrapper-int INT "$src/launch/mowe_mpirun" "${mpiexec[@]:1}"
+[ "$status" = 130 ] || { tail -20 "$work/wrapper-int.log"; fail "SIGINT to mowe_mpirun: exit $status, not 130"; }
+check_stopped wrapper-int SIGUSR1
+echo "SIGINT to mowe_mpirun: checkpoint at step $stopped, exit 130"
 
 # SIGTERM straight to the ranks (what Slurm does to the tasks of a job step at its time limit).
 signal_ranks=1 signal_run term TERM "${mpiexec[@]}"
