@@ -182,11 +182,16 @@ LoaderState Loader::state() const {
 }
 
 void Loader::restore(const LoaderState& state) {
-  MOWE_CHECK(state.stream_hash() == stream_->hash() && state.seed() == options_.seed,
-             "the saved loader state belongs to another corpus, tokenizer or seed (stream {:016x} "
-             "seed {}, this loader has stream {:016x} seed {})",
-             state.stream_hash(), state.seed(), stream_->hash(), options_.seed);
-  MOWE_CHECK(state.step() >= 0 && state.next_example() >= 0, "negative loader position");
+  // A user's mistake (another corpus, tokenizer or data.seed than the run being resumed), not a
+  // bug: one line saying what differs.
+  if (state.stream_hash() != stream_->hash() || state.seed() != options_.seed)
+    throw Error(fmt::format(
+        "the saved loader state belongs to another corpus, tokenizer or data.seed (stream {:016x} "
+        "seed {}; this job has stream {:016x} seed {}): resume with the data it was trained on",
+        state.stream_hash(), state.seed(), stream_->hash(), options_.seed));
+  if (state.step() < 0 || state.next_example() < 0)
+    throw Error(fmt::format("the saved loader state has a negative position (step {}, example {})",
+                            state.step(), state.next_example()));
   stop();
   step_ = state.step();
   example_ = state.next_example();

@@ -9,9 +9,9 @@
 
 #include <algorithm>
 #include <csignal>
-#include <filesystem>
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <string>
 #include <thread>
@@ -23,9 +23,9 @@
 #include "launch/train/job.h"
 #include "launch/train/preemption.h"
 #include "launch/train/trainer.h"
-#include "runtime/checkpoint/directory.h"
 #include "model/describe.h"
 #include "runtime/backend.h"
+#include "runtime/checkpoint/directory.h"
 #include "runtime/config/config.h"
 #include "runtime/log.h"
 

@@ -41,11 +41,11 @@ struct RowMap {
 // checkpoint writer need to know, set once by the job that shards the model (every field keeps
 // its one-process meaning until then: the whole tensor, held once, written by this process).
 struct Sharding {
-  Shape global_shape;      // the logical parameter; rows (dim 0) indexed by RowMap::global
-  int bucket = -1;         // expert bucket, -1 for dense parameters
-  int64_t unit_rows = 0;   // rows of one ownership unit (an expert block); 0 = the whole tensor
-  int replicas = 1;        // ranks holding identical copies of these rows
-  bool writer = true;      // this rank's copy is the one saved, and counted in the global norm
+  Shape global_shape;     // the logical parameter; rows (dim 0) indexed by RowMap::global
+  int bucket = -1;        // expert bucket, -1 for dense parameters
+  int64_t unit_rows = 0;  // rows of one ownership unit (an expert block); 0 = the whole tensor
+  int replicas = 1;       // ranks holding identical copies of these rows
+  bool writer = true;     // this rank's copy is the one saved, and counted in the global norm
   comm::Communicator* replica_group = nullptr;  // over the copies; null: nothing to reduce
 };
 

@@ -28,12 +28,15 @@ struct Item {
   const model::Parameter* param;  // whose rows and sharding it follows
 };
 
-bool sharded(const model::Parameter& p) { return p.sharding.unit_rows > 0; }
+bool sharded(const model::Parameter& p) {
+  return p.sharding.unit_rows > 0;
+}
 
 // Parameters in registration order, then optimizer state by name: the same list on every rank.
 std::vector<Item> checkpoint_items(Job& job) {
   std::vector<Item> items;
-  for (const auto& p : job.parameters().all()) items.push_back({p->name, p->value.tensor(), p.get()});
+  for (const auto& p : job.parameters().all())
+    items.push_back({p->name, p->value.tensor(), p.get()});
   for (const NamedTensor& s : job.optimizer().prepare_state(job.parameters().slots())) {
     const std::string param = s.name.substr(0, s.name.rfind('/'));
     items.push_back({s.name, s.tensor, &job.parameters().get(param)});
@@ -93,8 +96,9 @@ void write_items(ckpt::ChunkWriter& writer, const std::vector<Item>& items) {
       MOWE_CHECK(run.global % unit == 0 && run.count % unit == 0,
                  "'{}': rows {}..{} are not whole blocks of {}", it.name, run.global,
                  run.global + run.count, unit);
-      writer.write_chunks(it.name, run.global / unit, run.count / unit,
-                          static_cast<const char*>(it.local.data) + run.local * row_bytes(it.local));
+      writer.write_chunks(
+          it.name, run.global / unit, run.count / unit,
+          static_cast<const char*>(it.local.data) + run.local * row_bytes(it.local));
     }
   }
 }
@@ -126,9 +130,9 @@ std::string rank_file(const std::string& dir, int rank) {
 void add_fingerprints(const Fingerprints& f, ckpt::CheckpointManifest* m) {
   // Checked in this order, so a refusal names the most specific cause first (another bucket
   // layout also gives another routing table).
-  for (const auto& [name, value] : {std::pair{"routing_vocab", f.routing_vocab},
-                                    std::pair{"bucket_layout", f.bucket_layout},
-                                    std::pair{"routing_table", f.routing_table}}) {
+  for (const auto& [name, value] :
+       {std::pair{"routing_vocab", f.routing_vocab}, std::pair{"bucket_layout", f.bucket_layout},
+        std::pair{"routing_table", f.routing_table}}) {
     auto* fp = m->add_fingerprints();
     fp->set_name(name);
     fp->set_value(value);
@@ -225,8 +229,8 @@ std::string save_checkpoint(Job& job, const TrainState& state) {
   int64_t bytes = 0;
   for (const auto& [file, size] : layout.file_sizes()) bytes += size;
   const double secs = std::chrono::duration<double>(Clock::now() - start).count();
-  spdlog::info("[checkpoint] step {} written to {} ({:.1f} MB in {:.2f} s, {:.2f} GB/s)", state.step,
-               path, bytes / 1e6, secs, bytes / 1e9 / std::max(secs, 1e-9));
+  spdlog::info("[checkpoint] step {} written to {} ({:.1f} MB in {:.2f} s, {:.2f} GB/s)",
+               state.step, path, bytes / 1e6, secs, bytes / 1e9 / std::max(secs, 1e-9));
   return path;
 }
 
@@ -257,9 +261,12 @@ TrainState load_checkpoint(Job& job, const std::string& path) {
     job.train_loader().restore(state.loader);
   });
   const double secs = std::chrono::duration<double>(Clock::now() - start).count();
-  spdlog::info("[checkpoint] resumed from {} at step {} ({:.1f} MB read on this rank in {:.2f} s, "
-               "{:.2f} GB/s)",
-               path, state.step, bytes / 1e6, secs, bytes / 1e9 / std::max(secs, 1e-9));
+  double total = static_cast<double>(bytes);  // what all ranks read together
+  comm.allreduce(Tensor(&total, DType::F64, Device::CPU, {1}), comm::ReduceOp::Sum);
+  spdlog::info(
+      "[checkpoint] resumed from {} at step {} ({:.1f} MB read by {} ranks in {:.2f} s, "
+      "{:.2f} GB/s)",
+      path, state.step, total / 1e6, comm.size(), secs, total / 1e9 / std::max(secs, 1e-9));
   return state;
 }
 
@@ -277,14 +284,15 @@ std::optional<TrainState> resume(Job& job, const std::string& how) {
     try {
       return load_checkpoint(job, c.path);
     } catch (const AgreedError& e) {
-      spdlog::warn("[checkpoint] cannot resume from {}: {}; trying the previous checkpoint",
-                   c.path, e.what());
+      spdlog::warn("[checkpoint] cannot resume from {}: {}; trying the previous checkpoint", c.path,
+                   e.what());
       if (first_error.empty()) first_error = e.what();
     }
   }
-  throw AgreedError(fmt::format("--resume auto: none of the {} checkpoints in {} can be loaded; "
-                                "the newest failed with: {}",
-                                found.size(), dir, first_error));
+  throw AgreedError(
+      fmt::format("--resume auto: none of the {} checkpoints in {} can be loaded; "
+                  "the newest failed with: {}",
+                  found.size(), dir, first_error));
 }
 
 }  // namespace mowe::train

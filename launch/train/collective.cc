@@ -23,8 +23,8 @@ void run_agreed(comm::Communicator& comm, const std::function<void()>& fn) {
   comm.broadcast(Tensor(&length, DType::I32, Device::CPU, {1}), first);
   std::vector<int32_t> words((length + 3) / 4 + 1, 0);
   if (comm.rank() == first) std::memcpy(words.data(), error.data(), error.size());
-  comm.broadcast(Tensor(words.data(), DType::I32, Device::CPU, {static_cast<int64_t>(words.size())}),
-                 first);
+  comm.broadcast(
+      Tensor(words.data(), DType::I32, Device::CPU, {static_cast<int64_t>(words.size())}), first);
   std::string message(reinterpret_cast<const char*>(words.data()), length);
   if (comm.rank() == first || comm.size() == 1) throw AgreedError(message);
   throw AgreedError(fmt::format("rank {}: {}", first, message));

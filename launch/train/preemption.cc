@@ -21,9 +21,13 @@ void install_stop_handlers() {
   for (int signo : {SIGTERM, SIGUSR1, SIGINT}) sigaction(signo, &action, nullptr);
 }
 
-int stop_signal() { return g_signal; }
+int stop_signal() {
+  return g_signal;
+}
 
-void reset_stop_signal() { g_signal = 0; }
+void reset_stop_signal() {
+  g_signal = 0;
+}
 
 int stop_requested(comm::Communicator& comm) {
   int32_t flag = g_signal;

@@ -54,7 +54,9 @@ StepResult Trainer::step() {
   return r;
 }
 
-std::string Trainer::save() { return save_checkpoint(*job_, state_); }
+std::string Trainer::save() {
+  return save_checkpoint(*job_, state_);
+}
 
 RunResult Trainer::run() {
   const auto& t = job_->config().training();
@@ -106,8 +108,7 @@ RunResult Trainer::run() {
       spdlog::info("[train] step {} validation loss {:.4f} ({} batches)", state_.step, eval_loss,
                    t.eval_batches());
     }
-    if ((t.checkpoint_every() > 0 && state_.step % t.checkpoint_every() == 0) || last)
-      checkpoint();
+    if ((t.checkpoint_every() > 0 && state_.step % t.checkpoint_every() == 0) || last) checkpoint();
   }
   spdlog::info("[train] done: step {} in {:.1f} s", state_.step,
                std::chrono::duration<double>(Clock::now() - start).count());

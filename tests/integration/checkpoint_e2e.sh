@@ -35,6 +35,8 @@ losses() {  # the step lines "step k/N loss X lr Y grad_norm Z" of a log, from s
 # ---- 1. SIGKILL during a checkpoint write ------------------------------------------------------
 run straight --set training.steps=12 --set training.checkpoint_every=4 \
   --set "training.checkpoint_dir=$work/straight" || { cat "$work/straight.log"; fail "straight run"; }
+# training.eval_every = 0 means no evaluation at all, not even at the end.
+grep -q "validation loss" "$work/straight.log" && fail "eval_every 0 still evaluated"
 for point in tensor rename latest; do
   dir="$work/kill-$point"
   # The second checkpoint (step 8) is the one killed.

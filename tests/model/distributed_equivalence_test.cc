@@ -10,6 +10,7 @@
 #include <cmath>
 #include <random>
 
+#include "launch/train/sharding.h"
 #include "model/mowe_layer.h"
 #include "model/t5_model.h"
 #include "runtime/config/config.h"
@@ -150,8 +151,12 @@ TEST_P(DistributedEquivalence, LossGradientsAndThreeAdamWStepsMatchOneProcess) {
   AdamW opt(host_allocator(), {.weight_decay = 0.01});
   // Replica groups, one communicator per bucket (null when a block has one owner).
   std::vector<std::unique_ptr<comm::Communicator>> groups;
-  for (int b = 0; b < plan.num_buckets(); ++b)
+  std::vector<comm::Communicator*> group_of_bucket;
+  for (int b = 0; b < plan.num_buckets(); ++b) {
     groups.push_back(world->split(plan.replica_group(rank, b).front(), rank));
+    group_of_bucket.push_back(groups.back().get());
+  }
+  train::assign_sharding(store, model.expert_parameters(), &plan, rank, n, group_of_bucket);
 
   for (int step = 0; step < 3; ++step) {
     ref_store.zero_grads();
@@ -174,24 +179,23 @@ TEST_P(DistributedEquivalence, LossGradientsAndThreeAdamWStepsMatchOneProcess) {
     world->allreduce(loss, comm::ReduceOp::Sum);
     EXPECT_NEAR(get(loss, 0), ref_loss, 1e-12 * std::abs(ref_loss)) << "step " << step;
 
-    std::vector<ExpertParameter> experts = model.expert_parameters();
+    // Dense gradients summed over all ranks (the trainer overlaps this with backward), expert
+    // gradients inside replica groups, by the trainer's own function.
+    for (const auto& p : store.all())
+      if (p->kind == ParamKind::Dense) world->allreduce(p->grad, comm::ReduceOp::Sum);
+    train::sum_replica_gradients(store);
     for (const auto& p : store.all()) {
-      const auto it = std::find_if(experts.begin(), experts.end(), [&](const ExpertParameter& e) {
-        return e.parameter == p.get();
-      });
-      if (it == experts.end()) {
-        world->allreduce(p->grad, comm::ReduceOp::Sum);
-      } else if (groups[it->bucket] && groups[it->bucket]->size() > 1) {
-        groups[it->bucket]->allreduce(p->grad, comm::ReduceOp::Sum);
-      }
       std::vector<int64_t> rows = p->rows.rows;
       const Parameter& ref = ref_store.get(p->name);
       expect_close(p->name + " grad, step " + std::to_string(step), p->grad, ref.grad, rows);
     }
+    // The sharded global norm counts every row once, whatever the replication.
+    const double norm = train::global_grad_norm(store, *world, run.scratch);
+    const double ref_norm = global_grad_norm(cpu_backend(), {}, ref_store.slots());
+    EXPECT_NEAR(norm, ref_norm, 1e-12 * ref_norm) << "step " << step;
     Context ctx{.scratch = &run.scratch};
     opt.step(ctx, store.slots(), 1e-2, 1.0, step + 1);
-    ref_opt.step(Context{.scratch = &ref_run.scratch}, ref_store.slots(), 1e-2, 1.0,
-                 step + 1);
+    ref_opt.step(Context{.scratch = &ref_run.scratch}, ref_store.slots(), 1e-2, 1.0, step + 1);
   }
   for (const auto& p : store.all())
     expect_close(p->name + " after 3 steps", p->value, ref_store.get(p->name).value, p->rows.rows);
