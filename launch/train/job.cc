@@ -96,6 +96,9 @@ Job::Job(const config::Config& config, comm::Communicator& comm)
   assign_sharding(store_, model_->expert_parameters(), plan_.get(), comm.rank(), comm.size(),
                   groups);
   optimizer_ = make_optimizer(config.training(), host_allocator());
+  // All optimizer state now rather than at the first update: memory runs out at start-up, not
+  // hours later, and a checkpoint restore only reads.
+  optimizer_->prepare_state(store_.slots());
   spdlog::info(
       "[train] model: {} dense + {} expert parameters on this rank; optimizer {}; {} ranks, {} "
       "sequences per rank per step",
