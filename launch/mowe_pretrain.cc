@@ -154,7 +154,6 @@ int run(const Startup& s, int rank, int world) {
   const int threads = mowe::set_cpu_threads(std::max(1, cores / comm->ranks_per_node()));
   spdlog::info("[pretrain] {} cores, {} ranks on this node: {} BLAS threads per rank", cores,
                comm->ranks_per_node(), threads);
-  mowe::train::install_stop_handlers();
   mowe::train::Trainer trainer(s.config, *comm);
   trainer.resume(resume_mode(s.flags));
   const mowe::train::RunResult result = trainer.run();
@@ -166,6 +165,9 @@ int run(const Startup& s, int rank, int world) {
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  // From here on a stop signal only sets a flag: a job told to stop while it starts up still
+  // stops cleanly at its first step boundary.
+  mowe::train::install_stop_handlers();
   int rank = 0, world = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &world);

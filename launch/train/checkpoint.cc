@@ -103,7 +103,8 @@ void write_items(ckpt::ChunkWriter& writer, const std::vector<Item>& items) {
   }
 }
 
-// The CRC of every chunk from the rank that wrote it; every chunk written exactly once.
+// The CRC of every chunk from the rank that wrote it; every chunk written exactly once (checked
+// alike on every rank, so a violation is an agreed error).
 std::vector<uint32_t> gather_crcs(comm::Communicator& comm, const ckpt::ChunkWriter& writer) {
   const std::vector<uint32_t>& crcs = writer.crcs();
   const std::vector<uint8_t>& written = writer.written();
@@ -210,7 +211,8 @@ std::string save_checkpoint(Job& job, const TrainState& state) {
     ckpt::write_framed_file(rank_file(tmp, comm.rank()), kRankMagic, kRankVersion,
                             mine.SerializeAsString());
   });
-  const std::vector<uint32_t> crcs = gather_crcs(comm, writer);
+  std::vector<uint32_t> crcs;
+  run_agreed(comm, [&] { crcs = gather_crcs(comm, writer); });
   const std::string path = fmt::format("{}/{}", dir, ckpt::checkpoint_name(state.step));
   run_agreed(comm, [&] {
     if (comm.rank() != 0) return;
@@ -222,10 +224,21 @@ std::string save_checkpoint(Job& job, const TrainState& state) {
     manifest.set_user_state(state.to_proto().SerializeAsString());
     layout.fill_manifest(&manifest, crcs);
     ckpt::commit_checkpoint(dir, tmp, state.step, manifest);
-    for (const std::string& old :
-         ckpt::remove_old_checkpoints(dir, job.config().training().keep_checkpoints()))
-      spdlog::info("[checkpoint] removed {}", old);
   });
+  // The new checkpoint is complete: failing to tidy up is a warning, never a stop.
+  if (comm.rank() == 0) {
+    try {
+      for (const std::string& later : ckpt::remove_later_checkpoints(dir, state.step))
+        spdlog::warn("[checkpoint] removed {}: a later step of the history this run abandoned "
+                     "when it resumed from an older checkpoint",
+                     later);
+      for (const std::string& old :
+           ckpt::remove_old_checkpoints(dir, job.config().training().keep_checkpoints()))
+        spdlog::info("[checkpoint] removed {}", old);
+    } catch (const std::exception& e) {
+      spdlog::warn("[checkpoint] could not remove old checkpoints in {}: {}", dir, e.what());
+    }
+  }
   int64_t bytes = 0;
   for (const auto& [file, size] : layout.file_sizes()) bytes += size;
   const double secs = std::chrono::duration<double>(Clock::now() - start).count();
@@ -252,7 +265,7 @@ TrainState load_checkpoint(Job& job, const std::string& path) {
     TrainStateProto own;
     const std::string file = rank_file(path, written_by);
     if (!own.ParseFromString(ckpt::read_framed_file(file, kRankMagic, kRankVersion)) ||
-        own.step() != saved.step() ||
+        own.step() != saved.step() || own.dropout_seed() != saved.dropout_seed() ||
         own.loader().SerializeAsString() != saved.loader().SerializeAsString())
       throw Error(fmt::format("checkpoint {}: {} disagrees with the manifest's training state",
                               path, file));
@@ -274,17 +287,28 @@ std::optional<TrainState> resume(Job& job, const std::string& how) {
   if (how == "none") return std::nullopt;
   if (how != "auto") return load_checkpoint(job, how);
   const std::string dir = job.config().training().checkpoint_dir();
-  const std::vector<ckpt::CheckpointInfo> found = ckpt::list_checkpoints(dir);
+  // Rank 0 lists, every rank tries the same candidates in the same order (listings of a shared
+  // directory may differ between nodes for a moment).
+  std::string listing;
+  run_agreed(job.comm(), [&] {
+    if (job.comm().rank() != 0) return;
+    for (const ckpt::CheckpointInfo& c : ckpt::list_checkpoints(dir)) listing += c.path + "\n";
+  });
+  listing = broadcast_string(job.comm(), 0, listing);
+  std::vector<std::string> found;
+  for (size_t begin = 0, end; (end = listing.find('\n', begin)) != std::string::npos;
+       begin = end + 1)
+    found.push_back(listing.substr(begin, end - begin));
   if (found.empty()) {
     spdlog::info("[checkpoint] --resume auto: no checkpoint in {}, starting from step 0", dir);
     return std::nullopt;
   }
   std::string first_error;
-  for (const ckpt::CheckpointInfo& c : found) {
+  for (const std::string& path : found) {
     try {
-      return load_checkpoint(job, c.path);
+      return load_checkpoint(job, path);
     } catch (const AgreedError& e) {
-      spdlog::warn("[checkpoint] cannot resume from {}: {}; trying the previous checkpoint", c.path,
+      spdlog::warn("[checkpoint] cannot resume from {}: {}; trying the previous checkpoint", path,
                    e.what());
       if (first_error.empty()) first_error = e.what();
     }

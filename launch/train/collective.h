@@ -21,4 +21,7 @@ class AgreedError : public Error {
 // an AgreedError with the message of the lowest failing rank (prefixed "rank R: " on the others).
 void run_agreed(comm::Communicator& comm, const std::function<void()>& fn);
 
+// `text` of rank `root` on every rank. Collective.
+std::string broadcast_string(comm::Communicator& comm, int root, const std::string& text);
+
 }  // namespace mowe::train

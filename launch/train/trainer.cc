@@ -2,13 +2,18 @@
 
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
 #include <chrono>
 #include <csignal>
+#include <ctime>
+#include <filesystem>
 
 #include "launch/train/checkpoint.h"
 #include "launch/train/collective.h"
 #include "launch/train/preemption.h"
 #include "runtime/checkpoint/directory.h"
+#include "runtime/files.h"
 
 namespace mowe::train {
 namespace {
@@ -28,14 +33,41 @@ const char* signal_name(int signo) {
   }
 }
 
+// training.checkpoint_dir must be a usable directory that every rank sees (they all write into
+// the same files): rank 0 creates it and leaves a probe file that every rank must find.
+void check_shared_checkpoint_dir(const std::string& dir, comm::Communicator& comm) {
+  std::string probe;
+  run_agreed(comm, [&] {
+    if (dir.empty()) throw Error("training.checkpoint_dir is empty: name a directory");
+    if (comm.rank() != 0) return;
+    checkpoint::check_checkpoint_directory(dir, "training.checkpoint_dir");
+    probe = fmt::format("{}/.probe-{}-{}", dir, ::getpid(), std::time(nullptr));
+    write_file_atomically(probe, "probe\n");
+  });
+  probe = broadcast_string(comm, 0, probe);
+  const auto remove_probe = [&] {
+    std::error_code ignored;
+    if (comm.rank() == 0) std::filesystem::remove(probe, ignored);
+  };
+  try {
+    run_agreed(comm, [&] {
+      if (!std::filesystem::exists(probe))
+        throw Error(fmt::format(
+            "training.checkpoint_dir '{}' is not the directory rank 0 sees (its probe file {} "
+            "is missing here): put it on a file system every rank shares",
+            dir, probe));
+    });
+  } catch (...) {
+    remove_probe();
+    throw;
+  }
+  remove_probe();
+}
+
 }  // namespace
 
 Trainer::Trainer(const config::Config& config, comm::Communicator& comm) {
-  const std::string& dir = config.training().checkpoint_dir();
-  run_agreed(comm, [&] {
-    if (dir.empty()) throw Error("training.checkpoint_dir is empty: name a directory");
-    if (comm.rank() == 0) checkpoint::check_checkpoint_directory(dir, "training.checkpoint_dir");
-  });
+  check_shared_checkpoint_dir(config.training().checkpoint_dir(), comm);
   job_ = std::make_unique<Job>(config, comm);
   runner_ = std::make_unique<StepRunner>(*job_);
   state_.dropout_seed = static_cast<uint64_t>(config.training().seed());
@@ -45,7 +77,19 @@ Trainer::Trainer(const config::Config& config, comm::Communicator& comm) {
 Trainer::~Trainer() = default;
 
 void Trainer::resume(const std::string& how) {
-  if (std::optional<TrainState> restored = train::resume(*job_, how)) state_ = *restored;
+  const std::string& dir = job_->config().training().checkpoint_dir();
+  if (how == "none" && job_->comm().rank() == 0) {
+    const auto found = checkpoint::list_checkpoints(dir);
+    if (!found.empty())
+      spdlog::warn(
+          "[checkpoint] starting at step 0 although {} holds checkpoints up to step {}: this "
+          "run's checkpoints replace them (--resume auto continues from them instead)",
+          dir, found.front().step);
+  }
+  if (std::optional<TrainState> restored = train::resume(*job_, how)) {
+    state_ = *restored;
+    last_saved_step_ = state_.step;  // a stop right away need not write it again
+  }
 }
 
 StepResult Trainer::step() {
@@ -62,11 +106,8 @@ RunResult Trainer::run() {
   const auto& t = job_->config().training();
   comm::Communicator& comm = job_->comm();
   RunResult result;
-  int64_t saved_step = -1;
   const auto checkpoint = [&] {
-    if (saved_step == state_.step) return;
-    result.last_checkpoint = save();
-    saved_step = state_.step;
+    if (last_saved_step_ != state_.step) result.last_checkpoint = save();
   };
   const auto start = Clock::now();
   auto window_start = start;
@@ -83,7 +124,9 @@ RunResult Trainer::run() {
     if (const int signo = stop_requested(comm)) {
       checkpoint();
       spdlog::info("[train] {} received: stopped at step {} after writing {}", signal_name(signo),
-                   state_.step, result.last_checkpoint);
+                   state_.step,
+                   result.last_checkpoint.empty() ? "nothing (resumed from a checkpoint of this step)"
+                                                  : result.last_checkpoint);
       result.stop_signal = signo;
       return result;
     }

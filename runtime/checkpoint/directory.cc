@@ -10,6 +10,7 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <map>
 
 #include "runtime/check.h"
 #include "runtime/checkpoint/fault_point.h"
@@ -24,6 +25,7 @@ namespace {
 
 constexpr std::string_view kTmpPrefix = ".tmp-";  // a checkpoint being written
 constexpr std::string_view kOldPrefix = ".old-";  // a replaced checkpoint being removed
+constexpr std::string_view kDelPrefix = ".del-";  // a checkpoint being deleted
 constexpr std::string_view kLatestFile = "latest";
 
 // "step-00000010" -> 10; false for anything else.
@@ -41,6 +43,17 @@ void remove_tree(const fs::path& path) {
   std::error_code ec;
   fs::remove_all(path, ec);
   if (ec) throw Error(fmt::format("cannot remove {}: {}", path.string(), ec.message()));
+}
+
+void rename_or_throw(const fs::path& from, const fs::path& to);
+
+// Renamed out of the checkpoint namespace first, so a crash half-way through the deletion never
+// leaves a step-N whose manifest names missing files.
+void delete_checkpoint(const fs::path& dir, const std::string& name) {
+  const fs::path doomed = dir / (std::string(kDelPrefix) + name);
+  remove_tree(doomed);
+  rename_or_throw(dir / name, doomed);
+  remove_tree(doomed);
 }
 
 void rename_or_throw(const fs::path& from, const fs::path& to) {
@@ -137,23 +150,31 @@ void commit_checkpoint(const std::string& dir, const std::string& tmp_dir, int64
 }
 
 std::vector<CheckpointInfo> list_checkpoints(const std::string& dir) {
-  std::vector<CheckpointInfo> found;
+  // Per step the best complete directory: step-N; else, after a crash in the middle of replacing
+  // step-N without RENAME_EXCHANGE, the new .tmp-step-N (its manifest is written last) or the
+  // old .old-step-N.
+  std::map<int64_t, std::pair<int, CheckpointInfo>> best;  // step -> (rank, info); lower wins
   std::error_code ec;
-  if (!fs::exists(dir, ec)) return found;
+  if (!fs::exists(dir, ec)) return {};
   fs::directory_iterator it(dir, ec);
   if (ec) throw Error(fmt::format("cannot list checkpoint directory {}: {}", dir, ec.message()));
   for (const fs::directory_entry& entry : it) {
+    const std::string file = entry.path().filename().string();
+    int rank = 0;
+    std::string_view name = file;
+    if (name.starts_with(kTmpPrefix)) rank = 1, name.remove_prefix(kTmpPrefix.size());
+    if (name.starts_with(kOldPrefix)) rank = 2, name.remove_prefix(kOldPrefix.size());
     CheckpointInfo info;
-    info.name = entry.path().filename().string();
-    if (!parse_checkpoint_name(info.name, &info.step) || !entry.is_directory(ec)) continue;
+    if (!parse_checkpoint_name(name, &info.step) || !entry.is_directory(ec)) continue;
     if (!fs::exists(entry.path() / kManifestFile, ec)) continue;  // not a complete checkpoint
+    info.name = file;
     info.path = entry.path().string();
-    found.push_back(std::move(info));
+    auto found = best.find(info.step);
+    if (found == best.end() || rank < found->second.first) best[info.step] = {rank, info};
   }
-  std::sort(found.begin(), found.end(), [](const CheckpointInfo& a, const CheckpointInfo& b) {
-    return a.step != b.step ? a.step > b.step : a.name > b.name;
-  });
-  return found;
+  std::vector<CheckpointInfo> out;
+  for (auto it2 = best.rbegin(); it2 != best.rend(); ++it2) out.push_back(it2->second.second);
+  return out;
 }
 
 std::optional<std::string> read_latest(const std::string& dir) {
@@ -179,9 +200,12 @@ std::vector<std::string> remove_old_checkpoints(const std::string& dir, int keep
   const std::vector<CheckpointInfo> complete = list_checkpoints(dir);
   for (size_t i = static_cast<size_t>(keep); i < complete.size(); ++i) {
     if (latest && complete[i].name == *latest) continue;
-    remove_tree(complete[i].path);
+    if (complete[i].name.starts_with('.')) continue;  // a recovered one: removed below
+    delete_checkpoint(dir, complete[i].name);
     removed.push_back(complete[i].name);
   }
+  // Leftovers of interrupted writes, replacements and deletions; only called when no checkpoint
+  // is being written (the caller just committed one).
   std::error_code ec;
   if (!fs::exists(dir, ec)) return removed;
   std::vector<fs::path> stale;
@@ -189,11 +213,23 @@ std::vector<std::string> remove_old_checkpoints(const std::string& dir, int keep
   if (ec) throw Error(fmt::format("cannot list checkpoint directory {}: {}", dir, ec.message()));
   for (const fs::directory_entry& entry : it) {
     const std::string name = entry.path().filename().string();
-    if (name.starts_with(kTmpPrefix) || name.starts_with(kOldPrefix)) stale.push_back(entry.path());
+    if (name.starts_with(kTmpPrefix) || name.starts_with(kOldPrefix) ||
+        name.starts_with(kDelPrefix))
+      stale.push_back(entry.path());
   }
   for (const fs::path& path : stale) {
     remove_tree(path);
     removed.push_back(path.filename().string());
+  }
+  return removed;
+}
+
+std::vector<std::string> remove_later_checkpoints(const std::string& dir, int64_t step) {
+  std::vector<std::string> removed;
+  for (const CheckpointInfo& c : list_checkpoints(dir)) {
+    if (c.step <= step || c.name.starts_with('.')) continue;
+    delete_checkpoint(dir, c.name);
+    removed.push_back(c.name);
   }
   return removed;
 }

@@ -46,8 +46,9 @@ struct CheckpointInfo {
   std::string path;  // "<dir>/step-00000010"
 };
 
-// Complete checkpoints (step-* directories holding manifest.pb), newest step first. Empty when
-// dir does not exist.
+// Complete checkpoints (directories holding manifest.pb), newest step first, one per step:
+// step-N, or where a crash interrupted the replacement of step-N (no RENAME_EXCHANGE) the
+// complete .tmp-step-N, else .old-step-N. Empty when dir does not exist.
 std::vector<CheckpointInfo> list_checkpoints(const std::string& dir);
 
 // The name in <dir>/latest, or nullopt when there is none. Error when it holds something other
@@ -58,5 +59,9 @@ std::optional<std::string> read_latest(const std::string& dir);
 // and stale .tmp-* directories (call when no checkpoint is being written). Returns the names
 // removed.
 std::vector<std::string> remove_old_checkpoints(const std::string& dir, int keep);
+
+// Removes the complete checkpoints of steps after `step`: a history abandoned by a run resumed
+// from an older checkpoint. Returns their names.
+std::vector<std::string> remove_later_checkpoints(const std::string& dir, int64_t step);
 
 }  // namespace mowe::checkpoint

@@ -122,13 +122,15 @@ Layout Layout::plan(std::vector<TensorSpec> specs) {
   for (TensorSpec& spec : specs) {
     if (spec.name.empty()) throw Error("a checkpoint tensor has an empty name");
     check_file_name(spec.file, fmt::format("tensor '{}'", spec.name));
+    // Declared chunked: written chunk by chunk by several processes, even when it has only one.
+    const bool chunked = spec.chunk_rows > 0;
     Entry e = make_entry(std::move(spec));
     auto [it, added] = file_index.emplace(e.spec.file, layout.files_.size());
     if (added) layout.files_.emplace_back(e.spec.file, 0);
     int64_t& file_end = layout.files_[it->second].second;
     bool& page_aligned = after_multi[e.spec.file];
-    e.offset = round_up(file_end, e.num_chunks > 1 || page_aligned ? kChunkAlign : kTensorAlign);
-    page_aligned = e.num_chunks > 1;
+    e.offset = round_up(file_end, chunked || page_aligned ? kChunkAlign : kTensorAlign);
+    page_aligned = chunked;
     file_end = entry_end(e);
     layout.entries_.push_back(std::move(e));
   }

@@ -28,8 +28,8 @@ class Layout {
  public:
   // Alignment of single-chunk tensors (cache line, SIMD loads of a mapped file).
   static constexpr int64_t kTensorAlign = 64;
-  // Alignment of every chunk of a multi-chunk tensor, and of the tensor after one: two writers
-  // of different chunks never share a file-system page.
+  // Alignment of every chunk of a tensor declared chunked (chunk_rows > 0), and of the tensor
+  // after one: two writers of different chunks never share a file-system page.
   static constexpr int64_t kChunkAlign = 4096;
 
   struct Entry {

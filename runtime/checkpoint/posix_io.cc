@@ -24,9 +24,19 @@ std::string reason(int err) {
 }  // namespace
 
 PosixFile::PosixFile(std::string path, int flags, int mode) : path_(std::move(path)) {
-  do fd_ = ::open(path_.c_str(), flags | O_CLOEXEC, mode);
+  // O_NONBLOCK so that a FIFO planted under a checkpoint's file name cannot block the open (for
+  // writing it fails with ENXIO); a file read must be a regular file. Then the flag is cleared.
+  do fd_ = ::open(path_.c_str(), flags | O_CLOEXEC | O_NONBLOCK, mode);
   while (fd_ < 0 && errno == EINTR);
   if (fd_ < 0) throw Error(fmt::format("cannot open {}: {}", path_, reason(errno)));
+  struct stat st {};
+  const bool reading = (flags & O_ACCMODE) == O_RDONLY;
+  if (::fstat(fd_, &st) != 0 || (reading && !S_ISREG(st.st_mode))) {
+    ::close(fd_);
+    fd_ = -1;
+    throw Error(fmt::format("cannot open {}: not a regular file", path_));
+  }
+  ::fcntl(fd_, F_SETFL, ::fcntl(fd_, F_GETFL) & ~O_NONBLOCK);
 }
 
 PosixFile::PosixFile(PosixFile&& other) noexcept

@@ -6,8 +6,8 @@
 # 2. SIGUSR1 to mpirun, SIGTERM to launch/mowe_mpirun and SIGTERM to the ranks themselves write a
 #    checkpoint at the next step boundary and exit 0; resuming from it matches a straight run
 #    (SIGTERM to Open MPI's mpirun itself kills the ranks: docs/checkpoints.md);
-# 3. a read-only or non-directory training.checkpoint_dir is refused before training, and
-#    --dry-run checks the inputs, the plan and the checkpoint directory.
+# 3. a training.checkpoint_dir that is a file or cannot be created is refused before training,
+#    and --dry-run checks the inputs, the plan and the checkpoint directory.
 #   checkpoint_e2e.sh BIN_DIR SOURCE_DIR DATA_DIR MPIEXEC [MPIEXEC_FLAGS...]
 set -euo pipefail
 bin=$1 src=$2 data=$3
@@ -48,8 +48,11 @@ for point in tensor rename latest; do
     --set "training.checkpoint_dir=$dir" --resume auto ||
     { cat "$work/resume-$point.log"; fail "resume after a kill at '$point'"; }
   from=$(grep -o -E 'resumed from [^ ]+ at step [0-9]+' "$work/resume-$point.log" | awk '{print $NF}')
-  want=4
-  [ "$point" = latest ] && want=8  # renamed: complete, although `latest` still names step 4
+  # Killed mid-file: step 8 is incomplete, resume at 4. Killed before the rename: .tmp-step-8 has
+  # its manifest (written last), so it is complete and taken. Killed before `latest`: step-8 is
+  # in place although `latest` still names step 4.
+  want=8
+  [ "$point" = tensor ] && want=4
   [ "$from" = "$want" ] || { cat "$work/resume-$point.log"; fail "killed at '$point': resumed at step '$from', not $want"; }
   diff <(losses "$work/straight.log" $((from + 1))) <(losses "$work/resume-$point.log" 0) ||
     fail "killed at '$point': the resumed losses differ from the straight run"
@@ -79,8 +82,15 @@ signal_run() {  # name, signal, launcher...: trains 30000 steps (~30 s) and is s
     pkill "-$sig" -P "$pid" -x mowe_pretrain  # the ranks (children of mpirun), not mpirun
   else
     kill "-$sig" "$pid"
-    # A second signal while the checkpoint is being written changes nothing.
-    [ -n "${twice:-}" ] && sleep 0.01 && kill "-$sig" "$pid"
+    # More signals to the ranks, every 5 ms until they end, so some arrive while the checkpoint
+    # is being written: they change nothing. (Not to mpirun: one that reaches it after its ranks
+    # have ended finds its own handler gone and kills it.)
+    if [ -n "${burst:-}" ]; then
+      for _ in $(seq 400); do
+        pkill "-$sig" -P "$pid" -x mowe_pretrain 2>/dev/null || break
+        sleep 0.005
+      done
+    fi
   fi
   set +e
   wait "$pid"
@@ -96,7 +106,7 @@ check_stopped() {  # name, signal name: sets $stopped to the step it stopped at
   [ -f "${line##* }/manifest.pb" ] || fail "$1: ${line##* } is not a checkpoint"
 }
 
-twice=1 signal_run usr1 USR1 "${mpiexec[@]}"
+burst=1 signal_run usr1 USR1 "${mpiexec[@]}"
 [ "$status" = 0 ] || { cat "$work/usr1.log"; fail "SIGUSR1 to mpirun: exit $status, not 0"; }
 check_stopped usr1 SIGUSR1
 echo "SIGUSR1 to mpirun: checkpoint at step $stopped, exit 0"
@@ -133,6 +143,11 @@ fi
 grep -q "training.checkpoint_dir '$work/a-file'" "$work/notdir.log" ||
   { cat "$work/notdir.log"; fail "the bad checkpoint_dir is not named"; }
 grep -q "step 1/" "$work/notdir.log" && fail "training started with an unusable checkpoint_dir"
+if run nocreate --set training.steps=2 --set "training.checkpoint_dir=/proc/mowe-checkpoints"; then
+  fail "a checkpoint_dir that cannot be created was accepted"
+fi
+grep -q "training.checkpoint_dir '/proc/mowe-checkpoints'" "$work/nocreate.log" ||
+  { cat "$work/nocreate.log"; fail "the uncreatable checkpoint_dir is not named"; }
 run dry --set "training.checkpoint_dir=$work/dry" --dry-run || { cat "$work/dry.log"; fail "dry run"; }
 grep -q "dry run: inputs, dispatch plan and checkpoint directory are usable" "$work/dry.log" ||
   fail "the dry run did not check the inputs"

@@ -683,6 +683,54 @@ TEST_F(CheckpointDirectory, RecommittingAStepReplacesIt) {
   EXPECT_EQ(entries, (std::vector<std::string>{"latest", "step-00000010"}));
 }
 
+// A crash in the middle of replacing step-N without RENAME_EXCHANGE (NFS) leaves no step-N: the
+// complete new .tmp-step-N is taken, else the complete old .old-step-N; never a partial one.
+TEST_F(CheckpointDirectory, ListingRecoversAnInterruptedReplacement) {
+  const std::string dir = dir_.string();
+  Model(1).save(dir, 10);
+  Model(2).save(dir, 20);
+  fs::rename(dir_ / "step-00000020", dir_ / ".old-step-00000020");
+  std::vector<CheckpointInfo> list = list_checkpoints(dir);
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[0].name, ".old-step-00000020");
+  EXPECT_EQ(list[0].step, 20);
+  Model(3).save(dir, 30);
+  fs::rename(dir_ / "step-00000030", dir_ / ".tmp-step-00000020");  // complete: has a manifest
+  list = list_checkpoints(dir);
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[0].name, ".tmp-step-00000020");
+  CheckpointReader(list[0].path).verify_all();
+  // Once step-20 exists again, it wins, and retention clears the leftovers.
+  Model(4).save(dir, 20);
+  list = list_checkpoints(dir);
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[0].name, "step-00000020");
+  remove_old_checkpoints(dir, 5);
+  EXPECT_FALSE(fs::exists(dir_ / ".tmp-step-00000020"));
+  EXPECT_FALSE(fs::exists(dir_ / ".old-step-00000020"));
+}
+
+TEST_F(CheckpointDirectory, LaterStepsOfAnAbandonedHistoryAreRemoved) {
+  const std::string dir = dir_.string();
+  for (int64_t step : {10, 20, 30}) Model(step).save(dir, step);
+  EXPECT_EQ(remove_later_checkpoints(dir, 15),
+            (std::vector<std::string>{"step-00000030", "step-00000020"}));
+  const std::vector<CheckpointInfo> list = list_checkpoints(dir);
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0].step, 10);
+  EXPECT_TRUE(remove_later_checkpoints(dir, 10).empty());
+}
+
+TEST_F(CheckpointDirectory, AFifoInPlaceOfAFileIsRefusedNotWaitedFor) {
+  const std::string dir = dir_.string();
+  Model(1).save(dir, 10);
+  const fs::path dense = dir_ / "step-00000010/dense.bin";
+  fs::remove(dense);
+  ASSERT_EQ(::mkfifo(dense.c_str(), 0644), 0);
+  expect_error([&] { CheckpointReader reader(dir + "/step-00000010"); },
+               {dense.string(), "not a regular file"});
+}
+
 TEST_F(CheckpointDirectory, BeginRemovesAStaleAttempt) {
   fs::create_directories(dir_ / ".tmp-step-00000060");
   overwrite(dir_ / ".tmp-step-00000060/junk", "left by a crash");
