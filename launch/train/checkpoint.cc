@@ -229,9 +229,10 @@ std::string save_checkpoint(Job& job, const TrainState& state) {
   if (comm.rank() == 0) {
     try {
       for (const std::string& later : ckpt::remove_later_checkpoints(dir, state.step))
-        spdlog::warn("[checkpoint] removed {}: a later step of the history this run abandoned "
-                     "when it resumed from an older checkpoint",
-                     later);
+        spdlog::warn(
+            "[checkpoint] removed {}: a later step of the history this run abandoned "
+            "when it resumed from an older checkpoint",
+            later);
       for (const std::string& old :
            ckpt::remove_old_checkpoints(dir, job.config().training().keep_checkpoints()))
         spdlog::info("[checkpoint] removed {}", old);

@@ -13,8 +13,8 @@ std::string broadcast_string(comm::Communicator& comm, int root, const std::stri
   comm.broadcast(Tensor(&length, DType::I32, Device::CPU, {1}), root);
   std::vector<int32_t> words((length + 3) / 4 + 1, 0);
   if (comm.rank() == root) std::memcpy(words.data(), text.data(), text.size());
-  comm.broadcast(Tensor(words.data(), DType::I32, Device::CPU, {static_cast<int64_t>(words.size())}),
-                 root);
+  comm.broadcast(
+      Tensor(words.data(), DType::I32, Device::CPU, {static_cast<int64_t>(words.size())}), root);
   return std::string(reinterpret_cast<const char*>(words.data()), length);
 }
 

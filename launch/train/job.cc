@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "launch/train/batch.h"
+#include "launch/train/collective.h"
 #include "launch/train/sharding.h"
 #include "model/dispatch_plan_file.h"
 #include "runtime/optimizer_config.h"
@@ -23,11 +24,18 @@ void check_same_plan_everywhere(const model::DispatchPlan& plan, comm::Communica
   double hi[2] = {lo[0], lo[1]};
   comm.allreduce(Tensor(lo, DType::F64, Device::CPU, {2}), comm::ReduceOp::Min);
   comm.allreduce(Tensor(hi, DType::F64, Device::CPU, {2}), comm::ReduceOp::Max);
-  if (lo[0] != hi[0] || lo[1] != hi[1])
-    throw Error(fmt::format(
+  if (lo[0] != hi[0] || lo[1] != hi[1])  // known to every rank alike
+    throw AgreedError(fmt::format(
         "the ranks hold different dispatch plans ({}): give every rank the same plan file "
         "(parallel.plan on a shared file system), or none",
         plan.source()));
+}
+
+// Files may exist on some nodes only: every rank learns of a rank that cannot open them.
+data::DataPipeline open_pipeline_agreed(const config::Config& config, comm::Communicator& comm) {
+  data::DataPipeline pipeline;
+  run_agreed(comm, [&] { pipeline = data::open_pipeline(config); });
+  return pipeline;
 }
 
 bool has_mowe(const config::Config& cfg) {
@@ -55,12 +63,15 @@ model::DispatchPlan resolve_plan(const config::Config& cfg, const data::RoutingV
 Job::Job(const config::Config& config, comm::Communicator& comm)
     : config_(config),
       comm_(comm),
-      data_(data::open_pipeline(config)),
+      data_(open_pipeline_agreed(config, comm)),
       store_(host_allocator(), DType::F32, static_cast<uint64_t>(config.training().seed())) {
   model::MoweParallel parallel;
   std::vector<comm::Communicator*> groups;
   if (has_mowe(config)) {
-    plan_ = std::make_unique<model::DispatchPlan>(resolve_plan(config, *data_.vocab, comm.size()));
+    run_agreed(comm, [&] {
+      plan_ =
+          std::make_unique<model::DispatchPlan>(resolve_plan(config, *data_.vocab, comm.size()));
+    });
     check_same_plan_everywhere(*plan_, comm);
     const bool hierarchical = config.parallel().alltoall() == config::ParallelConfig::HIERARCHICAL;
     alltoall_ = std::make_unique<comm::AllToAll>(

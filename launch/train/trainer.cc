@@ -125,8 +125,9 @@ RunResult Trainer::run() {
       checkpoint();
       spdlog::info("[train] {} received: stopped at step {} after writing {}", signal_name(signo),
                    state_.step,
-                   result.last_checkpoint.empty() ? "nothing (resumed from a checkpoint of this step)"
-                                                  : result.last_checkpoint);
+                   result.last_checkpoint.empty()
+                       ? "nothing (resumed from a checkpoint of this step)"
+                       : result.last_checkpoint);
       result.stop_signal = signo;
       return result;
     }

@@ -44,7 +44,7 @@ class Trainer {
  private:
   std::unique_ptr<Job> job_;
   std::unique_ptr<StepRunner> runner_;
-  TrainState state_;             // the only progress counter
+  TrainState state_;              // the only progress counter
   int64_t last_saved_step_ = -1;  // the step of the checkpoint this state equals, if any
 };
 
