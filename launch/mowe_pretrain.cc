@@ -11,6 +11,7 @@
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <string>
@@ -61,8 +62,21 @@ struct Startup {
   mowe::config::Config config;
 };
 
+// `srun -n N` without an MPI plugin starts N MPI singletons, each rank 0 of 1, which would each
+// train the whole model alone while Slurm reports N tasks.
+void refuse_singletons_under_srun(int world) {
+  const char* tasks = std::getenv("SLURM_STEP_NUM_TASKS");
+  if (world != 1 || tasks == nullptr || std::atoi(tasks) <= 1) return;
+  throw mowe::Error(fmt::format(
+      "Slurm started {} tasks for this step but MPI sees a world of 1 rank per task: srun has no "
+      "MPI plugin here. Launch with srun --mpi=pmix (or pmi2; see srun --mpi=list), or with "
+      "mpirun inside the allocation",
+      tasks));
+}
+
 // Flags and config: errors here are the same on every rank, so they are agreed on collectively.
 Startup parse_and_load(int argc, char** argv, int rank, int world) {
+  refuse_singletons_under_srun(world);
   Startup s;
   s.flags = mowe::config::parse_common_flags(argc, argv, {"--dry-run", "--describe"}, {"--resume"});
   mowe::log::init({.rank = rank,

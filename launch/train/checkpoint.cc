@@ -309,8 +309,9 @@ std::optional<TrainState> resume(Job& job, const std::string& how) {
     try {
       return load_checkpoint(job, path);
     } catch (const AgreedError& e) {
-      spdlog::warn("[checkpoint] cannot resume from {}: {}; trying the previous checkpoint", path,
-                   e.what());
+      if (job.comm().rank() == 0)  // agreed: said once
+        spdlog::warn("[checkpoint] cannot resume from {}: {}; trying the previous checkpoint", path,
+                     e.what());
       if (first_error.empty()) first_error = e.what();
     }
   }

@@ -1,11 +1,40 @@
 #include "launch/train/step.h"
 
+#include <cmath>
+
 #include "launch/train/batch.h"
+#include "launch/train/collective.h"
 #include "launch/train/sharding.h"
 #include "runtime/math.h"
 #include "runtime/optimizer_config.h"
 
 namespace mowe::train {
+namespace {
+
+// Where a non-finite step came from: "value of '<parameter>' on rank R" for the first parameter
+// (registration order, lowest rank) holding a non-finite value (the cause), else "gradient of
+// ..." for the first non-finite gradient; "" when all are finite. Collective.
+std::string first_non_finite(const model::ParameterStore& store, comm::Communicator& comm,
+                             Arena& scratch) {
+  const Context ctx{.scratch = &scratch};
+  std::string mine;
+  for (const char* what : {"value", "gradient"}) {
+    for (const auto& p : store.all()) {
+      const bool value = what[0] == 'v';
+      if (!value && !p->trainable) continue;
+      if (!std::isfinite(cpu_backend().sum_squares(ctx, value ? p->value : p->grad))) {
+        mine = fmt::format("{} of '{}' on rank {}", what, p->name, comm.rank());
+        break;
+      }
+    }
+    if (!mine.empty()) break;
+  }
+  int32_t first = mine.empty() ? comm.size() : comm.rank();
+  comm.allreduce(Tensor(&first, DType::I32, Device::CPU, {1}), comm::ReduceOp::Min);
+  return first == comm.size() ? "" : broadcast_string(comm, first, mine);
+}
+
+}  // namespace
 
 StepRunner::StepRunner(Job& job)
     : job_(job), scratch_(host_allocator()), activations_(host_allocator()) {
@@ -72,10 +101,17 @@ StepResult StepRunner::train_step(const data::Batch& batch, TrainState& state) {
   r.grad_norm = global_grad_norm(job_.parameters(), job_.comm(), scratch_);
   const auto& t = job_.config().training();
   r.learning_rate = learning_rate(t, state.step);
+  r.tokens = static_cast<int64_t>(real);
+  // Loss and norm are global, so every rank takes the same branch.
+  if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm)) {
+    r.skipped = true;
+    r.first_bad = first_non_finite(job_.parameters(), job_.comm(), scratch_);
+    ++state.step;
+    return r;
+  }
   Context ctx{.scratch = &scratch_};
   job_.optimizer().step(ctx, slots_, r.learning_rate, clip_scale(r.grad_norm, t.grad_clip_norm()),
                         state.step + 1);
-  r.tokens = static_cast<int64_t>(real);
   ++state.step;
   return r;
 }

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "comm/grad_allreduce.h"
@@ -21,6 +22,10 @@ struct StepResult {
   double grad_norm = 0;  // global, before clipping
   double learning_rate = 0;
   int64_t tokens = 0;  // real (non-padding) encoder + decoder tokens of the global batch
+  // The loss or the gradient norm was not finite: the update was skipped (the step still
+  // counts). `first_bad` names the first parameter with a non-finite value, else gradient.
+  bool skipped = false;
+  std::string first_bad;
 };
 
 class StepRunner {

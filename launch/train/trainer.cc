@@ -114,6 +114,7 @@ RunResult Trainer::run() {
   int64_t window_tokens = 0;
   double window_loss = 0;
   int window_steps = 0;
+  int bad_steps = 0;  // consecutive steps whose update was skipped
   if (state_.step >= t.steps()) {
     spdlog::info("[train] already at step {} of {}: nothing to train", state_.step, t.steps());
     return result;
@@ -133,6 +134,26 @@ RunResult Trainer::run() {
     }
     if (state_.step >= t.steps()) break;
     const StepResult r = step();
+    if (r.skipped) {
+      ++bad_steps;
+      if (comm.rank() == 0)  // the same on every rank: said once
+        spdlog::warn(
+            "[train] step {}: loss {} and gradient norm {}{}: update skipped ({} such steps in a "
+            "row, "
+            "training.max_bad_steps = {})",
+            state_.step, r.loss, r.grad_norm,
+            r.first_bad.empty() ? "" : ", first non-finite: " + r.first_bad, bad_steps,
+            t.max_bad_steps());
+      if (bad_steps >= t.max_bad_steps())
+        throw AgreedError(fmt::format(
+            "diverged at step {}: {} steps in a row with a non-finite loss or gradient norm{}; "
+            "resume from the last checkpoint with a lower training.learning_rate, or clip "
+            "gradients (training.grad_clip_norm)",
+            state_.step, bad_steps,
+            r.first_bad.empty() ? "" : " (first non-finite: " + r.first_bad + ")"));
+    } else {
+      bad_steps = 0;
+    }
     window_tokens += r.tokens;
     window_loss += r.loss;
     ++window_steps;

@@ -257,5 +257,45 @@ TEST(TrainerCheckpoint, RefusesWhatItCannotResumeFrom) {
   testing::expect_error([&] { t.resume(step2); }, {"manifest.pb", "truncated"});
 }
 
+// Every parameter's bytes, NaNs included (a vector<float> comparison would fail on NaN).
+std::vector<std::string> value_bytes(Job& job) {
+  std::vector<std::string> out;
+  for (const auto& p : job.parameters().all())
+    out.emplace_back(static_cast<const char*>(p->value.tensor().data), p->value.tensor().nbytes());
+  return out;
+}
+
+TEST(TrainerNumerics, NonFiniteStepsAreSkippedThenDivergenceStops) {
+  Env env("numerics");
+  config::Config cfg = tiny(env.dir + "/ckpt", "ADAMW");
+  cfg.mutable_training()->set_max_bad_steps(3);
+  Trainer t(cfg, *env.world);
+  train(t, 2);
+  // A NaN in a norm scale every token passes through (dense: the same on every rank).
+  model::Parameter* norm = nullptr;
+  for (const auto& p : t.job().parameters().all())
+    if (!norm && p->kind == model::ParamKind::Dense && p->name.find("norm") != std::string::npos)
+      norm = p.get();
+  ASSERT_NE(norm, nullptr);
+  float& poisoned = norm->value.tensor().ptr<float>()[0];
+  const float good = poisoned;
+  poisoned = std::nanf("");
+  const std::vector<std::string> before = value_bytes(t.job());
+  const StepResult bad = t.step();
+  EXPECT_TRUE(bad.skipped);
+  EXPECT_FALSE(std::isfinite(bad.loss));
+  EXPECT_EQ(bad.first_bad, "value of '" + norm->name + "' on rank 0");
+  EXPECT_EQ(t.state().step, 3);
+  EXPECT_EQ(value_bytes(t.job()), before) << "a skipped step changed a parameter";
+  poisoned = good;
+  const StepResult recovered = t.step();
+  EXPECT_FALSE(recovered.skipped);
+  EXPECT_TRUE(std::isfinite(recovered.loss));
+  // Three bad steps in a row end the run with the step named, on every rank alike.
+  poisoned = std::nanf("");
+  testing::expect_error([&] { t.run(); }, {"diverged at step 7", "3 steps in a row"});
+  EXPECT_EQ(t.state().step, 7);
+}
+
 }  // namespace
 }  // namespace mowe::train
