@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <limits>
 #include <set>
 
 #include "runtime/check.h"
@@ -190,6 +191,32 @@ Result check_buckets(const Config& c) {
   return std::nullopt;
 }
 
+// Expert indices are 32-bit (routing tables, plans, dispatch): a bucket's expert count must fit,
+// and its parameter count must stay far from 64-bit overflow in every size computation.
+Result check_expert_counts(const Config& c) {
+  const MoweConfig& w = c.model().mowe();
+  for (int i = 0; i < w.buckets_size(); ++i) {
+    const BucketConfig& b = w.buckets(i);
+    const int64_t experts = int64_t(b.num_blocks()) * b.experts_per_block();
+    if (experts > std::numeric_limits<int32_t>::max())
+      return violation(
+          fmt::format("model.mowe.buckets[{}].experts_per_block", i),
+          fmt::format("model.mowe.buckets[{}] has num_blocks ({}) x experts_per_block ({}) = {} "
+                      "experts; at most {} fit a 32-bit expert index",
+                      i, b.num_blocks(), b.experts_per_block(), experts,
+                      std::numeric_limits<int32_t>::max()));
+    // Three matrices of [C, F] per expert at most (gated GELU): bound them by 2^60 scalars.
+    const double scalars = double(experts) * 3 * c.model().d_model() * b.expert_d_ff();
+    if (scalars > std::ldexp(1.0, 60))
+      return violation(
+          fmt::format("model.mowe.buckets[{}].expert_d_ff", i),
+          fmt::format("model.mowe.buckets[{}] would hold about {:.3g} expert parameters "
+                      "({} experts x d_model {} x expert_d_ff {}), beyond any machine",
+                      i, scalars / 3 * 2, experts, c.model().d_model(), b.expert_d_ff()));
+  }
+  return std::nullopt;
+}
+
 // T5's bucketing is logarithmic between num_buckets/2 (num_buckets/4 per direction when
 // bidirectional) and max_distance; a max_distance at or below that start divides by log(<= 1).
 Result check_position_buckets(const Config& c) {
@@ -256,7 +283,8 @@ Result check_schedule(const Config& c) {
 std::optional<Violation> find_violation(const Config& config) {
   if (Result v = check_bounds(config, "")) return v;
   for (auto rule : {check_position_buckets, check_mowe_layers, check_routing_vocab, check_buckets,
-                    check_vocabularies, check_span_corruption, check_corpus, check_schedule})
+                    check_expert_counts, check_vocabularies, check_span_corruption, check_corpus,
+                    check_schedule})
     if (Result v = rule(config)) return v;
   return std::nullopt;
 }

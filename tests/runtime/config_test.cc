@@ -146,6 +146,20 @@ TEST(ConfigValidate, MoweLayerIndicesMustBeBlocksAndUnique) {
             "twice");
 }
 
+// Sizes that would overflow a 32-bit expert index (a segfault in the routing table before) or
+// any size computation are refused naming the fields.
+TEST(ConfigValidate, ExpertCountsMustFit) {
+  EXPECT_EQ(tiny_error({"model.mowe.buckets[1].experts_per_block=1073741824"}),
+            "--set model.mowe.buckets[1].experts_per_block=1073741824: model.mowe.buckets[1] has "
+            "num_blocks (2) x experts_per_block (1073741824) = 2147483648 experts; at most "
+            "2147483647 fit a 32-bit expert index");
+  const std::string huge =
+      tiny_error({"model.mowe.buckets[1].experts_per_block=1000000000",
+                  "model.mowe.buckets[1].expert_d_ff=1000000000", "model.d_model=65536"});
+  EXPECT_NE(huge.find("model.mowe.buckets[1] would hold about"), std::string::npos) << huge;
+  EXPECT_NE(huge.find("beyond any machine"), std::string::npos) << huge;
+}
+
 TEST(ConfigValidate, BucketRules) {
   EXPECT_EQ(tiny_error({"model.mowe.buckets=[]"}),
             "--set model.mowe.buckets=[]: model.mowe.buckets is empty, but MoWE layers are "
