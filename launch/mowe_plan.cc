@@ -13,6 +13,7 @@
 
 #include <filesystem>
 #include <iostream>
+#include <limits>
 #include <optional>
 
 #include "data/routing_vocab.h"
@@ -51,16 +52,11 @@ Builds the dispatch plan of a config for a world size from the routing vocabular
 )";
 
 int parse_int(const std::string& text, const std::string& flag) {
-  size_t used = 0;
-  int value = 0;
-  try {
-    value = std::stoi(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || used != text.size())
-    throw Error(fmt::format("{} expects an integer, not '{}'", flag, text));
-  return value;
+  const int64_t value = mowe::config::parse_int_flag(text, flag, 1);
+  if (value > std::numeric_limits<int>::max())
+    throw Error(fmt::format("{} expects an integer of at most {}, not '{}'", flag,
+                            std::numeric_limits<int>::max(), text));
+  return static_cast<int>(value);
 }
 
 std::vector<int> parse_world_sizes(const std::string& text) {
@@ -84,7 +80,7 @@ model::PlanInputs base_inputs(const mowe::config::Config& config,
       throw Error(
           "--zipf is only for --simulate: a plan file must be built from the routing vocabulary "
           "the trainer will use");
-    const double s = std::stod(flags.values.at("--zipf"));
+    const double s = mowe::config::parse_double_flag(flags.values.at("--zipf"), "--zipf", 0.0);
     const int64_t v = mowe_config.routing_vocab_size();
     model::PlanInputs in;
     in.frequencies = model::zipf_frequencies(v, s);

@@ -85,6 +85,9 @@ Startup parse_and_load(int argc, char** argv, int rank, int world) {
                    .level = s.flags.log_level});
   if (s.flags.help) return s;
   if (s.flags.config_path.empty()) throw mowe::Error("--config FILE is required (see --help)");
+  if (!s.flags.positional.empty())
+    throw mowe::Error(fmt::format("unexpected argument '{}' (a forgotten --set? run with --help)",
+                                  s.flags.positional[0]));
   s.config = mowe::config::load_config(s.flags.config_path, s.flags.overrides);
   const std::string resume = resume_mode(s.flags);
   if (resume != "auto" && resume != "none" &&

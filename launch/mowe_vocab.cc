@@ -104,14 +104,21 @@ int run(int argc, char** argv) {
   if (flags.config_path.empty()) throw mowe::Error("--config FILE is required (see --help)");
   const auto config = mowe::config::load_config(flags.config_path, flags.overrides);
   const auto& d = config.data();
-  MOWE_CHECK(!d.routing_vocab().empty(), "data.routing_vocab is empty: set where to write it");
+  // User errors first, before a minute of work.
+  if (d.routing_vocab().empty())
+    throw mowe::Error(
+        "data.routing_vocab is empty: set where to write it (--set data.routing_vocab=PATH)");
+  if (d.tokenizer_model().empty())
+    throw mowe::Error(
+        "data.tokenizer_model is empty: set where to write it (--set data.tokenizer_model=PATH)");
+  int64_t max_examples = -1;
+  if (flags.values.count("--max-examples"))
+    max_examples =
+        mowe::config::parse_int_flag(flags.values.at("--max-examples"), "--max-examples", 1);
   const auto t0 = Clock::now();
 
   data::Split split = data::read_split(d);
   data::Tokenizer tokenizer = data::train_or_load_tokenizer(d, split, flags.has("--retrain"));
-  int64_t max_examples = -1;
-  if (flags.values.count("--max-examples"))
-    max_examples = std::stoll(flags.values.at("--max-examples"));
   int64_t examples = 0;
   data::RoutingVocab vocab =
       data::build_routing_vocab(config, split, tokenizer, max_examples, &examples);

@@ -1,5 +1,6 @@
 #include "launch/train/step.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "launch/train/batch.h"
@@ -47,8 +48,12 @@ StepRunner::StepRunner(Job& job)
       dense.push_back(p->grad.tensor());
     }
   }
-  dense_sync_ = std::make_unique<comm::BucketedAllreduce>(
-      job.comm(), dense, static_cast<size_t>(job.config().parallel().grad_bucket_mb() * (1 << 20)));
+  // Any positive size the schema allows: at least one byte (each gradient its own bucket), at
+  // most 2^62 (one bucket).
+  const double bucket_bytes =
+      std::clamp(job.config().parallel().grad_bucket_mb() * (1 << 20), 1.0, std::ldexp(1.0, 62));
+  dense_sync_ = std::make_unique<comm::BucketedAllreduce>(job.comm(), dense,
+                                                          static_cast<size_t>(bucket_bytes));
   slots_ = job.parameters().slots();
 }
 

@@ -68,6 +68,12 @@ struct CommonFlags {
 // Parses --config PATH, --set k=v (repeatable), --help/-h, --log-all-ranks, --log-level L, the
 // given extra flags, and positional arguments ("--" ends the flags). An unknown flag or a
 // missing value throws an Error naming it.
+// A program flag's value as a number, the whole text or an Error naming the flag and the value:
+// "--world-size expects an integer >= 1, not 'x'".
+int64_t parse_int_flag(const std::string& text, const std::string& flag, int64_t minimum);
+double parse_double_flag(const std::string& text, const std::string& flag,
+                         double exclusive_minimum);
+
 CommonFlags parse_common_flags(int argc, char** argv,
                                const std::vector<std::string>& extra_bool_flags = {},
                                const std::vector<std::string>& extra_value_flags = {});

@@ -6,6 +6,8 @@
 #include "runtime/check.h"
 #include "runtime/config/config.h"
 
+#include <cmath>
+
 namespace mowe::config {
 namespace {
 
@@ -65,6 +67,33 @@ CommonFlags parse_common_flags(int argc, char** argv,
     }
   }
   return flags;
+}
+
+int64_t parse_int_flag(const std::string& text, const std::string& flag, int64_t minimum) {
+  size_t used = 0;
+  int64_t value = 0;
+  try {
+    value = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != text.size() || value < minimum)
+    throw Error(fmt::format("{} expects an integer >= {}, not '{}'", flag, minimum, text));
+  return value;
+}
+
+double parse_double_flag(const std::string& text, const std::string& flag,
+                         double exclusive_minimum) {
+  size_t used = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != text.size() || !std::isfinite(value) || value <= exclusive_minimum)
+    throw Error(fmt::format("{} expects a number > {}, not '{}'", flag, exclusive_minimum, text));
+  return value;
 }
 
 }  // namespace mowe::config

@@ -265,6 +265,21 @@ std::vector<std::string> value_bytes(Job& job) {
   return out;
 }
 
+// parallel.grad_bucket_mb anywhere in its allowed range: a bucket per gradient, or one bucket.
+TEST(TrainerConfig, GradientBucketsAtTheExtremes) {
+  Env env("buckets");
+  std::vector<double> losses;
+  for (const char* mb : {"1e-30", "1e30"}) {
+    config::Config cfg = tiny(env.dir + "/" + mb, "ADAMW");
+    cfg.mutable_parallel()->set_grad_bucket_mb(std::stod(mb));
+    Trainer t(cfg, *env.world);
+    losses.push_back(t.step().loss);
+    losses.push_back(t.step().loss);
+  }
+  // The same sums; only their grouping into messages (and so perhaps the reduction order) changes.
+  EXPECT_NEAR(losses[1], losses[3], 1e-6 * std::abs(losses[3]));
+}
+
 TEST(TrainerNumerics, NonFiniteStepsAreSkippedThenDivergenceStops) {
   Env env("numerics");
   config::Config cfg = tiny(env.dir + "/ckpt", "ADAMW");
