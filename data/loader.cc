@@ -22,20 +22,24 @@ Loader::Loader(std::shared_ptr<const TokenStream> stream,
   local_batch_ = o.global_batch_size / o.world_size;
   lengths_ = t5_span_lengths(o.input_length, o.noise_density, o.mean_noise_span_length);
   target_length_ = o.target_length > 0 ? o.target_length : lengths_.targets_length;
-  MOWE_CHECK(target_length_ >= lengths_.targets_length,
-             "data.target_length = {} is too short: span corruption of {} tokens at noise "
-             "density {} makes {} targets (0 derives it)",
-             o.target_length, lengths_.tokens_length, o.noise_density, lengths_.targets_length);
+  // User errors (settings that do not fit the data or the tokenizer): one line, no source path.
+  if (target_length_ < lengths_.targets_length)
+    throw Error(fmt::format(
+        "data.target_length = {} is too short: span corruption of {} tokens at noise density {} "
+        "makes {} targets (0 derives it)",
+        o.target_length, lengths_.tokens_length, o.noise_density, lengths_.targets_length));
   const NoiseCounts counts =
       t5_noise_counts(lengths_.tokens_length, o.noise_density, o.mean_noise_span_length);
-  MOWE_CHECK(static_cast<int64_t>(o.sentinels.size()) >= counts.noise_spans,
-             "span corruption makes {} spans per example but the tokenizer has {} sentinels: "
-             "raise data.num_sentinels and retrain the tokenizer",
-             counts.noise_spans, o.sentinels.size());
-  MOWE_CHECK(stream_->num_chunks(lengths_.tokens_length) > 0,
-             "the token stream has {} tokens, fewer than one example of {}: use a larger corpus "
-             "or a smaller data.input_length",
-             stream_->size(), lengths_.tokens_length);
+  if (static_cast<int64_t>(o.sentinels.size()) < counts.noise_spans)
+    throw Error(fmt::format(
+        "span corruption makes {} spans per example but the tokenizer has {} sentinels: raise "
+        "data.num_sentinels and retrain the tokenizer",
+        counts.noise_spans, o.sentinels.size()));
+  if (stream_->num_chunks(lengths_.tokens_length) == 0)
+    throw Error(fmt::format(
+        "the token stream has {} tokens, fewer than one example of {}: use a larger corpus or a "
+        "smaller data.input_length",
+        stream_->size(), lengths_.tokens_length));
 }
 
 Loader::~Loader() {

@@ -10,25 +10,15 @@
 #include <cstdint>
 #include <vector>
 
+#include "runtime/span_lengths.h"
+
 namespace mowe::data {
 
-struct SpanLengths {
-  int64_t tokens_length;   // raw tokens per example before corruption (568 for 512)
-  int64_t inputs_length;   // encoder tokens after corruption, EOS included (<= input_length)
-  int64_t targets_length;  // decoder tokens, EOS included (114 for 512)
-};
-
-// t5.data.preprocessors.random_spans_helper with one extra token per span on each side.
-SpanLengths t5_span_lengths(int64_t input_length, double noise_density,
-                            double mean_noise_span_length);
-
-struct NoiseCounts {
-  int64_t noise_tokens;
-  int64_t noise_spans;
-};
-
-// The counts random_spans_noise_mask uses for a chunk of `length` tokens.
-NoiseCounts t5_noise_counts(int64_t length, double noise_density, double mean_noise_span_length);
+// The arithmetic lives in runtime/span_lengths.h (configuration validation uses it too).
+using mowe::NoiseCounts;
+using mowe::SpanLengths;
+using mowe::t5_noise_counts;
+using mowe::t5_span_lengths;
 
 // random_spans_noise_mask: 1 = noise. Deterministic in `seed`.
 std::vector<uint8_t> random_spans_noise_mask(int64_t length, double noise_density,

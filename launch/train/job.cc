@@ -101,7 +101,15 @@ Job::Job(const config::Config& config, comm::Communicator& comm)
     };
   }
   train_loader_ = std::make_unique<data::Loader>(data_.train, data_.table, options);
-  eval_loader_ = std::make_unique<data::Loader>(data_.validation, data_.table, options);
+  // No held-out split (data.validation_fraction = 0, so training.eval_every = 0): no evaluation.
+  if (config.data().validation_fraction() > 0) {
+    try {
+      eval_loader_ = std::make_unique<data::Loader>(data_.validation, data_.table, options);
+    } catch (const Error& e) {
+      throw Error(fmt::format("the validation split (data.validation_fraction = {}): {}",
+                              config.data().validation_fraction(), e.what()));
+    }
+  }
   model_ = std::make_unique<model::T5Model>(config.model(), store_,
                                             plan_ ? &plan_->table() : nullptr, &parallel);
   assign_sharding(store_, model_->expert_parameters(), plan_.get(), comm.rank(), comm.size(),
@@ -118,5 +126,11 @@ Job::Job(const config::Config& config, comm::Communicator& comm)
 }
 
 Job::~Job() = default;
+
+data::Loader& Job::eval_loader() {
+  if (!eval_loader_)
+    throw Error("no validation split to evaluate on: data.validation_fraction is 0");
+  return *eval_loader_;
+}
 
 }  // namespace mowe::train

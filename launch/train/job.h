@@ -49,7 +49,8 @@ class Job {
   model::T5Model& model() { return *model_; }
   Optimizer& optimizer() { return *optimizer_; }
   data::Loader& train_loader() { return *train_loader_; }
-  data::Loader& eval_loader() { return *eval_loader_; }
+  // Throws when data.validation_fraction is 0 (there is no held-out split).
+  data::Loader& eval_loader();
   const Fingerprints& fingerprints() const { return fingerprints_; }
 
  private:

@@ -9,6 +9,7 @@
 #include "runtime/config/config.h"
 #include "runtime/config/schema.h"
 #include "runtime/proto/options.pb.h"
+#include "runtime/span_lengths.h"
 
 namespace mowe::config {
 namespace {
@@ -248,9 +249,13 @@ Result check_vocabularies(const Config& c) {
 // random_spans_noise_mask), so the spans of one sequence must not outnumber the sentinels.
 Result check_span_corruption(const Config& c) {
   const DataConfig& d = c.data();
-  int64_t noise = std::llround(d.input_length() * d.noise_density());
-  noise = std::clamp<int64_t>(noise, 1, d.input_length() - 1);
-  int64_t spans = std::max<int64_t>(1, std::llround(noise / d.mean_noise_span_length()));
+  // The loader's own arithmetic: spans of the raw chunk that makes one example (568 tokens for
+  // an input length of 512 give 28 spans).
+  const SpanLengths lengths =
+      t5_span_lengths(d.input_length(), d.noise_density(), d.mean_noise_span_length());
+  const int64_t spans =
+      t5_noise_counts(lengths.tokens_length, d.noise_density(), d.mean_noise_span_length())
+          .noise_spans;
   if (spans <= d.num_sentinels()) return std::nullopt;
   return violation("data.num_sentinels",
                    fmt::format("data.num_sentinels = {} is too few: data.input_length {} at "
@@ -264,6 +269,16 @@ Result check_corpus(const Config& c) {
   return violation("data.corpus_path",
                    fmt::format("data.corpus_path is empty, but data.corpus = {} reads from it",
                                DataConfig::Corpus_Name(d.corpus())));
+}
+
+Result check_evaluation(const Config& c) {
+  if (c.training().eval_every() > 0 && c.data().validation_fraction() == 0)
+    return violation("training.eval_every",
+                     fmt::format("training.eval_every = {} evaluates on the held-out split, but "
+                                 "data.validation_fraction = 0 holds nothing out: set "
+                                 "training.eval_every to 0, or hold out a share",
+                                 c.training().eval_every()));
+  return std::nullopt;
 }
 
 Result check_schedule(const Config& c) {
@@ -284,7 +299,7 @@ std::optional<Violation> find_violation(const Config& config) {
   if (Result v = check_bounds(config, "")) return v;
   for (auto rule : {check_position_buckets, check_mowe_layers, check_routing_vocab, check_buckets,
                     check_expert_counts, check_vocabularies, check_span_corruption, check_corpus,
-                    check_schedule})
+                    check_schedule, check_evaluation})
     if (Result v = rule(config)) return v;
   return std::nullopt;
 }

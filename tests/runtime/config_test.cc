@@ -146,6 +146,26 @@ TEST(ConfigValidate, MoweLayerIndicesMustBeBlocksAndUnique) {
             "twice");
 }
 
+// Validation counts spans as the loader does (568 raw tokens per 512-token example: 28 spans),
+// and evaluation needs a held-out split.
+TEST(ConfigValidate, SentinelsAndEvaluationFollowTheData) {
+  const std::string base = std::string(MOWE_SOURCE_DIR) + "/configs/base.textproto";
+  std::string error;
+  try {
+    config::load_config(base, {"data.num_sentinels=27"});
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  EXPECT_EQ(error,
+            "--set data.num_sentinels=27: data.num_sentinels = 27 is too few: data.input_length "
+            "512 at noise_density 0.15 makes 28 spans, each needing its own sentinel");
+  EXPECT_NO_THROW(config::load_config(base, {"data.num_sentinels=28"}));
+  EXPECT_EQ(tiny_error({"data.validation_fraction=0"}),
+            "tiny.textproto:53:3: training.eval_every = 5 evaluates on the held-out split, but "
+            "data.validation_fraction = 0 holds nothing out: set training.eval_every "
+            "to 0, or hold out a share");
+}
+
 // Sizes that would overflow a 32-bit expert index (a segfault in the routing table before) or
 // any size computation are refused naming the fields.
 TEST(ConfigValidate, ExpertCountsMustFit) {
@@ -182,7 +202,7 @@ TEST(ConfigValidate, VocabularyAndSpanRules) {
             "the embedding needs a row for every piece");
   EXPECT_EQ(tiny_error({"data.input_length=512"}),
             "tiny.textproto:31:3: data.num_sentinels = 8 is too few: data.input_length 512 at "
-            "noise_density 0.15 makes 26 spans, each needing its own sentinel");
+            "noise_density 0.15 makes 28 spans, each needing its own sentinel");
   EXPECT_EQ(tiny_error({"data.corpus=TEXT"}),
             "tiny.textproto:27:1: data.corpus_path is empty, but data.corpus = TEXT reads from it");
 }

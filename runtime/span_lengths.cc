@@ -1,0 +1,43 @@
+#include "runtime/span_lengths.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+namespace mowe {
+namespace {
+
+// Python's round() and tf.round: half to even (the default floating-point rounding mode).
+int64_t round_even(double x) {
+  return static_cast<int64_t>(std::nearbyint(x));
+}
+
+}  // namespace
+
+SpanLengths t5_span_lengths(int64_t input_length, double noise_density,
+                            double mean_noise_span_length) {
+  auto lengths = [&](int64_t tokens) {
+    int64_t noise = round_even(static_cast<double>(tokens) * noise_density);
+    int64_t nonnoise = tokens - noise;
+    int64_t spans = round_even(static_cast<double>(noise) / mean_noise_span_length);
+    return std::pair<int64_t, int64_t>{nonnoise + spans + 1, noise + spans + 1};
+  };
+  int64_t tokens_length = input_length - 1;
+  while (lengths(tokens_length + 1).first <= input_length) ++tokens_length;
+  auto [inputs, targets] = lengths(tokens_length);
+  // T5's "minor hack" so that targets do not exceed inputs at noise density 0.5.
+  if (noise_density == 0.5 && targets > inputs) --tokens_length, --targets;
+  return {tokens_length, inputs, targets};
+}
+
+NoiseCounts t5_noise_counts(int64_t length, double noise_density, double mean_noise_span_length) {
+  length = std::max<int64_t>(length, 2);
+  float noise_f = static_cast<float>(length) * static_cast<float>(noise_density);
+  int64_t noise = static_cast<int64_t>(std::nearbyint(noise_f));
+  noise = std::min(std::max<int64_t>(noise, 1), length - 1);
+  float spans_f = static_cast<float>(noise) / static_cast<float>(mean_noise_span_length);
+  int64_t spans = std::max<int64_t>(static_cast<int64_t>(std::nearbyint(spans_f)), 1);
+  return {noise, spans};
+}
+
+}  // namespace mowe
