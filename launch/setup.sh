@@ -13,6 +13,7 @@ packages=(
   libgtest-dev
   libsentencepiece-dev sentencepiece
   wordnet-base
+  gnuplot-nox
 )
 
 missing=()
