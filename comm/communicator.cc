@@ -8,6 +8,7 @@
 #include "comm/device_copy.h"
 #include "comm/mpi_check.h"
 #include "comm/mpi_communicator.h"
+#include "comm/watchdog.h"
 
 #ifdef MOWE_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -42,6 +43,10 @@ const char* collective_name(Collective c) {
       return "barrier";
   }
   return "?";
+}
+
+double blocked_seconds(Collective c) {
+  return blocked_seconds(static_cast<int>(c));
 }
 
 CollectiveStats& CollectiveStats::operator+=(const CollectiveStats& o) {

@@ -31,6 +31,10 @@ enum class Collective : uint8_t { Allreduce, AllToAll, Broadcast, Barrier };
 inline constexpr int kNumCollectives = 4;
 const char* collective_name(Collective c);  // "allreduce", "alltoallv", "broadcast", "barrier"
 
+// Wall time this process has spent blocked waiting for collectives of kind c, over every
+// communicator (see watchdog.h): the share of a step that communication did not hide.
+double blocked_seconds(Collective c);
+
 // Counters of one collective on one rank. A message is one non-empty point-to-point transfer to
 // another rank (sends to self are local copies). For all-to-all the implementation does the
 // transfers itself, so messages and bytes are exact. Allreduce and broadcast are left to the

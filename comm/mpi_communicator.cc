@@ -106,7 +106,8 @@ MpiCommunicator::~MpiCommunicator() {
 }
 
 WaitInfo MpiCommunicator::wait_info(Collective c, int64_t call, int64_t bytes) const {
-  return {collective_name(c), call, bytes, &options_.name, rank_, size_, options_.timeout_seconds};
+  return {collective_name(c), call, bytes, &options_.name, rank_, size_, options_.timeout_seconds,
+          static_cast<int>(c)};
 }
 
 void MpiCommunicator::wait_all(std::vector<MPI_Request>& requests, const WaitInfo& info) {

@@ -138,7 +138,8 @@ void NcclCommunicator::abort_nccl() noexcept {
 }
 
 WaitInfo NcclCommunicator::wait_info(Collective c, int64_t call, int64_t bytes) const {
-  return {collective_name(c), call, bytes, &options_.name, rank_, size_, options_.timeout_seconds};
+  return {collective_name(c), call, bytes, &options_.name, rank_, size_, options_.timeout_seconds,
+          static_cast<int>(c)};
 }
 
 void NcclCommunicator::settle(ncclResult_t result, const char* expr, const WaitInfo& info,

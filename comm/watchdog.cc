@@ -4,6 +4,8 @@
 #include <mpi.h>
 #include <spdlog/spdlog.h>
 
+#include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -20,6 +22,10 @@ std::string timeout_message(const WaitInfo& info) {
 }
 
 namespace {
+
+// One slot per comm::Collective (4), plus room: a process-wide clock, so the trainer sees the
+// time of every communicator (world, replica groups, hierarchical all-to-all levels) at once.
+std::array<std::atomic<double>, 8> g_blocked{};
 
 [[noreturn]] void abort_job(const WaitInfo& info, const std::function<void()>& before_abort) {
   const std::string msg = timeout_message(info);
@@ -51,7 +57,12 @@ void watch(const WaitInfo& info, const std::function<bool()>& done,
   constexpr auto kYield = std::chrono::milliseconds(50);
   const auto timeout = std::chrono::duration<double>(info.timeout_seconds);
   for (;;) {
-    if (done()) return;
+    if (done()) {
+      if (info.collective >= 0 && info.collective < static_cast<int>(g_blocked.size()))
+        g_blocked[info.collective].fetch_add(
+            std::chrono::duration<double>(Clock::now() - start).count(), std::memory_order_relaxed);
+      return;
+    }
     const auto waited = Clock::now() - start;
     if (info.timeout_seconds > 0 && waited > timeout) abort_job(info, before_abort);
     if (waited < kSpin) continue;
@@ -61,6 +72,11 @@ void watch(const WaitInfo& info, const std::function<bool()>& done,
       std::this_thread::sleep_for(std::chrono::microseconds(100));
     }
   }
+}
+
+double blocked_seconds(int collective) {
+  if (collective < 0 || collective >= static_cast<int>(g_blocked.size())) return 0;
+  return g_blocked[collective].load(std::memory_order_relaxed);
 }
 
 }  // namespace mowe::comm

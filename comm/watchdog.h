@@ -17,7 +17,13 @@ struct WaitInfo {
   int rank = 0;
   int size = 1;
   double timeout_seconds = 0;  // 0: wait forever
+  int collective = -1;         // static_cast<int>(Collective), for blocked_seconds(); -1: none
 };
+
+// Wall time this process has spent inside watch() for collectives of kind `collective` (index
+// of comm::Collective), over all communicators and threads. This is the exposed communication
+// time: a non-blocking allreduce that finished behind computation costs only its final check.
+double blocked_seconds(int collective);
 
 // The timeout message: "[comm] <op> (#<call>, <bytes> bytes) on rank R of N in group 'G' did
 // not complete within T s: a peer rank is dead or stuck".

@@ -63,14 +63,16 @@ ModelSize describe(const config::ModelConfig& c, int64_t input_length, int64_t t
     int64_t flops = 0;
     for (int i = 0; i < layers; ++i) {
       flops += 2 * 4 * d * hd + 4 * hd * self_len;
-      if (decoder) flops += 2 * 4 * d * hd + 4 * hd * cross_len;
+      if (decoder) flops += 2 * 2 * d * hd + 4 * hd * cross_len;  // cross Q and O projections
       if (!is_mowe(mowe, i)) flops += 2 * 3 * d * f;
     }
     return flops;
   };
-  s.dense_flops_per_sequence = input_length * token_flops(false, input_length, 0) +
-                               target_length * token_flops(true, target_length, input_length) +
-                               target_length * 2 * d * v;
+  const int64_t cross_kv_per_encoder_token = c.num_decoder_layers() * 2 * 2 * d * hd;
+  s.encoder_flops_per_token = token_flops(false, input_length, 0) + cross_kv_per_encoder_token;
+  s.decoder_flops_per_token = token_flops(true, target_length, input_length) + 2 * d * v;
+  s.dense_flops_per_sequence =
+      input_length * s.encoder_flops_per_token + target_length * s.decoder_flops_per_token;
   return s;
 }
 

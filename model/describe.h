@@ -25,8 +25,13 @@ struct ModelSize {
   int64_t dense_params = 0;
   int64_t expert_params = 0;  // counted once when shared across MoWE layers
   int64_t total_params() const { return dense_params + expert_params; }
-  // Forward FLOPs of one sequence (input_length encoder + target_length decoder tokens) in the
-  // dense part: 2 per multiply-add, attention scores and mixing included, MoWE layers excluded.
+  // Forward FLOPs of the dense part, 2 per multiply-add, MoWE layers excluded. Attention scores
+  // and mixing are counted over the configured lengths (input_length keys for the encoder and
+  // cross-attention, target_length for the decoder). Cross-attention's K and V projections run
+  // once per encoder token and decoder block, so they are an encoder-token cost here.
+  int64_t encoder_flops_per_token = 0;  // encoder blocks + every decoder block's cross K/V
+  int64_t decoder_flops_per_token = 0;  // decoder blocks (cross Q/O, scores) + output projection
+  // input_length * encoder_flops_per_token + target_length * decoder_flops_per_token.
   int64_t dense_flops_per_sequence = 0;
 };
 

@@ -110,6 +110,7 @@ struct T5Model::Stack {
   }
   // Per step.
   Tensor bias, dbias, final_in, final_rstd;
+  int64_t real_tokens = 0, routed_tokens = 0;  // of the last routing
 };
 
 T5Model::T5Model(const config::ModelConfig& c, ParameterStore& store, const RoutingTable* routing,
@@ -199,6 +200,19 @@ void T5Model::build_grad_groups(ParameterStore& store) {
 
 T5Model::~T5Model() = default;
 
+T5Model::RoutingLoad T5Model::routing_load() const {
+  RoutingLoad load;
+  for (const Stack* st : {encoder_.get(), decoder_.get()}) {
+    if (routing_ == nullptr || !st->has_mowe) continue;
+    load.tokens += st->real_tokens;
+    load.routed += st->routed_tokens;
+    const std::vector<int64_t>& rows = st->router().expert_rows().bucket_rows;
+    if (load.bucket_rows.size() + 1 < rows.size()) load.bucket_rows.resize(rows.size() - 1);
+    for (size_t b = 0; b + 1 < rows.size(); ++b) load.bucket_rows[b] += rows[b + 1] - rows[b];
+  }
+  return load;
+}
+
 std::vector<ExpertParameter> T5Model::expert_parameters() const {
   std::vector<ExpertParameter> out;
   for (const Stack* st : {encoder_.get(), decoder_.get()}) {
@@ -245,6 +259,9 @@ Tensor T5Model::run_stack(const StepContext& s, Stack& st, const Tensor& x_embed
     } else {
       st.dispatch.assign(*routing_, span, deactivate);
     }
+    st.real_tokens =
+        std::count_if(span.begin(), span.end(), [](int32_t id) { return id != kPaddingRoutingId; });
+    st.routed_tokens = st.exchange ? st.exchange->rows_sent() : st.dispatch.num_routed();
   }
   const int64_t len = valid.dim(1), heads = config_.num_heads();
   st.bias = s.activations->alloc({heads, len, len}, x_embedded.dtype);

@@ -71,6 +71,14 @@ class T5Model {
   void backward(const StepContext& s, const ModelInputs& in, double z_loss, double loss_scale);
 
   Tensor logits() const { return logits_; }  // [B*T, V] of the last forward
+
+  // The routing of the last forward pass on this rank, summed over the stacks with MoWE layers.
+  struct RoutingLoad {
+    int64_t tokens = 0;  // this rank's non-padding tokens entering MoWE layers
+    int64_t routed = 0;  // of those, the ones given an expert (not unrouted, not deactivated)
+    std::vector<int64_t> bucket_rows;  // per bucket: token rows this rank's experts computed
+  };
+  RoutingLoad routing_load() const;
   // Each expert parameter once (shared ones are held by several MoWE layers).
   std::vector<ExpertParameter> expert_parameters() const;
   // The dense parameters in the order backward finalises them: the output projection, one group

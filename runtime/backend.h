@@ -175,6 +175,8 @@ Backend& cpu_backend();
 // Threads of the CPU backend's BLAS; a job sets cores / ranks-on-the-node so that ranks sharing a
 // node do not oversubscribe it. Returns the number in effect.
 int set_cpu_threads(int threads);
+// The threads the CPU backend's BLAS uses now.
+int cpu_threads();
 // The backend for `device`; throws Error naming the build option when it was not compiled in.
 Backend& backend_for(Device device);
 bool cuda_backend_compiled();

@@ -22,10 +22,10 @@ model::ModelInputs model_inputs(const data::Batch& b) {
   return in;
 }
 
-int64_t real_tokens(const data::Batch& b) {
-  int64_t n = 0;
-  for (int32_t m : b.encoder_mask) n += m != 0;
-  for (int32_t m : b.decoder_mask) n += m != 0;
+TokenCounts real_tokens(const data::Batch& b) {
+  TokenCounts n;
+  for (int32_t m : b.encoder_mask) n.encoder += m != 0;
+  for (int32_t m : b.decoder_mask) n.decoder += m != 0;
   return n;
 }
 

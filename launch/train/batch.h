@@ -15,6 +15,10 @@ struct BatchRouting {
 model::ModelInputs model_inputs(const data::Batch& b);
 
 // Real (non-padding) encoder and decoder tokens of this rank's share of the batch.
-int64_t real_tokens(const data::Batch& b);
+struct TokenCounts {
+  int64_t encoder = 0, decoder = 0;
+  int64_t total() const { return encoder + decoder; }
+};
+TokenCounts real_tokens(const data::Batch& b);
 
 }  // namespace mowe::train

@@ -60,13 +60,14 @@ StepRunner::StepRunner(Job& job)
 StepRunner::~StepRunner() = default;
 
 double StepRunner::forward_backward(const data::Batch& batch, const TrainState* state,
-                                    double* targets, double* real) {
+                                    double* targets, TokenCounts* real) {
   const model::ModelInputs in = model_inputs(batch);
   // The loss is normalised by the global number of target tokens, so the summed gradients
   // equal those of the whole global batch on one rank.
-  double counts[2] = {0, static_cast<double>(real_tokens(batch))};
+  const TokenCounts mine = real_tokens(batch);
+  double counts[3] = {0, double(mine.encoder), double(mine.decoder)};
   for (float w : batch.loss_weights) counts[0] += w;
-  job_.comm().allreduce(Tensor(counts, DType::F64, Device::CPU, {2}), comm::ReduceOp::Sum);
+  job_.comm().allreduce(Tensor(counts, DType::F64, Device::CPU, {3}), comm::ReduceOp::Sum);
   const double global_targets = counts[0];
   MOWE_CHECK(global_targets > 0, "a global batch without target tokens (step {})", batch.step);
 
@@ -91,22 +92,54 @@ double StepRunner::forward_backward(const data::Batch& batch, const TrainState* 
   if (backward) job_.model().backward(s, in, z_loss, 1.0 / global_targets);
   job_.comm().allreduce(Tensor(&loss, DType::F64, Device::CPU, {1}), comm::ReduceOp::Sum);
   *targets = global_targets;
-  if (real) *real = counts[1];
+  if (real) *real = {static_cast<int64_t>(counts[1]), static_cast<int64_t>(counts[2])};
   return loss;
+}
+
+void StepRunner::gather_routing_load(StepResult& r) {
+  const auto& mowe = job_.config().model().mowe();
+  if (mowe.encoder_layers_size() + mowe.decoder_layers_size() == 0) return;
+  // From the config, not the routing, so every rank passes the same sizes to the collectives.
+  const size_t buckets = static_cast<size_t>(mowe.buckets_size());
+  model::T5Model::RoutingLoad load = job_.model().routing_load();
+  load.bucket_rows.resize(buckets, 0);
+  // Sums (exact in f64 below 2^53 rows) and maxima in one buffer each.
+  std::vector<double> sums(buckets + 2), maxima(buckets);
+  for (size_t b = 0; b < buckets; ++b) sums[b] = maxima[b] = double(load.bucket_rows[b]);
+  sums[buckets] = double(load.tokens);
+  sums[buckets + 1] = double(load.routed);
+  comm::Communicator& comm = job_.comm();
+  comm.allreduce(Tensor(sums.data(), DType::F64, Device::CPU, {int64_t(sums.size())}),
+                 comm::ReduceOp::Sum);
+  if (buckets > 0)
+    comm.allreduce(Tensor(maxima.data(), DType::F64, Device::CPU, {int64_t(buckets)}),
+                   comm::ReduceOp::Max);
+  r.bucket_rows.assign(buckets, 0);
+  r.bucket_rows_max.assign(buckets, 0);
+  for (size_t b = 0; b < buckets; ++b) {
+    r.bucket_rows[b] = static_cast<int64_t>(sums[b]);
+    r.bucket_rows_max[b] = static_cast<int64_t>(maxima[b]);
+  }
+  r.mowe_tokens = static_cast<int64_t>(sums[buckets]);
+  r.routed_tokens = static_cast<int64_t>(sums[buckets + 1]);
 }
 
 StepResult StepRunner::train_step(const data::Batch& batch, TrainState& state) {
   MOWE_CHECK(batch.step == state.step, "batch of step {} given at step {}", batch.step, state.step);
   StepResult r;
   job_.parameters().zero_grads();
-  double targets = 0, real = 0;
+  double targets = 0;
+  TokenCounts real;
   r.loss = forward_backward(batch, &state, &targets, &real) / targets;
+  gather_routing_load(r);
   dense_sync_->finish();
   sum_replica_gradients(job_.parameters());
   r.grad_norm = global_grad_norm(job_.parameters(), job_.comm(), scratch_);
   const auto& t = job_.config().training();
   r.learning_rate = learning_rate(t, state.step);
-  r.tokens = static_cast<int64_t>(real);
+  r.tokens = real.total();
+  r.encoder_tokens = real.encoder;
+  r.decoder_tokens = real.decoder;
   // Loss and norm are global, so every rank takes the same branch.
   if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm)) {
     r.skipped = true;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "comm/grad_allreduce.h"
+#include "launch/train/batch.h"
 #include "launch/train/job.h"
 #include "launch/train/train_state.h"
 
@@ -22,6 +23,11 @@ struct StepResult {
   double grad_norm = 0;  // global, before clipping
   double learning_rate = 0;
   int64_t tokens = 0;  // real (non-padding) encoder + decoder tokens of the global batch
+  int64_t encoder_tokens = 0, decoder_tokens = 0;  // the same, split
+  // Routing over the global batch: non-padding tokens entering MoWE layers, those of them given
+  // an expert, and per bucket the expert rows computed in all and on the busiest rank.
+  int64_t mowe_tokens = 0, routed_tokens = 0;
+  std::vector<int64_t> bucket_rows, bucket_rows_max;
   // The loss or the gradient norm was not finite: the update was skipped (the step still
   // counts). `first_bad` names the first parameter with a non-finite value, else gradient.
   bool skipped = false;
@@ -42,7 +48,9 @@ class StepRunner {
  private:
   // Returns the global loss sum; fills the global target and real token counts.
   double forward_backward(const data::Batch& batch, const TrainState* state, double* targets,
-                          double* real);
+                          TokenCounts* real);
+  // Fills r's routing fields from the last forward pass. Collective.
+  void gather_routing_load(StepResult& r);
 
   Job& job_;
   std::unique_ptr<comm::BucketedAllreduce> dense_sync_;

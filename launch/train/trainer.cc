@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <ctime>
 #include <filesystem>
@@ -12,6 +13,7 @@
 #include "launch/train/checkpoint.h"
 #include "launch/train/collective.h"
 #include "launch/train/preemption.h"
+#include "launch/train/progress.h"
 #include "runtime/checkpoint/directory.h"
 #include "runtime/files.h"
 
@@ -110,15 +112,18 @@ RunResult Trainer::run() {
     if (last_saved_step_ != state_.step) result.last_checkpoint = save();
   };
   const auto start = Clock::now();
-  auto window_start = start;
-  int64_t window_tokens = 0;
-  double window_loss = 0;
-  int window_steps = 0;
   int bad_steps = 0;  // consecutive steps whose update was skipped
   if (state_.step >= t.steps()) {
     spdlog::info("[train] already at step {} of {}: nothing to train", state_.step, t.steps());
     return result;
   }
+  Progress progress(*job_, state_.step);
+  const auto finish = [&] {
+    progress.flush();
+    result.train_loss = progress.last_train_loss();
+    result.eval_loss = progress.last_eval_loss();
+    result.metrics = progress.metrics_path();
+  };
   spdlog::info("[train] training steps {}..{} of {} sequences", state_.step + 1, t.steps(),
                t.global_batch_size());
   while (true) {
@@ -130,10 +135,13 @@ RunResult Trainer::run() {
                        ? "nothing (resumed from a checkpoint of this step)"
                        : result.last_checkpoint);
       result.stop_signal = signo;
+      finish();
       return result;
     }
     if (state_.step >= t.steps()) break;
+    progress.before_step();
     const StepResult r = step();
+    progress.after_step(state_.step, r);
     if (r.skipped) {
       ++bad_steps;
       if (comm.rank() == 0)  // the same on every rank: said once
@@ -144,37 +152,28 @@ RunResult Trainer::run() {
             state_.step, r.loss, r.grad_norm,
             r.first_bad.empty() ? "" : ", first non-finite: " + r.first_bad, bad_steps,
             t.max_bad_steps());
-      if (bad_steps >= t.max_bad_steps())
+      if (bad_steps >= t.max_bad_steps()) {
+        progress.flush();
         throw AgreedError(fmt::format(
             "diverged at step {}: {} steps in a row with a non-finite loss or gradient norm{}; "
             "resume from the last checkpoint with a lower training.learning_rate, or clip "
             "gradients (training.grad_clip_norm)",
             state_.step, bad_steps,
             r.first_bad.empty() ? "" : " (first non-finite: " + r.first_bad + ")"));
+      }
     } else {
       bad_steps = 0;
     }
-    window_tokens += r.tokens;
-    window_loss += r.loss;
-    ++window_steps;
     const bool last = state_.step == t.steps();
-    if (state_.step % t.log_every() == 0 || last) {
-      const double secs = std::chrono::duration<double>(Clock::now() - window_start).count();
-      spdlog::info(
-          "[train] step {}/{} loss {:.4f} lr {:.3g} grad_norm {:.3f} {:.0f} tokens/s (real "
-          "tokens, padding excluded)",
-          state_.step, t.steps(), window_loss / window_steps, r.learning_rate, r.grad_norm,
-          window_tokens / secs);
-      window_start = Clock::now();
-      window_tokens = 0, window_loss = 0, window_steps = 0;
-    }
     if (t.eval_every() > 0 && (state_.step % t.eval_every() == 0 || last)) {
       const double eval_loss = evaluate(*runner_, *job_, t.eval_batches());  // collective
-      spdlog::info("[train] step {} validation loss {:.4f} ({} batches)", state_.step, eval_loss,
-                   t.eval_batches());
+      spdlog::info("[train] step {} validation loss {:.4f} (perplexity {:.2f}, {} batches)",
+                   state_.step, eval_loss, std::exp(eval_loss), t.eval_batches());
+      progress.after_eval(state_.step, eval_loss);
     }
     if ((t.checkpoint_every() > 0 && state_.step % t.checkpoint_every() == 0) || last) checkpoint();
   }
+  finish();
   spdlog::info("[train] done: step {} in {:.1f} s", state_.step,
                std::chrono::duration<double>(Clock::now() - start).count());
   return result;

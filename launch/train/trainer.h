@@ -18,6 +18,9 @@ namespace mowe::train {
 struct RunResult {
   int stop_signal = 0;          // the signal that stopped the run early, or 0
   std::string last_checkpoint;  // path of the last checkpoint written by this run, if any
+  double train_loss = 0;        // mean training loss of the last logged window
+  double eval_loss = 0;         // the last validation loss; NaN when none was computed
+  std::string metrics;          // metrics.jsonl of this run (rank 0; empty elsewhere)
 };
 
 class Trainer {

@@ -58,4 +58,7 @@ int set_cpu_threads(int threads) {
   openblas_set_num_threads(threads);
   return openblas_get_num_threads();
 }
+int cpu_threads() {
+  return openblas_get_num_threads();
+}
 }  // namespace mowe

@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
+#include <thread>
 
 #include "comm/mpi_communicator.h"
 #include "tests/comm/comm_test_util.h"
@@ -224,6 +226,26 @@ TEST(MpiCommunicator, RefusesTensorsOnAnotherDevice) {
   float x = 1;
   Tensor on_gpu(&x, DType::F32, Device::CUDA, Shape{1});
   EXPECT_THROW(comm.allreduce(on_gpu, ReduceOp::Sum), Error);
+}
+
+// The blocked-time clock behind the trainer's "blocked in allreduce" share: a rank waiting for
+// a late peer accumulates at least the lateness under the collective's kind, and nothing under
+// another kind.
+TEST(MpiCommunicator, BlockedTimeIsChargedToTheCollectiveWaitedFor) {
+  comm::MpiCommunicator comm(MPI_COMM_WORLD);
+  if (comm.size() < 2) GTEST_SKIP() << "needs a peer to wait for";
+  comm.barrier();
+  const double allreduce = comm::blocked_seconds(comm::Collective::Allreduce);
+  const double alltoall = comm::blocked_seconds(comm::Collective::AllToAll);
+  constexpr double kLate = 0.3;
+  if (comm.rank() == 1) std::this_thread::sleep_for(std::chrono::duration<double>(kLate));
+  double x = 1;
+  comm.allreduce(Tensor(&x, DType::F64, Device::CPU, Shape{1}), ReduceOp::Sum);
+  EXPECT_EQ(x, comm.size());
+  const double waited = comm::blocked_seconds(comm::Collective::Allreduce) - allreduce;
+  if (comm.rank() == 0) EXPECT_GE(waited, 0.8 * kLate);
+  EXPECT_GE(waited, 0);
+  EXPECT_EQ(comm::blocked_seconds(comm::Collective::AllToAll), alltoall);
 }
 
 TEST(MakeCommunicator, CpuGivesMpi) {

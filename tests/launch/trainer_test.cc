@@ -312,5 +312,111 @@ TEST(TrainerNumerics, NonFiniteStepsAreSkippedThenDivergenceStops) {
   EXPECT_EQ(t.state().step, 7);
 }
 
+// One metrics.jsonl record: {"step":N,"time":T,"tag":value|null,...} as a map (null: NaN).
+std::map<std::string, double> parse_record(const std::string& line) {
+  std::map<std::string, double> out;
+  size_t i = 0;
+  while ((i = line.find('"', i)) != std::string::npos) {
+    const size_t end = line.find('"', i + 1);
+    const std::string key = line.substr(i + 1, end - i - 1);
+    size_t v = line.find(':', end) + 1;
+    out[key] = line.compare(v, 4, "null") == 0 ? NAN : std::strtod(line.c_str() + v, nullptr);
+    i = line.find_first_of(",}", v);
+  }
+  return out;
+}
+
+// All records of a metrics.jsonl, merged per step.
+std::map<int64_t, std::map<std::string, double>> read_metrics(const std::string& path) {
+  std::map<int64_t, std::map<std::string, double>> out;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto record = parse_record(line);
+    auto& merged = out[static_cast<int64_t>(record.at("step"))];
+    for (const auto& [k, v] : record) {
+      EXPECT_TRUE(k == "step" || k == "time" || !merged.count(k)) << k << " twice in " << path;
+      merged[k] = v;
+    }
+  }
+  return out;
+}
+
+// run() writes every step's scalars; they are the step's own values (the losses of the same
+// steps taken one by one), the expert load obeys its invariants at every world size, and a
+// resume from an earlier checkpoint replaces the abandoned steps instead of repeating them.
+TEST(TrainerMetrics, RunWritesEveryStepAndResumeReplacesAbandonedSteps) {
+  Env env("metrics");
+  config::Config cfg = tiny(env.dir + "/run/checkpoints", "ADAMW");
+  cfg.mutable_training()->set_steps(6);
+  cfg.mutable_training()->set_log_every(2);
+  cfg.mutable_training()->set_checkpoint_every(4);
+  cfg.mutable_training()->set_eval_every(3);
+  cfg.mutable_training()->set_eval_batches(1);
+  ASSERT_GT(cfg.data().validation_fraction(), 0);
+  {
+    Trainer t(cfg, *env.world);
+    const RunResult r = t.run();
+    EXPECT_EQ(r.metrics.empty(), env.world->rank() != 0);
+    EXPECT_TRUE(std::isfinite(r.eval_loss));
+  }
+  config::Config by_hand_cfg = cfg;
+  by_hand_cfg.mutable_training()->set_checkpoint_dir(env.dir + "/by_hand");
+  Trainer by_hand(by_hand_cfg, *env.world);
+  const std::vector<StepResult> expected = train(by_hand, 6);
+  const std::string jsonl = env.dir + "/run/metrics.jsonl";
+  const int world = env.world->size();
+  const auto check = [&](const char* when) {
+    if (env.world->rank() != 0) return;
+    const auto records = read_metrics(jsonl);
+    ASSERT_EQ(records.size(), 6u) << when;
+    for (int64_t step = 1; step <= 6; ++step) {
+      const auto& m = records.at(step);
+      const StepResult& e = expected[step - 1];
+      EXPECT_DOUBLE_EQ(m.at("train/loss"), e.loss) << when << " step " << step;
+      EXPECT_DOUBLE_EQ(m.at("train/grad_norm"), e.grad_norm) << when << " step " << step;
+      EXPECT_EQ(m.at("train/real_tokens"), double(e.tokens));
+      double rows = 0;
+      for (int b = 0; b < cfg.model().mowe().buckets_size(); ++b) {
+        const std::string tag = fmt::format("load/bucket{}_", b);
+        rows += m.at(tag + "rows");
+        EXPECT_EQ(m.at(tag + "rows"), double(e.bucket_rows[b]));
+        if (e.bucket_rows[b] > 0) {
+          EXPECT_GE(m.at(tag + "max_over_mean"), 1.0 - 1e-12);
+          EXPECT_LE(m.at(tag + "max_over_mean"), world + 1e-12);
+        }
+      }
+      // Every routed token is computed by exactly one expert on one rank.
+      EXPECT_EQ(rows, m.at("load/routed_tokens")) << when << " step " << step;
+      EXPECT_GT(m.at("load/unrouted_share"), 0);
+      EXPECT_LT(m.at("load/unrouted_share"), 1);
+      EXPECT_EQ(m.count("perf/mfu"), step % 2 == 0 ? 1u : 0u) << "log steps only";
+      if (step % 2 == 0) {
+        EXPECT_GT(m.at("perf/tokens_per_second"), 0);
+        EXPECT_GT(m.at("perf/mfu"), 0);
+        EXPECT_LT(m.at("perf/mfu"), 1);
+      }
+      EXPECT_EQ(m.count("eval/loss"), step % 3 == 0 ? 1u : 0u) << step;
+    }
+    ASSERT_FALSE(fs::is_empty(env.dir + "/run/tb"));
+  };
+  check("after the run");
+  // The global routing does not depend on the world size.
+  if (world > 1) {
+    Trainer one(tiny(fmt::format("{}/one{}", env.dir, env.world->rank()), "ADAMW"), *env.self);
+    const StepResult s = one.step();
+    EXPECT_EQ(s.bucket_rows, expected[0].bucket_rows);
+    EXPECT_EQ(s.routed_tokens, expected[0].routed_tokens);
+    EXPECT_EQ(s.mowe_tokens, expected[0].mowe_tokens);
+  }
+  // Resume at step 4: steps 5 and 6 are trained again and written once.
+  {
+    Trainer t(cfg, *env.world);
+    t.resume(env.dir + "/run/checkpoints/step-00000004");
+    t.run();
+  }
+  check("after resuming at step 4");
+}
+
 }  // namespace
 }  // namespace mowe::train

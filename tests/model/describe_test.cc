@@ -46,6 +46,28 @@ TEST(Describe, GatedExpertsNeedAThirdMatrix) {
                42.73, 1e9, "gated base");
 }
 
+// FLOPs from first principles for dense T5.1.1-Base (d 768, 12 x 64 heads, d_ff 2048, vocab
+// 32128, 12 + 12 blocks) at 512 + 114 tokens: 2 per weight a token meets, 4 * inner per attended
+// key; cross-attention K/V projections are paid once per encoder token, not per decoder token.
+TEST(Describe, DenseFlopsPerToken) {
+  ModelSize s =
+      size_of("base.textproto", {"model.mowe.encoder_layers=[]", "model.mowe.decoder_layers=[]"});
+  const int64_t d = 768, hd = 768, f = 2048, v = 32128, layers = 12, in = 512, out = 114;
+  const int64_t attention = 2 * 4 * d * hd, ffn = 2 * 3 * d * f;
+  const int64_t encoder = layers * (attention + 4 * hd * in + ffn) + layers * 2 * 2 * d * hd;
+  const int64_t decoder =
+      layers * (attention + 4 * hd * out + 2 * 2 * d * hd + 4 * hd * in + ffn) + 2 * d * v;
+  EXPECT_EQ(s.encoder_flops_per_token, encoder);
+  EXPECT_EQ(s.decoder_flops_per_token, decoder);
+  EXPECT_EQ(s.dense_flops_per_sequence, in * encoder + out * decoder);
+  // Without attention scores, forward FLOPs are twice the weights a sequence's tokens meet.
+  const int64_t weights_per_sequence =
+      in * (layers * (4 * d * hd + 3 * d * f) + layers * 2 * d * hd) +
+      out * (layers * (4 * d * hd + 2 * d * hd + 3 * d * f) + d * v);
+  const int64_t scores = in * layers * 4 * hd * in + out * layers * (4 * hd * out + 4 * hd * in);
+  EXPECT_EQ(s.dense_flops_per_sequence, 2 * weights_per_sequence + scores);
+}
+
 TEST(Describe, UnsharedExpertsCountOncePerLayer) {
   ModelSize shared = size_of("base_2b.textproto");
   ModelSize unshared = size_of("base_2b.textproto", {"model.mowe.share_expert_parameters=false"});

@@ -1,0 +1,107 @@
+#include "launch/train/throughput.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "runtime/cpu/sgemm_peak.h"
+#include "runtime/files.h"
+
+namespace mowe::train {
+namespace {
+
+std::string cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  return "unknown-cpu";
+}
+
+std::string host_name() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof(name) - 1) != 0) return "unknown-host";
+  return name;
+}
+
+std::string cache_file() {
+  if (const char* dir = std::getenv("MOWE_CACHE_DIR"); dir && *dir)
+    return std::string(dir) + "/sgemm_peak.tsv";
+  if (const char* dir = std::getenv("XDG_CACHE_HOME"); dir && *dir)
+    return std::string(dir) + "/mowe/sgemm_peak.tsv";
+  if (const char* home = std::getenv("HOME"); home && *home)
+    return std::string(home) + "/.cache/mowe/sgemm_peak.tsv";
+  return "";
+}
+
+// Lines "key<TAB>GFLOP/s"; a missing or unreadable cache is simply a miss.
+double cache_lookup(const std::string& file, const std::string& key) {
+  std::ifstream in(file);
+  std::string line;
+  while (std::getline(in, line)) {
+    const size_t tab = line.rfind('\t');
+    if (tab != std::string::npos && line.compare(0, tab, key) == 0 && tab == key.size())
+      return std::strtod(line.c_str() + tab + 1, nullptr);
+  }
+  return 0;
+}
+
+void cache_store(const std::string& file, const std::string& key, double gflops) {
+  try {
+    std::filesystem::create_directories(std::filesystem::path(file).parent_path());
+    std::string kept;
+    std::ifstream in(file);
+    std::string line;
+    while (std::getline(in, line))
+      if (line.rfind(key + "\t", 0) != 0) kept += line + "\n";
+    write_file_atomically(file, kept + fmt::format("{}\t{:.3f}\n", key, gflops));
+  } catch (const std::exception& e) {
+    // Only a cache: the next run measures again.
+    spdlog::warn("[train] could not cache the sgemm peak in {}: {}", file, e.what());
+  }
+}
+
+}  // namespace
+
+double step_model_flops(const model::ModelSize& size, const StepWork& work) {
+  double forward = double(work.encoder_tokens) * double(size.encoder_flops_per_token) +
+                   double(work.decoder_tokens) * double(size.decoder_flops_per_token);
+  for (size_t b = 0; b < work.bucket_rows.size() && b < size.buckets.size(); ++b)
+    forward += double(work.bucket_rows[b]) * double(size.buckets[b].flops_per_token);
+  return 3 * forward;
+}
+
+SgemmPeak job_sgemm_peak(comm::Communicator& comm, int blas_threads) {
+  SgemmPeak peak;
+  const int per_node = comm.ranks_per_node();
+  const bool local_root = comm.rank() % per_node == 0;  // ranks are numbered node by node
+  double mine = 0;
+  std::string key;
+  if (const char* fixed = std::getenv("MOWE_SGEMM_PEAK_GFLOPS"); fixed && *fixed) {
+    mine = std::strtod(fixed, nullptr);
+  } else {
+    peak.cache = cache_file();
+    key =
+        fmt::format("{}|{}|{} ranks|{} threads", host_name(), cpu_model(), per_node, blas_threads);
+    if (!peak.cache.empty()) mine = cache_lookup(peak.cache, key);
+  }
+  // Measure when any rank lacks a value, all at once so each sees the node's contention.
+  double missing = mine > 0 ? 0 : 1;
+  comm.allreduce(Tensor(&missing, DType::F64, Device::CPU, {1}), comm::ReduceOp::Max);
+  if (missing > 0) {
+    comm.barrier();
+    mine = cpu::measure_sgemm_gflops();
+    peak.measured = true;
+    if (local_root && !peak.cache.empty() && !key.empty()) cache_store(peak.cache, key, mine);
+  }
+  peak.flops = mine * 1e9;
+  comm.allreduce(Tensor(&peak.flops, DType::F64, Device::CPU, {1}), comm::ReduceOp::Sum);
+  return peak;
+}
+
+}  // namespace mowe::train
