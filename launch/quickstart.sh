@@ -2,7 +2,9 @@
 # The main job on the default configuration, from a fresh machine: installs what is missing,
 # builds, builds the WordNet tokenizer and routing vocabulary (once; about a minute), writes the
 # dispatch plan for 2 ranks, and pre-trains configs/wordnet_small.textproto on 2 MPI ranks
-# (300 steps, a few minutes on 2 cores). Extra arguments go to mowe_pretrain, e.g.
+# (300 steps, a few minutes on 2 cores), then plots the loss curves and prints a summary: final
+# training and validation loss, the checkpoint, the metrics and the plot. Extra arguments go to
+# mowe_pretrain, e.g.
 #   launch/quickstart.sh --set training.steps=50
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,8 +19,24 @@ cmake --build build -j"$(nproc)" --target mowe_vocab mowe_plan mowe_pretrain
 if [ ! -f runs/wordnet_small/routing_vocab.pb ] || [ ! -f runs/wordnet_small/spm.model ]; then
   build/bin/mowe_vocab --config "$config"
 fi
-build/bin/mowe_plan --config "$config" --world-size "$ranks"
+# A routing vocabulary from an older version (or a damaged one) is refused by mowe_plan with the
+# reason: build it again once, then let a second failure stop the script.
+if ! build/bin/mowe_plan --config "$config" --world-size "$ranks"; then
+  echo "[quickstart] rebuilding the tokenizer and routing vocabulary"
+  build/bin/mowe_vocab --config "$config"
+  build/bin/mowe_plan --config "$config" --world-size "$ranks"
+fi
 
 mpi_flags=(--oversubscribe)
 [ "$(id -u)" -eq 0 ] && mpi_flags+=(--allow-run-as-root)
-mpirun -np "$ranks" "${mpi_flags[@]}" build/bin/mowe_pretrain --config "$config" "$@"
+log=runs/wordnet_small/pretrain.log
+mkdir -p runs/wordnet_small
+mpirun -np "$ranks" "${mpi_flags[@]}" build/bin/mowe_pretrain --config "$config" "$@" 2>&1 |
+  tee "$log"
+
+launch/mowe_plot runs/wordnet_small runs/wordnet_small/loss.png
+summary=$(grep -o '\[pretrain\] summary: .*' "$log" | tail -1 | sed 's/^\[pretrain\] summary: //')
+echo
+echo "quickstart finished: ${summary:-no summary line in $log}"
+echo "  log:  $log"
+echo "  plot: runs/wordnet_small/loss.png (launch/mowe_plot RUN_DIR draws it from metrics.jsonl)"

@@ -16,11 +16,13 @@ int64_t round_even(double x) {
 
 SpanLengths t5_span_lengths(int64_t input_length, double noise_density,
                             double mean_noise_span_length) {
+  // The counts of the noise mask itself: T5's helper rounds without the mask's floor of one
+  // noise token and one span, so at short lengths (input_length 4: 4 raw tokens, 0 spans) it
+  // promises inputs the mask then overflows. The mask's numbers are what the loader produces.
   auto lengths = [&](int64_t tokens) {
-    int64_t noise = round_even(static_cast<double>(tokens) * noise_density);
-    int64_t nonnoise = tokens - noise;
-    int64_t spans = round_even(static_cast<double>(noise) / mean_noise_span_length);
-    return std::pair<int64_t, int64_t>{nonnoise + spans + 1, noise + spans + 1};
+    const NoiseCounts n = t5_noise_counts(tokens, noise_density, mean_noise_span_length);
+    return std::pair<int64_t, int64_t>{tokens - n.noise_tokens + n.noise_spans + 1,
+                                       n.noise_tokens + n.noise_spans + 1};
   };
   int64_t tokens_length = input_length - 1;
   while (lengths(tokens_length + 1).first <= input_length) ++tokens_length;

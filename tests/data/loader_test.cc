@@ -99,6 +99,26 @@ TEST(Loader, PadsAConfiguredTargetLengthAndMasksIt) {
   EXPECT_THROW(Loader(synthetic_stream(5000, 1), synthetic_table(), o), Error);
 }
 
+// The loader's length arithmetic holds down to the smallest input length the config allows and
+// over the densities users set: every example fits (the loader checks each one it makes).
+TEST(Loader, EveryInputLengthFromTheMinimumFits) {
+  for (double density : {0.15, 0.3, 0.5}) {
+    for (int length : {4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 16, 17, 31, 64, 100, 512}) {
+      LoaderOptions o = options(2);
+      o.input_length = length;
+      o.noise_density = density;
+      o.sentinels.clear();  // enough for the most spans here (512 at 0.5: 128)
+      for (int k = 0; k < 150; ++k) o.sentinels.push_back(3 + k);
+      Loader loader(synthetic_stream(5000, 1), synthetic_table(), o);
+      for (int i = 0; i < 20; ++i) {
+        const Example ex = loader.example(i);
+        EXPECT_LE(static_cast<int>(ex.inputs.size()), length) << length << " at " << density;
+        EXPECT_GE(ex.targets.size(), 3u) << "a sentinel, a noise token and EOS";
+      }
+    }
+  }
+}
+
 TEST(Loader, RefusesBatchSizesThatDoNotSplitEvenly) {
   expect_error(
       [] { Loader loader(synthetic_stream(5000, 1), synthetic_table(), options(6, 0, 4)); },
