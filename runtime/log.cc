@@ -1,5 +1,7 @@
 #include "runtime/log.h"
 
+#include <unistd.h>
+
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -33,6 +35,12 @@ void init(const Options& options) {
 
 int rank() {
   return g_rank;
+}
+
+std::string host_name() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof(name) - 1) != 0 || name[0] == '\0') return "unknown-host";
+  return name;
 }
 
 }  // namespace mowe::log

@@ -20,4 +20,8 @@ void init(const Options& options);
 // The rank given to init (0 before it), used by check messages.
 int rank();
 
+// This machine's host name ("unknown-host" if it cannot be read): errors that happen on one rank
+// name it, because on a 64-rank job "rank 37" alone does not say which node to look at.
+std::string host_name();
+
 }  // namespace mowe::log

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "runtime/check.h"
+#include "runtime/log.h"
 
 namespace mowe::train {
 
@@ -29,9 +30,12 @@ void run_agreed(comm::Communicator& comm, const std::function<void()>& fn) {
   int32_t first = error.empty() ? comm.size() : comm.rank();
   comm.allreduce(Tensor(&first, DType::I32, Device::CPU, {1}), comm::ReduceOp::Min);
   if (first == comm.size()) return;
-  const std::string message = broadcast_string(comm, first, error);
-  if (comm.rank() == first || comm.size() == 1) throw AgreedError(message);
-  throw AgreedError(fmt::format("rank {}: {}", first, message));
+  // Rank 0 prints agreed errors. Another rank's error is prefixed with its rank and host, since
+  // a file missing on one node is found by the node's name; rank 0's own is often the same on
+  // every rank (a bad config) and reads best as it is.
+  if (comm.rank() == first && first != 0)
+    error = fmt::format("rank {} on host {}: {}", first, log::host_name(), error);
+  throw AgreedError(broadcast_string(comm, first, error));
 }
 
 }  // namespace mowe::train

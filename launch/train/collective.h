@@ -18,7 +18,8 @@ class AgreedError : public Error {
 };
 
 // Runs fn on every rank, then agrees on the outcome: when it threw on any rank, every rank throws
-// an AgreedError with the message of the lowest failing rank (prefixed "rank R: " on the others).
+// an AgreedError with the message of the lowest failing rank, prefixed "rank R on host H: " when
+// that is not rank 0.
 void run_agreed(comm::Communicator& comm, const std::function<void()>& fn);
 
 // `text` of rank `root` on every rank. Collective.

@@ -2,7 +2,6 @@
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -11,6 +10,7 @@
 
 #include "runtime/cpu/sgemm_peak.h"
 #include "runtime/files.h"
+#include "runtime/log.h"
 
 namespace mowe::train {
 namespace {
@@ -21,12 +21,6 @@ std::string cpu_model() {
   while (std::getline(in, line))
     if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
   return "unknown-cpu";
-}
-
-std::string host_name() {
-  char name[256] = {};
-  if (::gethostname(name, sizeof(name) - 1) != 0) return "unknown-host";
-  return name;
 }
 
 std::string cache_file() {
@@ -86,8 +80,8 @@ SgemmPeak job_sgemm_peak(comm::Communicator& comm, int blas_threads) {
     mine = std::strtod(fixed, nullptr);
   } else {
     peak.cache = cache_file();
-    key =
-        fmt::format("{}|{}|{} ranks|{} threads", host_name(), cpu_model(), per_node, blas_threads);
+    key = fmt::format("{}|{}|{} ranks|{} threads", log::host_name(), cpu_model(), per_node,
+                      blas_threads);
     if (!peak.cache.empty()) mine = cache_lookup(peak.cache, key);
   }
   // Measure when any rank lacks a value, all at once so each sees the node's contention.
