@@ -11,14 +11,16 @@
 #include <cstdlib>
 #include <thread>
 
+#include "runtime/log.h"
+
 namespace mowe::comm {
 
 std::string timeout_message(const WaitInfo& info) {
   return fmt::format(
-      "[comm] {} (#{}, {} bytes) on rank {} of {} in group '{}' did not complete within {} s: a "
-      "peer rank is dead or stuck",
-      info.op, info.call, info.bytes, info.rank, info.size, info.group ? *info.group : "?",
-      info.timeout_seconds);
+      "[comm] {} (#{}, {} bytes) on rank {} of {} (host {}) in group '{}' did not complete within "
+      "{} s: a peer rank is dead or stuck",
+      info.op, info.call, info.bytes, info.rank, info.size, log::host_name(),
+      info.group ? *info.group : "?", info.timeout_seconds);
 }
 
 namespace {

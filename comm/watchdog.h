@@ -25,8 +25,8 @@ struct WaitInfo {
 // time: a non-blocking allreduce that finished behind computation costs only its final check.
 double blocked_seconds(int collective);
 
-// The timeout message: "[comm] <op> (#<call>, <bytes> bytes) on rank R of N in group 'G' did
-// not complete within T s: a peer rank is dead or stuck".
+// The timeout message: "[comm] <op> (#<call>, <bytes> bytes) on rank R of N (host H) in group
+// 'G' did not complete within T s: a peer rank is dead or stuck".
 std::string timeout_message(const WaitInfo& info);
 
 // Calls done() until it returns true: spinning at first (latency), then yielding the core (ranks
