@@ -6,11 +6,24 @@
 #include <numeric>
 #include <unordered_map>
 
+#include "data/derived_file.h"
 #include "runtime/check.h"
-#include "runtime/files.h"
+#include "runtime/checkpoint/crc32c.h"
+#include "runtime/config/config.h"
 
 namespace mowe::data {
 namespace {
+
+constexpr DerivedFile kVocabFile{"routing vocabulary", RoutingVocab::kMagic,
+                                 RoutingVocab::kFormatVersion};
+
+// CRC32C of every piece of a tokenizer, by id.
+std::vector<uint32_t> piece_crcs(const Tokenizer& tokenizer) {
+  std::vector<uint32_t> crcs;
+  for (int32_t id = 0; id < tokenizer.vocab_size(); ++id)
+    crcs.push_back(checkpoint::crc32c(tokenizer.piece(id).data(), tokenizer.piece(id).size()));
+  return crcs;
+}
 
 bool word_byte(unsigned char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c >= 0x80;
@@ -175,6 +188,8 @@ RoutingVocab RoutingVocab::build(const Tokenizer& tokenizer, const std::vector<s
   f.set_tokenizer_path(tokenizer.source());
   f.set_default_vocab_size(tokenizer.vocab_size());
   f.set_case_variants(options.case_variants);
+  f.set_tokenizer_bytes(static_cast<int64_t>(tokenizer.model().size()));
+  for (uint32_t crc : piece_crcs(tokenizer)) f.add_tokenizer_piece_crc32c(crc);
   RoutingVocabStats* stats = f.mutable_stats();
   std::vector<Candidate> ranked = ranked_candidates(names, documents, stats);
   const int64_t max_words = std::max<int64_t>(0, options.max_routing_ids - tokenizer.vocab_size());
@@ -195,19 +210,30 @@ RoutingVocab RoutingVocab::build(const Tokenizer& tokenizer, const std::vector<s
   return vocab;
 }
 
+RoutingVocab RoutingVocab::from_file(RoutingVocabFile file) {
+  RoutingVocab vocab;
+  vocab.file_ = std::move(file);
+  return vocab;
+}
+
 RoutingVocab RoutingVocab::load(const std::string& path) {
+  const std::string rebuild = config::command_for_this_config("mowe_vocab");
   RoutingVocab vocab;
   vocab.path_ = path;
-  std::string bytes = read_file(path, "routing vocabulary");
-  MOWE_CHECK(vocab.file_.ParseFromString(bytes),
-             "{} is not a routing vocabulary file (write one with mowe_vocab)", path);
+  const std::string payload = read_derived_file(kVocabFile, path, rebuild);
+  auto refuse = [&](const std::string& problem) {
+    throw Error(derived_file_problem(kVocabFile, path, problem, rebuild));
+  };
+  // The checksum matched: contents that do not hold together were written wrong, not damaged.
+  if (!vocab.file_.ParseFromString(payload)) refuse("passes its checksum but does not parse");
   const RoutingVocabFile& f = vocab.file_;
-  MOWE_CHECK(f.format_version() == kFormatVersion,
-             "{} has format version {}, this program reads version {}: rebuild it with mowe_vocab",
-             path, f.format_version(), kFormatVersion);
-  MOWE_CHECK(f.default_vocab_size() > 0, "{} has no default vocabulary size", path);
-  MOWE_CHECK(f.frequency_size() == 0 || f.frequency_size() == vocab.size(),
-             "{} holds {} frequencies for {} routing ids", path, f.frequency_size(), vocab.size());
+  if (f.format_version() != kFormatVersion)
+    refuse(fmt::format("records format version {} inside a version {} frame", f.format_version(),
+                       kFormatVersion));
+  if (f.default_vocab_size() <= 0) refuse("has no default vocabulary size");
+  if (f.frequency_size() != 0 && f.frequency_size() != vocab.size())
+    refuse(
+        fmt::format("holds {} frequencies for {} routing ids", f.frequency_size(), vocab.size()));
   return vocab;
 }
 
@@ -217,21 +243,44 @@ RoutingVocab RoutingVocab::load(const std::string& path, const Tokenizer& tokeni
   return vocab;
 }
 
+std::string RoutingVocab::tokenizer_damage(const Tokenizer& tokenizer) const {
+  const auto& recorded = file_.tokenizer_piece_crc32c();
+  if (tokenizer.hash() == tokenizer_hash() || tokenizer.vocab_size() != recorded.size()) return "";
+  const std::vector<uint32_t> now = piece_crcs(tokenizer);
+  int32_t differ = 0;
+  for (int32_t id = 0; id < tokenizer.vocab_size(); ++id) differ += now[id] != recorded[id];
+  // A model trained anew (other data, another size or seed) has other pieces at most ids; one
+  // that keeps most of them, yet not its bytes, is a damaged copy (a flipped score, piece or
+  // normalization byte).
+  if (2 * differ >= tokenizer.vocab_size()) return "";
+  return fmt::format(
+      "SentencePiece model {} looks damaged: its hash is {}, not the {} routing vocabulary {} "
+      "recorded, yet {} of its {} pieces are the recorded ones ({} bytes, {} recorded): retrain "
+      "both with {} (a vocabulary built on a damaged model keeps the damage)",
+      tokenizer.source(), format_hash(tokenizer.hash()), format_hash(tokenizer_hash()),
+      path_.empty() ? "(in memory)" : path_, tokenizer.vocab_size() - differ,
+      tokenizer.vocab_size(), tokenizer.model().size(), file_.tokenizer_bytes(),
+      config::command_for_this_config("mowe_vocab", "--retrain"));
+}
+
 void RoutingVocab::check_tokenizer(const Tokenizer& tokenizer) const {
   if (tokenizer.hash() == tokenizer_hash() && tokenizer.vocab_size() == default_vocab_size())
     return;
+  if (std::string damage = tokenizer_damage(tokenizer); !damage.empty()) throw Error(damage);
+  // Both files are intact (the vocabulary's checksum matched; the model's pieces are not the
+  // recorded ones): the tokenizer was replaced, and the vocabulary must follow it.
   throw Error(fmt::format(
       "routing vocabulary {} was built with another tokenizer: it records tokenizer hash {} "
-      "({} pieces, {}), but {} has hash {} ({} pieces); rebuild it with mowe_vocab",
+      "({} pieces, {}), but {} has hash {} ({} pieces); rebuild it with {}",
       path_.empty() ? "(in memory)" : path_, format_hash(tokenizer_hash()), default_vocab_size(),
       file_.tokenizer_path(), tokenizer.source(), format_hash(tokenizer.hash()),
-      tokenizer.vocab_size()));
+      tokenizer.vocab_size(), config::command_for_this_config("mowe_vocab")));
 }
 
 void RoutingVocab::save(const std::string& path) const {
   std::string bytes;
   MOWE_CHECK(file_.SerializeToString(&bytes), "cannot serialize the routing vocabulary");
-  write_file_atomically(path, bytes);
+  write_derived_file(kVocabFile, path, bytes);
 }
 
 RoutingTokenizer RoutingVocab::table(bool case_variants) const {

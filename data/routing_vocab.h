@@ -5,8 +5,9 @@
 // default pieces, then the words. Each word is tokenized as it appears in running text
 // ("▁" + word); words that are a single piece already have that piece's id, words of more than 9
 // pieces cannot be matched and are dropped. Case-variant keys (capitalised, upper case) map the
-// cased forms to the same id. The file (data/proto/routing_vocab.proto) also holds the
-// frequency of every routing id in the training batches and the tokenizer's hash.
+// cased forms to the same id. The file (data/proto/routing_vocab.proto in a checksummed frame,
+// data/derived_file.h) also holds the frequency of every routing id in the training batches and
+// the tokenizer's hash, size and a checksum of each of its pieces.
 #pragma once
 
 #include <cstdint>
@@ -35,7 +36,9 @@ struct RoutingVocabOptions {
 
 class RoutingVocab {
  public:
-  static constexpr uint32_t kFormatVersion = 1;
+  // 2: framed with a CRC32C, with the tokenizer's piece checksums; 1 was a bare protobuf.
+  static constexpr uint32_t kFormatVersion = 2;
+  static constexpr std::string_view kMagic = "MOWEVOCB";
 
   // Builds entries and keys from the candidate names (e.g. WordNet lemma names) and the
   // training documents (raw text for word counts, tokenized for the coverage statistics).
@@ -44,11 +47,18 @@ class RoutingVocab {
                             const std::vector<std::string>& documents,
                             const TokenizedCorpus& tokens, const RoutingVocabOptions& options);
 
-  // Reads a file; the second form refuses a file built for another tokenizer, naming both
-  // hashes.
+  // Contents built elsewhere (tests, tools); `file` is taken as it is.
+  static RoutingVocab from_file(RoutingVocabFile file);
+
+  // Reads a file, refusing a damaged, truncated, older or foreign one with the mowe_vocab
+  // command that rebuilds it; the second form also refuses a file built for another tokenizer,
+  // naming both hashes, and says when the tokenizer model itself looks damaged.
   static RoutingVocab load(const std::string& path);
   static RoutingVocab load(const std::string& path, const Tokenizer& tokenizer);
   void check_tokenizer(const Tokenizer& tokenizer) const;
+  // Empty, or why `tokenizer` looks like a damaged copy of the model this vocabulary was built
+  // with: its hash differs, but it has the same number of pieces and most still match.
+  std::string tokenizer_damage(const Tokenizer& tokenizer) const;
   void save(const std::string& path) const;  // atomically
 
   // The routing tokenizer: pieces, the words' keys and, when asked, their case variants.

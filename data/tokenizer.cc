@@ -9,6 +9,7 @@
 #include "data/hash.h"
 #include "data/spm_shim.h"
 #include "runtime/check.h"
+#include "runtime/config/config.h"
 #include "runtime/files.h"
 
 #ifndef MOWE_SPM_MODULE_PATH
@@ -179,7 +180,14 @@ Tokenizer Tokenizer::from_model(std::string model, std::string source) {
   t.api_ = &api();
   char error[kErrorSize] = "";
   t.spm_ = t.api_->load(model.data(), model.size(), error, sizeof error);
-  if (!t.spm_) throw Error(fmt::format("{} is not a SentencePiece model: {}", source, error));
+  // SentencePiece models carry no checksum: a damaged one is caught here when it no longer
+  // parses, or later by the routing vocabulary's record of the model
+  // (RoutingVocab::check_tokenizer).
+  if (!t.spm_)
+    throw Error(fmt::format(
+        "SentencePiece model {} is not a valid SentencePiece model: it is damaged, truncated or "
+        "another kind of file ({}): retrain it and the routing vocabulary with {}",
+        source, error, config::command_for_this_config("mowe_vocab", "--retrain")));
   t.model_ = std::move(model);
   t.source_ = std::move(source);
   t.hash_ = hash_bytes(t.model_);
@@ -193,9 +201,8 @@ Tokenizer Tokenizer::from_model(std::string model, std::string source) {
   const int pad = t.api_->special_id(t.spm_, 0), eos = t.api_->special_id(t.spm_, 1),
             unk = t.api_->special_id(t.spm_, 2);
   MOWE_CHECK(pad == kPadId && eos == kEosId && unk == kUnkId,
-             "{} has pad={}, eos={}, unk={}, but T5 conventions need 0, 1, 2: retrain it with "
-             "mowe_vocab --retrain",
-             t.source_, pad, eos, unk);
+             "{} has pad={}, eos={}, unk={}, but T5 conventions need 0, 1, 2: retrain it with {}",
+             t.source_, pad, eos, unk, config::command_for_this_config("mowe_vocab", "--retrain"));
   for (int k = 0;; ++k) {
     std::string name = fmt::format("<extra_id_{}>", k);
     int id = t.api_->piece_to_id(t.spm_, name.data(), name.size());

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <iostream>
 
 #include "data/corpus.h"
@@ -118,7 +119,20 @@ int run(int argc, char** argv) {
   const auto t0 = Clock::now();
 
   data::Split split = data::read_split(d);
+  const bool reuse_tokenizer =
+      !flags.has("--retrain") && std::filesystem::exists(d.tokenizer_model());
   data::Tokenizer tokenizer = data::train_or_load_tokenizer(d, split, flags.has("--retrain"));
+  // A damaged model that still loads would be baked into the new vocabulary; the vocabulary this
+  // run replaces recorded the pieces of the model it was built with, and can tell.
+  if (reuse_tokenizer && std::filesystem::exists(d.routing_vocab())) {
+    std::string damage;
+    try {
+      damage = data::RoutingVocab::load(d.routing_vocab()).tokenizer_damage(tokenizer);
+    } catch (const mowe::Error&) {
+      // An unreadable old vocabulary is about to be replaced: nothing to compare with.
+    }
+    if (!damage.empty()) throw mowe::Error(damage);
+  }
   int64_t examples = 0;
   data::RoutingVocab vocab =
       data::build_routing_vocab(config, split, tokenizer, max_examples, &examples);

@@ -60,7 +60,8 @@ std::string world_size_refusal(const config::MoweConfig& config, int world_size)
 
 class DispatchPlan {
  public:
-  static constexpr uint32_t kFormatVersion = 1;
+  // 2: the file is framed with a CRC32C (dispatch_plan_file.h); 1 was a bare protobuf.
+  static constexpr uint32_t kFormatVersion = 2;
 
   // Throws Error with world_size_refusal() for a world size the layout cannot serve.
   static DispatchPlan build(const config::MoweConfig& config, const PlanInputs& inputs);

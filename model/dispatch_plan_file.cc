@@ -1,12 +1,12 @@
 #include "model/dispatch_plan_file.h"
 
 #include <cmath>
-#include <filesystem>
 
+#include "data/derived_file.h"
 #include "data/hash.h"
 #include "data/span_corruption.h"
 #include "runtime/check.h"
-#include "runtime/files.h"
+#include "runtime/config/config.h"
 
 namespace mowe::model {
 
@@ -80,27 +80,38 @@ PlanInputs plan_inputs(const config::Config& config, const std::string& config_p
   return in;
 }
 
+namespace {
+
+constexpr data::DerivedFile kPlanFile{"dispatch plan", kPlanMagic, DispatchPlan::kFormatVersion};
+
+std::string plan_command(const std::string& path, int world_size) {
+  return config::command_for_this_config(
+      "mowe_plan", fmt::format("--world-size {} --out {}",
+                               world_size > 0 ? std::to_string(world_size) : "<ranks>",
+                               config::shell_quote(path)));
+}
+
+}  // namespace
+
 void save_plan(const DispatchPlan& plan, const std::string& path) {
   std::string bytes;
   MOWE_CHECK(plan.to_proto().SerializeToString(&bytes), "cannot serialize the dispatch plan");
-  write_file_atomically(path, bytes);
+  data::write_derived_file(kPlanFile, path, bytes);
 }
 
-DispatchPlan load_plan(const std::string& path) {
-  if (!std::filesystem::exists(path))
-    throw Error(
-        fmt::format("dispatch plan {} does not exist: write it with mowe_plan --config <config> "
-                    "--world-size <ranks>",
-                    path));
+DispatchPlan load_plan(const std::string& path, int world_size) {
+  const std::string rebuild = plan_command(path, world_size);
+  const std::string payload = data::read_derived_file(kPlanFile, path, rebuild);
   DispatchPlanFile file;
-  if (!file.ParseFromString(read_file(path, "dispatch plan")))
-    throw Error(fmt::format("{} is not a dispatch plan file (write one with mowe_plan)", path));
+  if (!file.ParseFromString(payload))
+    throw Error(data::derived_file_problem(kPlanFile, path,
+                                           "passes its checksum but does not parse", rebuild));
   return DispatchPlan::from_proto(file, path);
 }
 
 DispatchPlan load_plan(const std::string& path, int world_size, uint64_t vocab_hash,
                        uint64_t bucket_config_hash) {
-  DispatchPlan plan = load_plan(path);
+  DispatchPlan plan = load_plan(path, world_size);
   plan.check(world_size, vocab_hash, bucket_config_hash);
   return plan;
 }

@@ -4,11 +4,14 @@
 //   model::DispatchPlan plan = model::load_plan_for(config, *pipeline.vocab, world_size);
 //
 // which loads parallel.plan and refuses a plan built for another world size, routing vocabulary
-// or bucket configuration, naming both values and the mowe_plan command that rebuilds it.
+// or bucket configuration, naming both values and the mowe_plan command that rebuilds it. Plan
+// files are framed with a CRC32C (data/derived_file.h): a damaged, truncated or older file is
+// refused with the same command.
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "data/routing_vocab.h"
@@ -49,8 +52,11 @@ std::vector<int64_t> padded_frequencies(const data::RoutingVocab& vocab, const s
 PlanInputs plan_inputs(const config::Config& config, const std::string& config_path,
                        const data::RoutingVocab& vocab, int world_size);
 
+inline constexpr std::string_view kPlanMagic = "MOWEPLAN";
+
 void save_plan(const DispatchPlan& plan, const std::string& path);  // atomically
-DispatchPlan load_plan(const std::string& path);
+// world_size (0: unknown) completes the mowe_plan command in messages.
+DispatchPlan load_plan(const std::string& path, int world_size = 0);
 // Loads and checks (DispatchPlan::check) in one step.
 DispatchPlan load_plan(const std::string& path, int world_size, uint64_t vocab_hash,
                        uint64_t bucket_config_hash);

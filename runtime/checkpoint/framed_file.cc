@@ -32,6 +32,10 @@ std::string printable(std::string_view magic) {
 
 }  // namespace
 
+FramedFileError::FramedFileError(FramedFault fault, const std::string& path, std::string detail,
+                                 uint32_t version)
+    : Error(path + ": " + detail), fault_(fault), detail_(std::move(detail)), version_(version) {}
+
 void write_framed_file(const std::string& path, std::string_view magic8, uint32_t version,
                        const std::string& payload) {
   MOWE_CHECK(magic8.size() == 8, "a framed file's magic has 8 bytes, got '{}'", magic8);
@@ -53,39 +57,50 @@ std::string read_framed_file(const std::string& path, std::string_view magic8, u
     file = PosixFile(path, O_RDONLY);
   } catch (const Error&) {
     std::error_code ec;
-    if (!std::filesystem::exists(path, ec)) throw Error(fmt::format("{}: missing file", path));
+    if (!std::filesystem::exists(path, ec))
+      throw FramedFileError(FramedFault::kMissing, path, "missing file");
     throw;
   }
   const int64_t size = file.size();
   if (size < kFramedHeaderBytes)
-    throw Error(fmt::format("{}: truncated: {} bytes, the header needs {}", path, size,
-                            kFramedHeaderBytes));
+    throw FramedFileError(
+        FramedFault::kTruncated, path,
+        fmt::format("truncated: {} bytes, the header needs {}", size, kFramedHeaderBytes));
   char header[kFramedHeaderBytes];
   file.pread_exact(header, sizeof header, 0);
   if (std::string_view(header, 8) != magic8)
-    throw Error(fmt::format("{}: not a {} file", path, printable(magic8)));
+    throw FramedFileError(FramedFault::kForeign, path,
+                          fmt::format("not a {} file", printable(magic8)));
   const auto file_version = static_cast<uint32_t>(get_le(header + 8, 4));
   if (file_version > max_version)
-    throw Error(fmt::format("{}: format version {}, this build reads up to {}: use a newer mowe",
-                            path, file_version, max_version));
+    throw FramedFileError(
+        FramedFault::kTooNew, path,
+        fmt::format("format version {}, this build reads up to {}: use a newer mowe", file_version,
+                    max_version),
+        file_version);
   const uint64_t length = get_le(header + 12, 8);
   const auto stored_crc = static_cast<uint32_t>(get_le(header + 20, 4));
   // Compared before allocating: a damaged length never decides how much memory is taken.
   const auto available = static_cast<uint64_t>(size - kFramedHeaderBytes);
   if (length > available)
-    throw Error(fmt::format("{}: truncated: the header announces {} payload bytes, the file has {}",
-                            path, length, available));
+    throw FramedFileError(
+        FramedFault::kTruncated, path,
+        fmt::format("truncated: the header announces {} payload bytes, the file has {}", length,
+                    available));
   if (length < available)
-    throw Error(fmt::format(
-        "{}: damaged: the header announces {} payload bytes, the file has {} (trailing bytes)",
-        path, length, available));
+    throw FramedFileError(
+        FramedFault::kDamaged, path,
+        fmt::format("damaged: the header announces {} payload bytes, the file has {} (trailing "
+                    "bytes)",
+                    length, available));
   std::string payload(length, '\0');
   file.pread_exact(payload.data(), length, kFramedHeaderBytes);
   const uint32_t crc = crc32c(payload.data(), payload.size());
   if (crc != stored_crc)
-    throw Error(
-        fmt::format("{}: damaged: CRC32C of the payload is {:#010x}, the header says {:#010x}",
-                    path, crc, stored_crc));
+    throw FramedFileError(
+        FramedFault::kDamaged, path,
+        fmt::format("damaged: CRC32C of the payload is {:#010x}, the header says {:#010x}", crc,
+                    stored_crc));
   if (version) *version = file_version;
   return payload;
 }

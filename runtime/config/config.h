@@ -78,4 +78,16 @@ CommonFlags parse_common_flags(int argc, char** argv,
                                const std::vector<std::string>& extra_bool_flags = {},
                                const std::vector<std::string>& extra_value_flags = {});
 
+// The command that runs `program` on this process's config: the --config and --set arguments
+// the last parse_common_flags read, quoted for a shell, then `extra`. Messages about a file one
+// program derives for another (routing vocabulary, dispatch plan) give it as the exact way to
+// rebuild the file for the same config, whichever program noticed:
+//   command_for_this_config("mowe_vocab", "--retrain")
+//     == "mowe_vocab --config configs/tiny.textproto --set data.seed=3 --retrain"
+// Without a parsed command line (libraries, tests) the config is "--config <config>".
+std::string command_for_this_config(const std::string& program, const std::string& extra = "");
+
+// `text` as one shell word: unchanged when it is plain, single-quoted otherwise.
+std::string shell_quote(const std::string& text);
+
 }  // namespace mowe::config

@@ -2,6 +2,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
+#include <cstring>
 
 #include "runtime/check.h"
 #include "runtime/config/config.h"
@@ -17,7 +19,30 @@ bool contains(const std::vector<std::string>& list, const std::string& item) {
 
 const std::vector<std::string> kLogLevels = {"trace", "debug", "info", "warn", "error", "off"};
 
+// " --config C --set k=v ..." of the last command line parsed, for command_for_this_config.
+// Written once at start-up, before any thread that could read it exists.
+std::string& config_arguments() {
+  static std::string arguments;
+  return arguments;
+}
+
 }  // namespace
+
+std::string shell_quote(const std::string& text) {
+  const bool plain = !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || std::strchr("_-./=:,+@%", c) != nullptr;
+  });
+  if (plain) return text;
+  std::string quoted = "'";
+  for (char c : text) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
+
+std::string command_for_this_config(const std::string& program, const std::string& extra) {
+  const std::string& arguments = config_arguments();
+  return program + (arguments.empty() ? " --config <config>" : arguments) +
+         (extra.empty() ? "" : " " + extra);
+}
 
 CommonFlags parse_common_flags(int argc, char** argv,
                                const std::vector<std::string>& extra_bool_flags,
@@ -65,6 +90,11 @@ CommonFlags parse_common_flags(int argc, char** argv,
     } else {
       throw Error(fmt::format("unknown flag '{}' (run with --help for the flags)", name));
     }
+  }
+  if (!flags.config_path.empty()) {
+    std::string arguments = " --config " + shell_quote(flags.config_path);
+    for (const std::string& o : flags.overrides) arguments += " --set " + shell_quote(o);
+    config_arguments() = arguments;
   }
   return flags;
 }

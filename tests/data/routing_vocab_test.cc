@@ -10,6 +10,7 @@
 #include "data/corpus.h"
 #include "data/loader.h"
 #include "runtime/check.h"
+#include "runtime/files.h"
 #include "tests/util/expect_error.h"
 
 namespace mowe::data {
@@ -166,8 +167,61 @@ TEST_F(RoutingVocabTest, VocabularyOfAnotherTokenizerIsRefused) {
   std::vector<std::string> few(docs_.begin(), docs_.begin() + 1500);
   Tokenizer other = Tokenizer::from_model(Tokenizer::train(few, o), "other.model");
   expect_error([&] { RoutingVocab::load(path, other); },
-               {format_hash(tokenizer_->hash()), format_hash(other.hash())});
+               {"routing vocabulary " + path + " was built with another tokenizer",
+                format_hash(tokenizer_->hash()), format_hash(other.hash()),
+                "rebuild it with mowe_vocab --config"});
+  // An intact model that was replaced is not reported as damaged.
+  EXPECT_EQ(RoutingVocab::load(path).tokenizer_damage(other), "");
   EXPECT_THROW(RoutingVocab::load((dir_ / "missing.pb").string()), Error);
+}
+
+// A damaged SentencePiece model is named as damaged: when it no longer parses, and when it still
+// loads with most of the pieces the vocabulary recorded. Never "built with another tokenizer:
+// rebuild it", which would bake the damage into a new vocabulary.
+TEST_F(RoutingVocabTest, DamagedTokenizerModelIsNamedAsDamaged) {
+  const std::string model = (dir_ / "damaged.model").string();
+  const std::string vocab = (dir_ / "vocab_of_intact_model.pb").string();
+  vocab_->save(vocab);
+  const std::string good = tokenizer_->model();
+
+  write_file_atomically(model, "\xff\xff\xff not a model");
+  expect_error([&] { Tokenizer::load(model); },
+               {"SentencePiece model " + model + " is not a valid SentencePiece model", "damaged",
+                "mowe_vocab --config", "--retrain"});
+
+  // One flipped bit that SentencePiece still accepts (a score or a piece's byte).
+  bool found = false;
+  for (size_t at = good.size() / 2; at < good.size() && !found; ++at) {
+    std::string bad = good;
+    bad[at] ^= 0x01;
+    write_file_atomically(model, bad);
+    try {
+      Tokenizer damaged = Tokenizer::load(model);
+      found = damaged.vocab_size() == tokenizer_->vocab_size();
+      if (!found) continue;
+      expect_error(
+          [&] { RoutingVocab::load(vocab, damaged); },
+          {"SentencePiece model " + model + " looks damaged: its hash is " +
+               format_hash(damaged.hash()) + ", not the " + format_hash(tokenizer_->hash()) +
+               " routing vocabulary " + vocab + " recorded",
+           "of its 600 pieces are the recorded ones",
+           "retrain both with mowe_vocab --config <config> --retrain"});
+    } catch (const Error&) {
+      // This flip breaks the model outright: try the next byte.
+    }
+  }
+  EXPECT_TRUE(found) << "no single flipped bit left the model loadable";
+
+  // Cut short: refused either by SentencePiece or by the recorded blocks, as damage.
+  write_file_atomically(model, good.substr(0, good.size() - 100));
+  std::string what = "(accepted)";
+  try {
+    RoutingVocab::load(vocab, Tokenizer::load(model));
+  } catch (const Error& e) {
+    what = e.what();
+  }
+  EXPECT_NE(what.find(model), std::string::npos) << what;
+  EXPECT_NE(what.find("damaged"), std::string::npos) << what;
 }
 
 TEST(Words, LowerCasedAndSplitOnPunctuation) {

@@ -1,15 +1,18 @@
 // Dispatch plan files: save/load round trip, the trainer-side refusal of a plan built for another
 // world size, routing vocabulary or bucket configuration (both values in the message), corrupted
-// files, the vocabulary hash and the inputs derived from a config.
+// files (every flipped bit, every truncation, the old unframed format: each refused naming the
+// file and the exact mowe_plan command), the vocabulary hash and the inputs derived from a config.
 #include "model/dispatch_plan_file.h"
 
 #include <gtest/gtest.h>
 
 #include <unistd.h>
 #include <filesystem>
+#include <fstream>
 
-#include "runtime/files.h"
 #include "runtime/check.h"
+#include "runtime/config/config.h"
+#include "runtime/files.h"
 #include "tests/util/expect_error.h"
 
 namespace mowe::model {
@@ -24,6 +27,10 @@ class PlanFiles : public ::testing::Test {
   void SetUp() override {
     dir_ = fs::temp_directory_path() / ("dispatch_plan_file_test." + std::to_string(::getpid()));
     fs::create_directories(dir_);
+    // The command line messages repeat in their rebuild commands.
+    const char* argv[] = {"test",         "--config", "configs/x.textproto", "--set",
+                          "data.seed=7 ", "--set",    "parallel.plan=p.pb"};
+    config::parse_common_flags(7, const_cast<char**>(argv));
     config_.mutable_training()->set_global_batch_size(4);
     config_.mutable_data()->set_input_length(32);
     config_.mutable_data()->set_routing_vocab((dir_ / "vocab.pb").string());
@@ -50,7 +57,7 @@ class PlanFiles : public ::testing::Test {
       e->add_tokens(w % 40), e->add_tokens((w + 1) % 40);
     }
     for (int id = 0; id < 40 + words; ++id) f.add_frequency(1000 / (id + 1) + (id == 5 ? bump : 0));
-    write_file_atomically(config_.data().routing_vocab(), f.SerializeAsString());
+    data::RoutingVocab::from_file(f).save(config_.data().routing_vocab());
     return data::RoutingVocab::load(config_.data().routing_vocab());
   }
 
@@ -59,9 +66,27 @@ class PlanFiles : public ::testing::Test {
                                plan_inputs(config_, "configs/x.textproto", vocab, world_size));
   }
 
+  std::string plan_path() const { return config_.parallel().plan(); }
+  // The command every refusal of plan_path() ends with.
+  std::string rebuild(int world_size) const {
+    return fmt::format(
+        "rebuild it with mowe_plan --config configs/x.textproto --set 'data.seed=7 ' --set "
+        "parallel.plan=p.pb --world-size {} --out {}",
+        world_size, plan_path());
+  }
+
   fs::path dir_;
   config::Config config_;
 };
+
+// Plain writes: the atomic, fsynced kind would make a thousand damaged copies slow.
+void overwrite(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+std::string slurp(const std::string& path) {
+  return read_file(path, "test file");
+}
 
 TEST_F(PlanFiles, SaveLoadRoundTrip) {
   const data::RoutingVocab vocab = write_vocab(20);
@@ -131,8 +156,83 @@ TEST_F(PlanFiles, RefusesMissingAndCorruptedFiles) {
   file = build(vocab, 2).to_proto();
   file.set_format_version(99);
   expect_error([&] { DispatchPlan::from_proto(file, "old.pb"); }, {"format version 99"});
-  write_file_atomically(config_.parallel().plan(), "not a plan");
-  EXPECT_THROW(load_plan(config_.parallel().plan()), Error);
+  write_file_atomically(config_.parallel().plan(), "not a plan, yet long enough for a header");
+  expect_error([&] { load_plan(config_.parallel().plan()); },
+               {"is not a dispatch plan file, or its header is damaged"});
+}
+
+TEST_F(PlanFiles, EveryFlippedBitIsRefusedNamingTheFileAndTheCommand) {
+  const data::RoutingVocab vocab = write_vocab(20);
+  save_plan(build(vocab, 2), plan_path());
+  const std::string good = slurp(plan_path());
+  ASSERT_EQ(good.substr(0, 8), "MOWEPLAN");
+  for (size_t byte = 0; byte < good.size(); ++byte) {
+    for (int bit = 0; bit < 8; ++bit) {
+      std::string bad = good;
+      bad[byte] = static_cast<char>(bad[byte] ^ (1 << bit));
+      overwrite(plan_path(), bad);
+      std::string what = "(accepted)";
+      try {
+        load_plan_for(config_, vocab, 2);
+      } catch (const Error& e) {
+        what = e.what();
+      }
+      ASSERT_NE(what.find("dispatch plan " + plan_path()), std::string::npos) << what;
+      ASSERT_NE(what.find("damaged"), std::string::npos) << "byte " << byte << ": " << what;
+      ASSERT_NE(what.find(rebuild(2)), std::string::npos) << what;
+    }
+  }
+  // A payload bit: the checksum, in the words a user reads.
+  std::string bad = good;
+  bad[good.size() / 2] ^= 0x04;
+  overwrite(plan_path(), bad);
+  expect_error([&] { load_plan_for(config_, vocab, 2); },
+               {"dispatch plan " + plan_path() +
+                    " is damaged or truncated (checksum mismatch: "
+                    "CRC32C of the payload is",
+                rebuild(2)});
+}
+
+TEST_F(PlanFiles, TruncatedFilesAreRefusedNamingTheFileAndTheCommand) {
+  const data::RoutingVocab vocab = write_vocab(20);
+  save_plan(build(vocab, 2), plan_path());
+  const std::string good = slurp(plan_path());
+  for (size_t size = 0; size < good.size(); ++size) {
+    overwrite(plan_path(), good.substr(0, size));
+    expect_error([&] { load_plan(plan_path(), 2); },
+                 {"dispatch plan " + plan_path() + " is damaged or truncated (", rebuild(2)});
+  }
+  write_file_atomically(plan_path(), good.substr(0, good.size() - 10));
+  expect_error([&] { load_plan(plan_path(), 2); },
+               {fmt::format("dispatch plan {} is damaged or truncated (the header announces {} "
+                            "payload bytes, the file has {}): {}",
+                            plan_path(), good.size() - 24, good.size() - 34, rebuild(2))});
+  // Without a world size (mowe_plan --check has one, a bare load does not).
+  expect_error([&] { load_plan(plan_path()); }, {"--world-size <ranks> --out " + plan_path()});
+}
+
+TEST_F(PlanFiles, OldUnframedFilesAskForARebuild) {
+  const data::RoutingVocab vocab = write_vocab(20);
+  DispatchPlanFile old = build(vocab, 2).to_proto();
+  old.set_format_version(1);  // what format 1 wrote: the bare protobuf
+  write_file_atomically(plan_path(), old.SerializeAsString());
+  expect_error(
+      [&] { load_plan_for(config_, vocab, 2); },
+      {"dispatch plan " + plan_path() +
+       " was written by an older version of mowe (format 1, without a checksum): " + rebuild(2)});
+  // A frame of another version: newer, or a damaged header.
+  save_plan(build(vocab, 2), plan_path());
+  std::string bytes = slurp(plan_path());
+  bytes[8] = 9;
+  write_file_atomically(plan_path(), bytes);
+  expect_error([&] { load_plan_for(config_, vocab, 2); },
+               {"has format version 9, this build reads 2: it was written by a newer version of "
+                "mowe, or its header is damaged",
+                rebuild(2)});
+  // Not a plan at all (say, the routing vocabulary by mistake).
+  expect_error([&] { load_plan(config_.data().routing_vocab(), 2); },
+               {"dispatch plan " + config_.data().routing_vocab() +
+                " is not a dispatch plan file, or its header is damaged"});
 }
 
 TEST_F(PlanFiles, VocabularyHashFollowsContentNotStatistics) {
