@@ -284,6 +284,22 @@ TrainState load_checkpoint(Job& job, const std::string& path) {
   return state;
 }
 
+int64_t load_parameters(Job& job, const std::string& path) {
+  comm::Communicator& comm = job.comm();
+  int64_t step = 0;
+  run_agreed(comm, [&] {
+    const ckpt::CheckpointReader reader(path);
+    check_fingerprints(job.fingerprints(), reader.manifest(), path);
+    std::vector<Item> params;
+    for (const auto& p : job.parameters().all())
+      params.push_back({p->name, p->value.tensor(), p.get()});
+    read_items(reader, params);
+    step = reader.manifest().step();
+  });
+  spdlog::info("[checkpoint] parameters of {} (step {}) loaded", path, step);
+  return step;
+}
+
 std::optional<TrainState> resume(Job& job, const std::string& how) {
   if (how == "none") return std::nullopt;
   if (how != "auto") return load_checkpoint(job, how);

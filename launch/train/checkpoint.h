@@ -28,6 +28,11 @@ std::string save_checkpoint(Job& job, const TrainState& state);
 // damaged file naming the tensor. Collective.
 TrainState load_checkpoint(Job& job, const std::string& path);
 
+// Loads only the parameters of a checkpoint (no optimizer state, no loader position) and returns
+// the step it was written at: evaluation, and fine-tuning from a pre-trained checkpoint. The same
+// checks as load_checkpoint. Collective.
+int64_t load_parameters(Job& job, const std::string& path);
+
 // --resume: "none" (nullopt), "auto" (the newest checkpoint in training.checkpoint_dir that
 // loads; a damaged one is skipped with a warning naming the file and tensor; nullopt when there
 // is none), or the path of one checkpoint directory. Collective.

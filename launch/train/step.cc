@@ -60,7 +60,8 @@ StepRunner::StepRunner(Job& job)
 StepRunner::~StepRunner() = default;
 
 double StepRunner::forward_backward(const data::Batch& batch, const TrainState* state,
-                                    double* targets, TokenCounts* real) {
+                                    double* targets, TokenCounts* real,
+                                    const std::function<void(const Tensor&)>* logits) {
   const model::ModelInputs in = model_inputs(batch);
   // The loss is normalised by the global number of target tokens, so the summed gradients
   // equal those of the whole global batch on one rank.
@@ -89,6 +90,7 @@ double StepRunner::forward_backward(const data::Batch& batch, const TrainState* 
   const double z_loss = job_.config().training().z_loss();
   ArenaScope scope(activations_);
   double loss = job_.model().forward(s, in, z_loss);
+  if (logits) (*logits)(job_.model().logits());  // before the scope releases them
   if (backward) job_.model().backward(s, in, z_loss, 1.0 / global_targets);
   job_.comm().allreduce(Tensor(&loss, DType::F64, Device::CPU, {1}), comm::ReduceOp::Sum);
   *targets = global_targets;
@@ -156,6 +158,11 @@ StepResult StepRunner::train_step(const data::Batch& batch, TrainState& state) {
 
 double StepRunner::loss_sum(const data::Batch& batch, double* target_tokens) {
   return forward_backward(batch, nullptr, target_tokens, nullptr);
+}
+
+double StepRunner::loss_sum(const data::Batch& batch, double* target_tokens,
+                            const std::function<void(const Tensor& logits)>& logits) {
+  return forward_backward(batch, nullptr, target_tokens, nullptr, &logits);
 }
 
 double evaluate(StepRunner& runner, Job& job, int64_t batches) {

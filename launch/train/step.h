@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -44,11 +45,16 @@ class StepRunner {
   // The global loss sum of a batch without backward; *target_tokens receives the global number
   // of target tokens. Collective.
   double loss_sum(const data::Batch& batch, double* target_tokens);
+  // loss_sum, handing the logits [B*T, V] of this rank's share to `logits` while they live
+  // (greedy decoding). Collective.
+  double loss_sum(const data::Batch& batch, double* target_tokens,
+                  const std::function<void(const Tensor& logits)>& logits);
 
  private:
   // Returns the global loss sum; fills the global target and real token counts.
   double forward_backward(const data::Batch& batch, const TrainState* state, double* targets,
-                          TokenCounts* real);
+                          TokenCounts* real,
+                          const std::function<void(const Tensor&)>* logits = nullptr);
   // Fills r's routing fields from the last forward pass. Collective.
   void gather_routing_load(StepResult& r);
 

@@ -15,8 +15,10 @@
 #include <fstream>
 #include <map>
 
+#include "data/corpus.h"
 #include "launch/train/checkpoint.h"
 #include "launch/train/collective.h"
+#include "launch/train/decode.h"
 #include "launch/train/trainer.h"
 #include "runtime/checkpoint/framed_file.h"
 #include "runtime/checkpoint/proto/checkpoint.pb.h"
@@ -305,6 +307,72 @@ TEST(TrainerCollective, AgreedErrorsNameTheFailingRankAndHost) {
     EXPECT_EQ(std::string(e.what()), "bad config");
   }
   run_agreed(comm, [] {});  // no error: returns
+}
+
+// Greedy decoding is collective and dealt across ranks: N ranks decode what one process decodes,
+// and each continuation is the model's own argmax (forcing a prefix of it gives its next token).
+TEST(TrainerDecode, GreedyMatchesOneProcessAndItsOwnArgmax) {
+  Env env("decode");
+  Trainer world(tiny(env.dir + "/world", "ADAMW"), *env.world);
+  Trainer one(tiny(fmt::format("{}/one{}", env.dir, env.world->rank()), "ADAMW"), *env.self);
+  train(world, 3);
+  train(one, 3);
+  std::vector<DecodeRequest> requests;
+  for (int i = 0; i < 5; ++i) requests.push_back({world.job().eval_loader().example(i).inputs, {}});
+  constexpr int kMax = 6;
+  const auto decoded = greedy_decode(world.runner(), world.job(), requests, kMax, false, 2);
+  ASSERT_EQ(decoded.size(), requests.size());
+  EXPECT_EQ(decoded, greedy_decode(one.runner(), one.job(), requests, kMax, false, 3));
+  int tokens = 0;
+  for (const auto& d : decoded) tokens += static_cast<int>(d.size());
+  EXPECT_GT(tokens, 0) << "nothing decoded";
+  for (size_t i = 0; i < requests.size(); ++i) {
+    for (size_t k = 0; k < decoded[i].size(); ++k) {
+      DecodeRequest forced = requests[i];
+      forced.forced.assign(decoded[i].begin(), decoded[i].begin() + k);
+      const auto next = greedy_decode(world.runner(), world.job(), {forced}, 1, false, 1);
+      ASSERT_EQ(next[0], std::vector<int32_t>{decoded[i][k]}) << "request " << i << " at " << k;
+    }
+  }
+}
+
+TEST(TrainerDecode, AnswerScores) {
+  EXPECT_EQ(score_answer("The boundary, of", "the boundary of").exact, 1);
+  EXPECT_EQ(score_answer("the boundary of", "the boundary of").f1, 1);
+  const AnswerScore half = score_answer("boundary line", "the boundary of");
+  EXPECT_EQ(half.exact, 0);
+  EXPECT_DOUBLE_EQ(half.f1, 2 * (1.0 / 2) * (1.0 / 3) / (1.0 / 2 + 1.0 / 3));
+  EXPECT_EQ(score_answer("", "").f1, 1);
+  EXPECT_EQ(score_answer("", "x").f1, 0);
+  EXPECT_DOUBLE_EQ(score_answer("a a b", "a b b").f1, 2.0 / 3);
+}
+
+// Probe questions: documents of the training split with the gloss head replaced by
+// <extra_id_0>, the hidden words as the answer, inputs within data.input_length.
+TEST(TrainerDecode, WordnetProbeMasksTheGlossHead) {
+  Env env("probe");
+  Trainer t(tiny(env.dir + "/ckpt", "ADAMW"), *env.world);
+  const data::Tokenizer& tok = *t.job().data().tokenizer;
+  const auto items = wordnet_probe(t.job().config(), tok, 40, 7);
+  ASSERT_EQ(items.size(), 40u);
+  EXPECT_EQ(wordnet_probe(t.job().config(), tok, 40, 7)[5].masked, items[5].masked);
+  const auto& data = t.job().config().data();
+  for (const ProbeItem& it : items) {
+    ASSERT_FALSE(it.answer.empty());
+    const size_t at = it.masked.find("<extra_id_0>");
+    ASSERT_NE(at, std::string::npos) << it.masked;
+    std::string doc = it.masked;
+    doc.replace(at, 12, it.answer);
+    EXPECT_FALSE(data::split_corpus({doc}, data.validation_fraction(), data.seed()).train.empty())
+        << "not a training document: " << doc;
+    EXPECT_LE(std::count_if(it.answer.begin(), it.answer.end(), [](char c) { return c == ' '; }),
+              2);
+    const auto& in = it.request.inputs;
+    EXPECT_EQ(std::count(in.begin(), in.end(), tok.sentinel(0)), 1);
+    EXPECT_EQ(in.back(), data::Tokenizer::kEosId);
+    EXPECT_LE(static_cast<int64_t>(in.size()), data.input_length());
+    EXPECT_EQ(it.request.forced, std::vector<int32_t>{tok.sentinel(0)});
+  }
 }
 
 TEST(TrainerNumerics, NonFiniteStepsAreSkippedThenDivergenceStops) {

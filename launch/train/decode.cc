@@ -1,0 +1,219 @@
+#include "launch/train/decode.h"
+
+#include <algorithm>
+#include <cctype>
+#include <map>
+
+#include "data/corpus.h"
+#include "data/hash.h"
+#include "model/mowe_dispatch.h"
+
+namespace mowe::train {
+namespace {
+
+bool is_sentinel(const data::Tokenizer& tok, int32_t id) {
+  return tok.num_sentinels() > 0 && id >= tok.sentinel(0) &&
+         id <= tok.sentinel(tok.num_sentinels() - 1);
+}
+
+// Lower-case words of `text` with punctuation removed.
+std::vector<std::string> words(const std::string& text) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (unsigned char c : text) {
+    if (std::isalnum(c) || c >= 0x80) {
+      cur += static_cast<char>(std::tolower(c));
+    } else if (!cur.empty()) {
+      out.push_back(std::move(cur));
+      cur.clear();
+    }
+  }
+  if (!cur.empty()) out.push_back(std::move(cur));
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::vector<int32_t>> greedy_decode(StepRunner& runner, Job& job,
+                                                const std::vector<DecodeRequest>& requests,
+                                                int max_tokens, bool stop_at_sentinel, int batch) {
+  comm::Communicator& comm = job.comm();
+  const data::Tokenizer& tok = *job.data().tokenizer;
+  const data::RoutingTokenizer& table = *job.data().table;
+  const int world = comm.size(), rank = comm.rank();
+  const int64_t n = static_cast<int64_t>(requests.size());
+  // Every rank runs the same number of forward passes (they are collective): the requests are
+  // dealt in equal shares, the last ones padded with request 0 and ignored.
+  const int64_t per_rank = (n + world - 1) / world;
+  const int64_t rounds = (per_rank + batch - 1) / batch;
+  std::vector<std::vector<int32_t>> out(n);
+  for (int64_t round = 0; round < rounds; ++round) {
+    std::vector<int64_t> mine;  // indices into requests; -1: padding
+    for (int64_t k = 0; k < batch; ++k) {
+      const int64_t local = round * batch + k, global = rank * per_rank + local;
+      if (local < per_rank) mine.push_back(global < n ? global : -1);
+    }
+    // Fixed shapes within the round: every rank must agree on B (global batch = B * world).
+    const int B = batch;
+    while (static_cast<int>(mine.size()) < B) mine.push_back(-1);
+    int T = 2;
+    size_t forced = 0;
+    for (const DecodeRequest& r : requests) {
+      T = std::max<int>(T, static_cast<int>(r.inputs.size()));
+      forced = std::max(forced, r.forced.size());
+    }
+    const int D = static_cast<int>(1 + forced + max_tokens);
+    data::Batch b;
+    b.batch_size = B;
+    b.input_length = T;
+    b.target_length = D;
+    b.first_example = rank * per_rank + round * batch;
+    b.encoder_input_ids.assign(B * T, data::Tokenizer::kPadId);
+    b.encoder_routing_ids.assign(B * T, model::kPaddingRoutingId);
+    b.encoder_mask.assign(B * T, 0);
+    std::vector<std::vector<int32_t>> prefix(B);
+    std::vector<bool> done(B, false);
+    for (int i = 0; i < B; ++i) {
+      const DecodeRequest& r = requests[mine[i] < 0 ? 0 : mine[i]];
+      std::copy(r.inputs.begin(), r.inputs.end(), b.encoder_input_ids.begin() + i * T);
+      std::fill_n(b.encoder_mask.begin() + i * T, r.inputs.size(), 1);
+      table.route(r.inputs, std::span(b.encoder_routing_ids.data() + i * T, r.inputs.size()));
+      prefix[i].push_back(data::Tokenizer::kPadId);
+      prefix[i].insert(prefix[i].end(), r.forced.begin(), r.forced.end());
+      if (mine[i] < 0) done[i] = true;
+    }
+    // One forward pass per generated position over the whole prefix (no key/value cache: the
+    // sequences here are short, and this reuses the training forward exactly).
+    for (int step = 0; step < max_tokens; ++step) {
+      b.decoder_input_ids.assign(B * D, data::Tokenizer::kPadId);
+      b.decoder_routing_ids.assign(B * D, model::kPaddingRoutingId);
+      b.decoder_mask.assign(B * D, 0);
+      b.targets.assign(B * D, data::Tokenizer::kPadId);
+      b.loss_weights.assign(B * D, 0.0f);
+      for (int i = 0; i < B; ++i) {
+        const auto& p = prefix[i];
+        std::copy(p.begin(), p.end(), b.decoder_input_ids.begin() + i * D);
+        std::fill_n(b.decoder_mask.begin() + i * D, p.size(), 1);
+        table.route(p, std::span(b.decoder_routing_ids.data() + i * D, p.size()));
+        b.loss_weights[i * D] = 1;  // the loss is not used; it must have a target
+      }
+      double targets = 0;
+      runner.loss_sum(b, &targets, [&](const Tensor& logits) {
+        const int64_t V = logits.dim(1);
+        for (int i = 0; i < B; ++i) {
+          if (done[i]) continue;
+          const float* row = logits.ptr<float>() + (int64_t(i) * D + prefix[i].size() - 1) * V;
+          const int32_t next = static_cast<int32_t>(std::max_element(row, row + V) - row);
+          if (next == data::Tokenizer::kEosId || (stop_at_sentinel && is_sentinel(tok, next))) {
+            done[i] = true;
+          } else {
+            prefix[i].push_back(next);
+          }
+        }
+      });
+    }
+    for (int i = 0; i < B; ++i) {
+      if (mine[i] < 0) continue;
+      const size_t skip = 1 + requests[mine[i]].forced.size();
+      out[mine[i]].assign(prefix[i].begin() + skip, prefix[i].end());
+    }
+  }
+  // Every rank gets every result: lengths, then tokens, summed (each slot is filled by one rank).
+  std::vector<int32_t> lengths(n, 0);
+  for (int64_t i = 0; i < n; ++i) lengths[i] = static_cast<int32_t>(out[i].size());
+  if (n > 0)
+    comm.allreduce(Tensor(lengths.data(), DType::I32, Device::CPU, {n}), comm::ReduceOp::Sum);
+  std::vector<int64_t> offset(n + 1, 0);
+  for (int64_t i = 0; i < n; ++i) offset[i + 1] = offset[i] + lengths[i];
+  std::vector<int32_t> flat(std::max<int64_t>(offset[n], 1), 0);
+  for (int64_t i = 0; i < n; ++i) std::copy(out[i].begin(), out[i].end(), flat.begin() + offset[i]);
+  comm.allreduce(Tensor(flat.data(), DType::I32, Device::CPU, {int64_t(flat.size())}),
+                 comm::ReduceOp::Sum);
+  for (int64_t i = 0; i < n; ++i)
+    out[i].assign(flat.begin() + offset[i], flat.begin() + offset[i + 1]);
+  return out;
+}
+
+std::vector<ProbeItem> wordnet_probe(const config::Config& config, const data::Tokenizer& tok,
+                                     int64_t limit, uint64_t seed) {
+  const auto& d = config.data();
+  struct Candidate {
+    uint64_t key;
+    std::string doc, gloss, lemma;
+  };
+  std::vector<Candidate> candidates;
+  for (const data::Synset& s : data::read_wordnet(d.wordnet_dir())) {
+    std::string doc = data::synset_document(s);
+    // Only synsets the model saw in pre-training.
+    if (data::split_corpus({doc}, d.validation_fraction(), uint64_t(d.seed())).train.empty())
+      continue;
+    const uint64_t key = data::hash_bytes(doc, seed);
+    candidates.push_back({key, std::move(doc), s.gloss, s.lemmas.empty() ? "" : s.lemmas[0]});
+  }
+  // A fixed pseudo-random order, so --probe N takes the same N questions on every run.
+  std::sort(candidates.begin(), candidates.end(),
+            [](const Candidate& a, const Candidate& b) { return a.key < b.key; });
+  std::vector<ProbeItem> items;
+  for (const Candidate& c : candidates) {
+    if (static_cast<int64_t>(items.size()) >= limit) break;
+    // The head: the gloss's first words, up to punctuation, at most 3.
+    const std::string& gloss = c.gloss;
+    size_t end = 0, count = 0;
+    while (end < gloss.size() && count < 3) {
+      size_t at = end;
+      while (at < gloss.size() && gloss[at] == ' ') ++at;
+      const size_t start = at;
+      while (at < gloss.size() &&
+             (std::isalnum(static_cast<unsigned char>(gloss[at])) || gloss[at] == '-' ||
+              gloss[at] == '\'' || static_cast<unsigned char>(gloss[at]) >= 0x80))
+        ++at;
+      if (at == start) break;  // punctuation: the head ends
+      end = at;
+      ++count;
+    }
+    const std::string head = gloss.substr(0, end);
+    if (count == 0 || end >= gloss.size()) continue;  // nothing left to give context
+    const size_t at = c.doc.rfind(gloss);
+    if (at == std::string::npos) continue;
+    ProbeItem item;
+    item.lemma = c.lemma;
+    item.answer = head;
+    const std::string before = c.doc.substr(0, at), after = c.doc.substr(at + head.size());
+    item.masked = before + "<extra_id_0>" + after;
+    // The sentinel must survive the cut at input_length: the context after it is cut first, and
+    // a synset whose lemmas alone leave no room is skipped.
+    std::vector<int32_t> head_ids = tok.encode(before), tail_ids = tok.encode(after);
+    const int64_t room = d.input_length() - 2 - static_cast<int64_t>(head_ids.size());
+    if (room < 0) continue;
+    if (static_cast<int64_t>(tail_ids.size()) > room) tail_ids.resize(room);
+    std::vector<int32_t>& in = item.request.inputs;
+    in = std::move(head_ids);
+    in.push_back(tok.sentinel(0));
+    in.insert(in.end(), tail_ids.begin(), tail_ids.end());
+    in.push_back(data::Tokenizer::kEosId);
+    item.request.forced = {tok.sentinel(0)};
+    items.push_back(std::move(item));
+  }
+  return items;
+}
+
+AnswerScore score_answer(const std::string& predicted, const std::string& truth) {
+  const std::vector<std::string> p = words(predicted), t = words(truth);
+  AnswerScore s;
+  s.exact = p == t ? 1 : 0;
+  if (p.empty() || t.empty()) {
+    s.f1 = p.empty() && t.empty() ? 1 : 0;
+    return s;
+  }
+  std::map<std::string, int> counts;
+  for (const auto& w : t) ++counts[w];
+  int common = 0;
+  for (const auto& w : p)
+    if (counts[w]-- > 0) ++common;
+  if (common == 0) return s;
+  const double precision = double(common) / p.size(), recall = double(common) / t.size();
+  s.f1 = 2 * precision * recall / (precision + recall);
+  return s;
+}
+
+}  // namespace mowe::train

@@ -1,0 +1,53 @@
+// Greedy decoding with a trained model, and the closed-book knowledge probe built from WordNet:
+// what mowe_eval measures beyond the validation loss.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "data/tokenizer.h"
+#include "launch/train/job.h"
+#include "launch/train/step.h"
+
+namespace mowe::train {
+
+// One sequence to continue: the encoder's tokens (EOS included) and the decoder tokens forced
+// after the start token (e.g. <extra_id_0> for a sentinel span).
+struct DecodeRequest {
+  std::vector<int32_t> inputs;
+  std::vector<int32_t> forced;
+};
+
+// Greedy continuations of every request: the tokens the model writes after `forced`, up to
+// max_tokens, stopping at EOS or (stop_at_sentinel) at any sentinel, neither included. Every rank
+// passes the same requests and gets all results; each computes its share of them in batches of
+// `batch` sequences. Collective.
+std::vector<std::vector<int32_t>> greedy_decode(StepRunner& runner, Job& job,
+                                                const std::vector<DecodeRequest>& requests,
+                                                int max_tokens, bool stop_at_sentinel, int batch);
+
+// A knowledge probe question: a WordNet document of the training split with the head of its
+// gloss (its first words, up to the first punctuation mark, at most 3) replaced by <extra_id_0>,
+// and the hidden words as the answer.
+struct ProbeItem {
+  std::string lemma;   // the synset's first lemma, for reports
+  std::string masked;  // the document as the model sees it, for reports
+  DecodeRequest request;
+  std::string answer;
+};
+
+// Up to `limit` probe items from the synsets whose documents went to the training split
+// (data.validation_fraction, data.seed), in a fixed pseudo-random order (seed), inputs cut at
+// data.input_length.
+std::vector<ProbeItem> wordnet_probe(const config::Config& config, const data::Tokenizer& tokenizer,
+                                     int64_t limit, uint64_t seed);
+
+// SQuAD-style answer scores: lower-case words without punctuation; exact match of the word
+// sequences and the F1 of their bags of words (both 1 when both are empty).
+struct AnswerScore {
+  double exact = 0, f1 = 0;
+};
+AnswerScore score_answer(const std::string& predicted, const std::string& truth);
+
+}  // namespace mowe::train
