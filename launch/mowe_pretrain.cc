@@ -25,6 +25,7 @@
 #include "launch/train/preemption.h"
 #include "launch/train/trainer.h"
 #include "model/describe.h"
+#include "model/memory_estimate.h"
 #include "runtime/backend.h"
 #include "runtime/checkpoint/directory.h"
 #include "runtime/config/config.h"
@@ -40,7 +41,8 @@ constexpr const char* kUsage =
     "              PATH: continue from that checkpoint directory (any world size)\n"
     "  --dry-run   check the configuration, the MPI world, every input file, the dispatch plan\n"
     "              for this world size and the checkpoint directory, then exit without training\n"
-    "  --describe  print parameter counts and FLOPs of the configured model and exit\n"
+    "  --describe  print parameter counts, FLOPs and the memory of one rank at this world size\n"
+    "              (mpirun -np N), then exit\n"
     "SIGTERM, SIGUSR1 or SIGINT: checkpoint at the next step boundary, then exit 0 (SIGINT: 130).\n"
     "Before training: mowe_vocab --config FILE (tokenizer and routing vocabulary), and\n"
     "optionally mowe_plan --config FILE --world-size N (the dispatch plan).";
@@ -106,7 +108,10 @@ void dry_run(const mowe::config::Config& cfg, MPI_Comm world_comm, int rank, int
   mowe::comm::CommOptions options;
   options.timeout_seconds = cfg.parallel().collective_timeout_s();
   auto comm = mowe::comm::make_communicator(world_comm, mowe::Device::CPU, options);
+  const int on_host = mowe::model::ranks_on_this_host(*comm);
   mowe::train::run_agreed(*comm, [&] {
+    mowe::model::check_memory_fits(mowe::model::estimate_memory(cfg, world),
+                                   mowe::model::available_host_memory(), on_host);
     if (rank == 0)
       mowe::checkpoint::check_checkpoint_directory(cfg.training().checkpoint_dir(),
                                                    "training.checkpoint_dir");
@@ -118,8 +123,9 @@ void dry_run(const mowe::config::Config& cfg, MPI_Comm world_comm, int rank, int
   });
 }
 
-// Parameter counts and FLOPs, computed from the config alone.
-void describe(const mowe::config::Config& cfg) {
+// Parameter counts, FLOPs and one rank's memory at this world size, computed from the config
+// alone.
+void describe(const mowe::config::Config& cfg, int world) {
   const auto& d = cfg.data();
   int64_t targets = d.target_length();
   if (targets == 0)
@@ -130,11 +136,12 @@ void describe(const mowe::config::Config& cfg) {
       mowe::model::describe(cfg.model(), d.input_length(), targets));
   std::cout << fmt::format("(sequence: {} encoder + {} decoder tokens)\n", d.input_length(),
                            targets);
+  std::cout << mowe::model::memory_report(mowe::model::estimate_memory(cfg, world));
 }
 
 int run(const Startup& s, int rank, int world) {
   if (s.flags.has("--describe")) {
-    if (rank == 0) describe(s.config);
+    if (rank == 0) describe(s.config, world);
     return 0;
   }
   const std::string resolved = mowe::config::to_text(s.config);

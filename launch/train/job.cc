@@ -8,6 +8,7 @@
 #include "launch/train/collective.h"
 #include "launch/train/sharding.h"
 #include "model/dispatch_plan_file.h"
+#include "model/memory_estimate.h"
 #include "runtime/optimizer_config.h"
 
 namespace mowe::train {
@@ -31,8 +32,15 @@ void check_same_plan_everywhere(const model::DispatchPlan& plan, comm::Communica
         plan.source()));
 }
 
-// Files may exist on some nodes only: every rank learns of a rank that cannot open them.
+// Files may exist on some nodes only: every rank learns of a rank that cannot open them. First,
+// before the corpus is read or anything is allocated, a job beyond this host's memory is refused
+// with its estimate and the fields that drive it (model/memory_estimate.h).
 data::DataPipeline open_pipeline_agreed(const config::Config& config, comm::Communicator& comm) {
+  const int on_host = model::ranks_on_this_host(comm);
+  run_agreed(comm, [&] {
+    model::check_memory_fits(model::estimate_memory(config, comm.size()),
+                             model::available_host_memory(), on_host);
+  });
   data::DataPipeline pipeline;
   run_agreed(comm, [&] { pipeline = data::open_pipeline(config); });
   return pipeline;

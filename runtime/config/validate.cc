@@ -218,6 +218,71 @@ Result check_expert_counts(const Config& c) {
   return std::nullopt;
 }
 
+// Parameter counts and FLOPs are 64-bit integers everywhere (mowe_pretrain --describe, the
+// parameter store): a model whose counts could wrap is refused here, naming the fields, instead
+// of being printed with negative sizes. The bounds are far beyond any machine (2^60 parameters
+// is 4 EiB of float32) and generous over the exact formulas of model/describe.cc.
+Result check_model_size(const Config& c) {
+  const ModelConfig& m = c.model();
+  const MoweConfig& w = m.mowe();
+  const double d = m.d_model(), f = m.d_ff(), v = m.vocab_size();
+  const double hd = double(m.num_heads()) * m.d_kv();
+  const double layers = double(m.num_encoder_layers()) + m.num_decoder_layers();
+  const double embedding = 2 * v * d;
+  const double blocks = layers * (8 * d * hd + 3 * d * f + 2 * d) +
+                        2 * (double(m.relative_attention_num_buckets()) * m.num_heads() + d);
+  double experts = 0;
+  const double mowe_layers = double(w.encoder_layers_size()) + w.decoder_layers_size();
+  if (mowe_layers > 0) {
+    for (const BucketConfig& b : w.buckets())
+      experts += 3.0 * b.num_blocks() * b.experts_per_block() * d * b.expert_d_ff();
+    if (!w.share_expert_parameters()) experts *= mowe_layers;
+  }
+  const double limit = std::ldexp(1.0, 60);
+  if (embedding + blocks + experts > limit) {
+    if (embedding >= blocks && embedding >= experts)
+      return violation("model.vocab_size",
+                       fmt::format("model.vocab_size = {} x model.d_model = {} gives {:.3g} "
+                                   "embedding and output parameters, beyond any machine and "
+                                   "64-bit counts (at most {:.3g} parameters in all)",
+                                   m.vocab_size(), m.d_model(), embedding, limit));
+    if (blocks >= experts)
+      return violation(
+          "model.d_model",
+          fmt::format("model.d_model = {} with model.d_ff = {} and model.num_heads x model.d_kv "
+                      "= {} over {} blocks gives {:.3g} parameters, beyond any machine and "
+                      "64-bit counts (at most {:.3g})",
+                      m.d_model(), m.d_ff(), hd, layers, blocks, limit));
+    return violation("model.mowe.buckets",
+                     fmt::format("model.mowe.buckets hold about {:.3g} expert parameters{}, "
+                                 "beyond any machine and 64-bit counts (at most {:.3g})",
+                                 experts,
+                                 w.share_expert_parameters()
+                                     ? ""
+                                     : fmt::format(" ({} MoWE layers with "
+                                                   "model.mowe.share_expert_parameters false)",
+                                                   mowe_layers),
+                                 limit));
+  }
+  // FLOPs of one sequence: every token meets every dense weight twice (2 FLOPs a multiply-add)
+  // and attends over both lengths, plus the output projection.
+  const SpanLengths spans = t5_span_lengths(c.data().input_length(), c.data().noise_density(),
+                                            c.data().mean_noise_span_length());
+  const double tokens =
+      double(c.data().input_length()) +
+      (c.data().target_length() ? c.data().target_length() : spans.targets_length);
+  const double attention = layers * 8 * hd * tokens;
+  const double flops = tokens * (layers * (24 * d * hd + 6 * d * f) + attention + 2 * d * v);
+  if (flops > std::ldexp(1.0, 62))
+    return violation(
+        attention * tokens * 2 > flops ? "data.input_length" : "model.d_model",
+        fmt::format("data.input_length = {} (and data.target_length) with model.d_model = {}, "
+                    "model.d_ff = {} and model.vocab_size = {} gives about {:.3g} FLOPs per "
+                    "sequence, beyond 64-bit counts",
+                    c.data().input_length(), m.d_model(), m.d_ff(), m.vocab_size(), flops));
+  return std::nullopt;
+}
+
 // T5's bucketing is logarithmic between num_buckets/2 (num_buckets/4 per direction when
 // bidirectional) and max_distance; a max_distance at or below that start divides by log(<= 1).
 Result check_position_buckets(const Config& c) {
@@ -298,8 +363,8 @@ Result check_schedule(const Config& c) {
 std::optional<Violation> find_violation(const Config& config) {
   if (Result v = check_bounds(config, "")) return v;
   for (auto rule : {check_position_buckets, check_mowe_layers, check_routing_vocab, check_buckets,
-                    check_expert_counts, check_vocabularies, check_span_corruption, check_corpus,
-                    check_schedule, check_evaluation})
+                    check_expert_counts, check_model_size, check_vocabularies,
+                    check_span_corruption, check_corpus, check_schedule, check_evaluation})
     if (Result v = rule(config)) return v;
   return std::nullopt;
 }
