@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cmath>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
@@ -181,6 +182,18 @@ int run(const Startup& s, int rank, int world) {
   mowe::train::Trainer trainer(s.config, *comm);
   trainer.resume(resume_mode(s.flags));
   const mowe::train::RunResult result = trainer.run();
+  if (rank == 0 && !result.metrics.empty()) {
+    // The summary a user looks for at the end of a run, in one place.
+    std::string summary = fmt::format("[pretrain] summary: step {}, training loss {:.4f}",
+                                      trainer.state().step, result.train_loss);
+    if (!std::isnan(result.eval_loss))
+      summary += fmt::format(", validation loss {:.4f}", result.eval_loss);
+    const std::string ckpt = result.last_checkpoint.empty()
+                                 ? s.config.training().checkpoint_dir() + "/latest"
+                                 : result.last_checkpoint;
+    summary += fmt::format("; checkpoint {}; metrics {}", ckpt, result.metrics);
+    spdlog::info("{}", summary);
+  }
   return result.stop_signal == SIGINT ? 130 : 0;
 }
 
@@ -211,7 +224,8 @@ int main(int argc, char** argv) {
         if (rank == 0) std::fprintf(stderr, "mowe_pretrain: error: %s\n", e.what());
         status = 1;
       } catch (const std::exception& e) {
-        std::fprintf(stderr, "mowe_pretrain: error on rank %d of %d: %s\n", rank, world, e.what());
+        std::fprintf(stderr, "mowe_pretrain: error on rank %d of %d (host %s): %s\n", rank, world,
+                     mowe::log::host_name().c_str(), e.what());
         // Other ranks may be waiting in a collective for this one: end the job, never hang.
         if (world > 1) MPI_Abort(MPI_COMM_WORLD, 2);
       }
