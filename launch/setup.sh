@@ -14,6 +14,10 @@ packages=(
   libsentencepiece-dev sentencepiece
   wordnet-base
   gnuplot-nox
+  # Slurm for launch/slurm/ and its test, which runs its own daemons from a temporary directory.
+  # Without /etc/slurm/slurm.conf the packages start no Slurm daemon; munge's starts munged where
+  # systemd or sysvinit runs (not in a container), which the test does not use.
+  slurm-wlm munge
 )
 
 missing=()
