@@ -149,8 +149,10 @@ int run(int argc, char** argv) {
     options.routing_table = !flags.has("--no-routing-table");
     options.overrides = flags.overrides;
     const convert::ExportResult r = convert::export_safetensors(dir, options);
-    std::cout << fmt::format("exported {} tensors ({} bytes) of {} to {} file{}:\n", r.tensors,
-                             r.bytes, dir, r.files.size(), r.files.size() == 1 ? "" : "s");
+    const size_t shards = options.shard_size > 0 ? r.files.size() - 1 : r.files.size();
+    std::cout << fmt::format("exported {} tensors ({} bytes) of {} to {}{}:\n", r.tensors, r.bytes,
+                             dir, shards == 1 ? "1 file" : fmt::format("{} shards", shards),
+                             options.shard_size > 0 ? " and their index" : "");
     for (const std::string& f : r.files) std::cout << "  " << f << "\n";
     return 0;
   }
