@@ -300,6 +300,28 @@ int64_t load_parameters(Job& job, const std::string& path) {
   return step;
 }
 
+std::string find_init_checkpoint(Job& job, const std::string& path) {
+  std::string found;
+  run_agreed(job.comm(), [&] {
+    if (job.comm().rank() != 0) return;
+    if (std::filesystem::exists(std::filesystem::path(path) / "manifest.pb")) {
+      found = path;
+      return;
+    }
+    const std::vector<ckpt::CheckpointInfo> listed = std::filesystem::is_directory(path)
+                                                         ? ckpt::list_checkpoints(path)
+                                                         : std::vector<ckpt::CheckpointInfo>{};
+    if (listed.empty())
+      throw Error(fmt::format(
+          "training.init_from '{}' is not a checkpoint (no manifest.pb) nor a checkpoint "
+          "directory holding one: point it at a step-N directory or at the pre-training run's "
+          "training.checkpoint_dir",
+          path));
+    found = listed.front().path;
+  });
+  return broadcast_string(job.comm(), 0, found);
+}
+
 std::optional<TrainState> resume(Job& job, const std::string& how) {
   if (how == "none") return std::nullopt;
   if (how != "auto") return load_checkpoint(job, how);

@@ -33,6 +33,12 @@ TrainState load_checkpoint(Job& job, const std::string& path);
 // checks as load_checkpoint. Collective.
 int64_t load_parameters(Job& job, const std::string& path);
 
+// training.init_from: `path` itself when it is a checkpoint (holds manifest.pb), else the newest
+// complete checkpoint of the checkpoint_dir `path` (`latest` is a file naming a step, not a
+// directory to point at). An Error naming the path when it is neither. Collective: rank 0 looks,
+// every rank gets its answer.
+std::string find_init_checkpoint(Job& job, const std::string& path);
+
 // --resume: "none" (nullopt), "auto" (the newest checkpoint in training.checkpoint_dir that
 // loads; a damaged one is skipped with a warning naming the file and tensor; nullopt when there
 // is none), or the path of one checkpoint directory. Collective.

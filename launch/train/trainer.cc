@@ -88,10 +88,24 @@ void Trainer::resume(const std::string& how) {
           "run's checkpoints replace them (--resume auto continues from them instead)",
           dir, found.front().step);
   }
+  const std::string& init_from = job_->config().training().init_from();
   if (std::optional<TrainState> restored = train::resume(*job_, how)) {
     state_ = *restored;
     last_saved_step_ = state_.step;  // a stop right away need not write it again
+    // A preempted fine-tuning run continues from its own checkpoint, which already holds the
+    // initial parameters trained further.
+    if (!init_from.empty() && job_->comm().rank() == 0)
+      spdlog::info("[checkpoint] training.init_from '{}' ignored: resumed this run at step {}",
+                   init_from, state_.step);
+    return;
   }
+  if (init_from.empty()) return;
+  // Parameters only: the optimizer state and the loader position stay those of step 0 (the
+  // pre-training run's moments and data position mean nothing to the new task).
+  const std::string path = find_init_checkpoint(*job_, init_from);
+  const int64_t step = load_parameters(*job_, path);
+  if (job_->comm().rank() == 0)
+    spdlog::info("[train] initialised from {} (trained {} steps); starting at step 0", path, step);
 }
 
 StepResult Trainer::step() {
