@@ -7,11 +7,74 @@
 
 namespace mowe::data {
 
-Loader::Loader(std::shared_ptr<const TokenStream> stream,
-               std::shared_ptr<const RoutingTokenizer> table, LoaderOptions options)
-    : stream_(std::move(stream)), table_(std::move(table)), options_(std::move(options)) {
+namespace {
+
+// T5 span corruption of a token stream's chunks.
+class SpanCorruptionSource : public ExampleSource {
+ public:
+  SpanCorruptionSource(std::shared_ptr<const TokenStream> stream, const LoaderOptions& options,
+                       const SpanLengths& lengths, int64_t target_length)
+      : stream_(std::move(stream)),
+        options_(options),
+        lengths_(lengths),
+        target_length_(target_length) {}
+
+  void make(int64_t g, std::vector<int32_t>* inputs, std::vector<int32_t>* targets) const override {
+    const LoaderOptions& o = options_;
+    std::span<const int32_t> chunk = stream_->example(g, lengths_.tokens_length);
+    const uint64_t seed = hash_ints(o.seed, 0x5ba7, static_cast<uint64_t>(g));
+    std::vector<uint8_t> noise = random_spans_noise_mask(lengths_.tokens_length, o.noise_density,
+                                                         o.mean_noise_span_length, seed);
+    apply_noise_mask(chunk.data(), noise.data(), lengths_.tokens_length, o.sentinels, o.eos_id,
+                     inputs, targets);
+    MOWE_CHECK(static_cast<int64_t>(inputs->size()) <= o.input_length &&
+                   static_cast<int64_t>(targets->size()) <= target_length_,
+               "span corruption gave {} inputs and {} targets for lengths {} and {}",
+               inputs->size(), targets->size(), o.input_length, target_length_);
+  }
+  uint64_t hash() const override { return stream_->hash(); }
+
+ private:
+  std::shared_ptr<const TokenStream> stream_;
+  const LoaderOptions& options_;  // the loader's, which outlives its source
+  SpanLengths lengths_;
+  int64_t target_length_;
+};
+
+// Appends EOS to `ids` cut to at most `length` tokens in all: the EOS always survives, so the
+// model still learns where a question and an answer end.
+void cut_with_eos(const std::vector<int32_t>& ids, int64_t length, int32_t eos,
+                  std::vector<int32_t>* out) {
+  const int64_t keep = std::min<int64_t>(static_cast<int64_t>(ids.size()), length - 1);
+  out->assign(ids.begin(), ids.begin() + keep);
+  out->push_back(eos);
+}
+
+class QaSource : public ExampleSource {
+ public:
+  QaSource(std::shared_ptr<const QaExamples> pairs, const LoaderOptions& options,
+           int64_t target_length)
+      : pairs_(std::move(pairs)), options_(options), target_length_(target_length) {}
+
+  void make(int64_t g, std::vector<int32_t>* inputs, std::vector<int32_t>* targets) const override {
+    const int64_t i = pairs_->pair_of(g);
+    cut_with_eos(pairs_->inputs(i), options_.input_length, options_.eos_id, inputs);
+    cut_with_eos(pairs_->targets(i), target_length_, options_.eos_id, targets);
+  }
+  uint64_t hash() const override { return pairs_->hash(); }
+
+ private:
+  std::shared_ptr<const QaExamples> pairs_;
+  const LoaderOptions& options_;
+  int64_t target_length_;
+};
+
+}  // namespace
+
+Loader::Loader(std::shared_ptr<const RoutingTokenizer> table, LoaderOptions options)
+    : table_(std::move(table)), options_(std::move(options)) {
   const LoaderOptions& o = options_;
-  MOWE_CHECK(stream_ && table_, "the loader needs a token stream and a routing table");
+  MOWE_CHECK(table_, "the loader needs a routing table");
   MOWE_CHECK(o.world_size > 0 && o.rank >= 0 && o.rank < o.world_size, "rank {} of {} ranks",
              o.rank, o.world_size);
   MOWE_CHECK(o.global_batch_size > 0 && o.global_batch_size % o.world_size == 0,
@@ -20,6 +83,13 @@ Loader::Loader(std::shared_ptr<const TokenStream> stream,
              o.global_batch_size, o.world_size);
   MOWE_CHECK(o.prefetch_batches >= 1, "prefetch_batches = {} must be >= 1", o.prefetch_batches);
   local_batch_ = o.global_batch_size / o.world_size;
+}
+
+Loader::Loader(std::shared_ptr<const TokenStream> stream,
+               std::shared_ptr<const RoutingTokenizer> table, LoaderOptions options)
+    : Loader(std::move(table), std::move(options)) {
+  const LoaderOptions& o = options_;
+  MOWE_CHECK(stream, "the loader needs a token stream");
   lengths_ = t5_span_lengths(o.input_length, o.noise_density, o.mean_noise_span_length);
   target_length_ = o.target_length > 0 ? o.target_length : lengths_.targets_length;
   // User errors (settings that do not fit the data or the tokenizer): one line, no source path.
@@ -35,11 +105,32 @@ Loader::Loader(std::shared_ptr<const TokenStream> stream,
         "span corruption makes {} spans per example but the tokenizer has {} sentinels: raise "
         "data.num_sentinels and retrain the tokenizer",
         counts.noise_spans, o.sentinels.size()));
-  if (stream_->num_chunks(lengths_.tokens_length) == 0)
+  if (stream->num_chunks(lengths_.tokens_length) == 0)
     throw Error(fmt::format(
         "the token stream has {} tokens, fewer than one example of {}: use a larger corpus or a "
         "smaller data.input_length",
-        stream_->size(), lengths_.tokens_length));
+        stream->size(), lengths_.tokens_length));
+  source_ =
+      std::make_unique<SpanCorruptionSource>(std::move(stream), options_, lengths_, target_length_);
+}
+
+Loader::Loader(std::shared_ptr<const QaExamples> pairs,
+               std::shared_ptr<const RoutingTokenizer> table, LoaderOptions options)
+    : Loader(std::move(table), std::move(options)) {
+  MOWE_CHECK(pairs, "the loader needs question-answer pairs");
+  if (options_.target_length <= 0)
+    throw Error(
+        "data.target_length is 0, but question-answer examples have no length to derive it "
+        "from: set it to the longest answer in tokens plus EOS (e.g. 8)");
+  if (options_.input_length < 2 || options_.target_length < 2)
+    throw Error(fmt::format(
+        "data.input_length = {} and data.target_length = {} leave no room for a question or an "
+        "answer besides EOS: set both to at least 2",
+        options_.input_length, options_.target_length));
+  if (pairs->size() == 0)
+    throw Error("there is no question-answer pair to load (no synset with a gloss in this split)");
+  target_length_ = options_.target_length;
+  source_ = std::make_unique<QaSource>(std::move(pairs), options_, target_length_);
 }
 
 Loader::~Loader() {
@@ -49,16 +140,7 @@ Loader::~Loader() {
 Example Loader::example(int64_t global_index) const {
   const LoaderOptions& o = options_;
   Example ex;
-  std::span<const int32_t> chunk = stream_->example(global_index, lengths_.tokens_length);
-  const uint64_t seed = hash_ints(o.seed, 0x5ba7, static_cast<uint64_t>(global_index));
-  std::vector<uint8_t> noise = random_spans_noise_mask(lengths_.tokens_length, o.noise_density,
-                                                       o.mean_noise_span_length, seed);
-  apply_noise_mask(chunk.data(), noise.data(), lengths_.tokens_length, o.sentinels, o.eos_id,
-                   &ex.inputs, &ex.targets);
-  MOWE_CHECK(static_cast<int64_t>(ex.inputs.size()) <= o.input_length &&
-                 static_cast<int64_t>(ex.targets.size()) <= target_length_,
-             "span corruption gave {} inputs and {} targets for lengths {} and {}",
-             ex.inputs.size(), ex.targets.size(), o.input_length, target_length_);
+  source_->make(global_index, &ex.inputs, &ex.targets);
   ex.decoder_inputs.reserve(ex.targets.size());
   ex.decoder_inputs.push_back(o.pad_id);
   ex.decoder_inputs.insert(ex.decoder_inputs.end(), ex.targets.begin(), ex.targets.end() - 1);
@@ -181,18 +263,19 @@ LoaderState Loader::state() const {
   s.set_step(step_);
   s.set_next_example(example_);
   s.set_seed(options_.seed);
-  s.set_stream_hash(stream_->hash());
+  s.set_stream_hash(source_->hash());
   return s;
 }
 
 void Loader::restore(const LoaderState& state) {
   // A user's mistake (another corpus, tokenizer or data.seed than the run being resumed), not a
   // bug: one line saying what differs.
-  if (state.stream_hash() != stream_->hash() || state.seed() != options_.seed)
+  if (state.stream_hash() != source_->hash() || state.seed() != options_.seed)
     throw Error(fmt::format(
-        "the saved loader state belongs to another corpus, tokenizer or data.seed (stream {:016x} "
-        "seed {}; this job has stream {:016x} seed {}): resume with the data it was trained on",
-        state.stream_hash(), state.seed(), stream_->hash(), options_.seed));
+        "the saved loader state belongs to another corpus, tokenizer or data.seed, or another "
+        "data.task (stream {:016x} seed {}; this job has stream {:016x} seed {}): resume with the "
+        "data it was trained on",
+        state.stream_hash(), state.seed(), source_->hash(), options_.seed));
   if (state.step() < 0 || state.next_example() < 0)
     throw Error(fmt::format("the saved loader state has a negative position (step {}, example {})",
                             state.step(), state.next_example()));

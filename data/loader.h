@@ -1,9 +1,13 @@
 // The deterministic, sharded, resumable loader. The global batch of step s holds the examples
-// [e_s, e_s + B) of the token stream (e_s = s * B unless the batch size changed on restore), and
+// [e_s, e_s + B) of its example source (e_s = s * B unless the batch size changed on restore), and
 // rank r of N takes the contiguous slice [r * B/N, (r + 1) * B/N) of it. Example g is a pure
-// function of (seed, g): its chunk comes from TokenStream::example, its noise mask is seeded
-// with hash(seed, g). So 1 rank and N ranks see the same global batch, thread timing never
-// matters, and the state to save is just (step, e_s).
+// function of (seed, g). Two sources (data.task):
+// - span corruption of a token stream: g's chunk comes from TokenStream::example, its noise mask
+//   is seeded with hash(seed, g);
+// - question-answer pairs (QaExamples): g's pair comes from QaExamples::pair_of, cut to the
+//   lengths keeping EOS.
+// So 1 rank and N ranks see the same global batch, thread timing never matters, and the state to
+// save is just (step, e_s) with the source's fingerprint.
 //
 // A background thread builds the next prefetch_batches batches (span corruption, routing ids,
 // padding, masks) while the trainer works; next() hands them over in order.
@@ -20,6 +24,7 @@
 #include <vector>
 
 #include "data/proto/loader_state.pb.h"
+#include "data/qa.h"
 #include "data/routing_tokenizer.h"
 #include "data/span_corruption.h"
 #include "data/token_stream.h"
@@ -74,11 +79,28 @@ struct Example {
   std::vector<int32_t> targets, decoder_inputs, decoder_routing;
 };
 
+// Where a loader's examples come from.
+class ExampleSource {
+ public:
+  virtual ~ExampleSource() = default;
+  // The inputs and targets of global example g, each ending with EOS and within the lengths the
+  // source was made for: a pure function of g.
+  virtual void make(int64_t global_index, std::vector<int32_t>* inputs,
+                    std::vector<int32_t>* targets) const = 0;
+  // Fingerprint of the examples, recorded in saved loader states.
+  virtual uint64_t hash() const = 0;
+};
+
 class Loader {
  public:
-  // Throws when global_batch_size is not a multiple of world_size, when the configured target
-  // length is below the derived one, or when the stream holds less than one example.
+  // Span corruption of `stream`. Throws when global_batch_size is not a multiple of world_size,
+  // when the configured target length is below the derived one, or when the stream holds less
+  // than one example.
   Loader(std::shared_ptr<const TokenStream> stream, std::shared_ptr<const RoutingTokenizer> table,
+         LoaderOptions options);
+  // Question-answer pairs, padded to input_length and target_length (which must be set: there is
+  // no length to derive). Throws when target_length is 0 or there is no pair.
+  Loader(std::shared_ptr<const QaExamples> pairs, std::shared_ptr<const RoutingTokenizer> table,
          LoaderOptions options);
   ~Loader();
   Loader(const Loader&) = delete;
@@ -94,17 +116,20 @@ class Loader {
   Batch batch_at(int64_t step, int64_t first_global_example) const;
   Example example(int64_t global_index) const;
 
+  // Span corruption's lengths (all 0 for question-answer pairs).
   const SpanLengths& lengths() const { return lengths_; }
   int64_t target_length() const { return target_length_; }
   int64_t local_batch_size() const { return local_batch_; }
   const LoaderOptions& options() const { return options_; }
 
  private:
+  // The checks and lengths every source shares.
+  Loader(std::shared_ptr<const RoutingTokenizer> table, LoaderOptions options);
   void start();
   void stop();
   void produce();
 
-  std::shared_ptr<const TokenStream> stream_;
+  std::unique_ptr<const ExampleSource> source_;
   std::shared_ptr<const RoutingTokenizer> table_;
   LoaderOptions options_;
   SpanLengths lengths_;

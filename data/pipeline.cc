@@ -138,9 +138,28 @@ DataPipeline open_pipeline(const config::Config& config) {
   p.table = std::make_shared<const RoutingTokenizer>(vocab->table(variants));
   p.vocab = std::move(vocab);
   const uint64_t seed = static_cast<uint64_t>(d.seed());
+  if (d.task() == config::DataConfig::WORDNET_QA) {
+    auto t0 = std::chrono::steady_clock::now();
+    const QaSplit qa = wordnet_qa(read_wordnet(d.wordnet_dir()), d.validation_fraction(), seed);
+    p.qa_train = std::make_shared<const QaExamples>(tokenize_qa(qa.train, *p.tokenizer, seed));
+    p.qa_validation =
+        std::make_shared<const QaExamples>(tokenize_qa(qa.validation, *p.tokenizer, seed));
+    spdlog::info("[data] WordNet questions: {} for training, {} for validation ({:.1f} s)",
+                 qa.train.size(), qa.validation.size(), seconds_since(t0));
+    return p;
+  }
   p.train = tokenize_split(split.train, *p.tokenizer, seed, "training");
   p.validation = tokenize_split(split.validation, *p.tokenizer, seed, "validation");
   return p;
+}
+
+std::unique_ptr<Loader> make_loader(const DataPipeline& data, bool validation,
+                                    LoaderOptions options) {
+  if (data.qa_train)
+    return std::make_unique<Loader>(validation ? data.qa_validation : data.qa_train, data.table,
+                                    std::move(options));
+  return std::make_unique<Loader>(validation ? data.validation : data.train, data.table,
+                                  std::move(options));
 }
 
 LoaderOptions loader_options(const config::Config& config, const Tokenizer& tokenizer, int rank,

@@ -41,13 +41,22 @@ struct DataPipeline {
   std::shared_ptr<const Tokenizer> tokenizer;
   std::shared_ptr<const RoutingVocab> vocab;
   std::shared_ptr<const RoutingTokenizer> table;  // with case variants per model.mowe.case_variants
+  // data.task = SPAN_CORRUPTION: the token streams of both splits (the QA pairs are null) ...
   std::shared_ptr<const TokenStream> train;
   std::shared_ptr<const TokenStream> validation;
+  // ... WORDNET_QA: the question-answer pairs of both splits (the streams are null).
+  std::shared_ptr<const QaExamples> qa_train;
+  std::shared_ptr<const QaExamples> qa_validation;
 };
 
 // Reads the corpus, loads the tokenizer and the routing vocabulary (refusing one built for
-// another tokenizer or another case_variants setting) and tokenizes both splits.
+// another tokenizer or another case_variants setting) and tokenizes both splits: their documents
+// for span corruption, their questions and answers for WORDNET_QA.
 DataPipeline open_pipeline(const config::Config& config);
+
+// The loader of the training or the validation split for the pipeline's task.
+std::unique_ptr<Loader> make_loader(const DataPipeline& data, bool validation,
+                                    LoaderOptions options);
 
 // Loader options from data.* and training.global_batch_size for one rank.
 LoaderOptions loader_options(const config::Config& config, const Tokenizer& tokenizer, int rank,

@@ -6,6 +6,7 @@
 
 #include "data/corpus.h"
 #include "data/hash.h"
+#include "data/qa.h"
 #include "model/mowe_dispatch.h"
 
 namespace mowe::train {
@@ -156,23 +157,10 @@ std::vector<ProbeItem> wordnet_probe(const config::Config& config, const data::T
   std::vector<ProbeItem> items;
   for (const Candidate& c : candidates) {
     if (static_cast<int64_t>(items.size()) >= limit) break;
-    // The head: the gloss's first words, up to punctuation, at most 3.
     const std::string& gloss = c.gloss;
-    size_t end = 0, count = 0;
-    while (end < gloss.size() && count < 3) {
-      size_t at = end;
-      while (at < gloss.size() && gloss[at] == ' ') ++at;
-      const size_t start = at;
-      while (at < gloss.size() &&
-             (std::isalnum(static_cast<unsigned char>(gloss[at])) || gloss[at] == '-' ||
-              gloss[at] == '\'' || static_cast<unsigned char>(gloss[at]) >= 0x80))
-        ++at;
-      if (at == start) break;  // punctuation: the head ends
-      end = at;
-      ++count;
-    }
+    const size_t end = data::gloss_head_length(gloss);
     const std::string head = gloss.substr(0, end);
-    if (count == 0 || end >= gloss.size()) continue;  // nothing left to give context
+    if (end == 0 || end >= gloss.size()) continue;  // no head, or nothing left to give context
     const size_t at = c.doc.rfind(gloss);
     if (at == std::string::npos) continue;
     ProbeItem item;

@@ -108,11 +108,11 @@ Job::Job(const config::Config& config, comm::Communicator& comm)
       b.prepared = std::move(routing);
     };
   }
-  train_loader_ = std::make_unique<data::Loader>(data_.train, data_.table, options);
+  train_loader_ = data::make_loader(data_, false, options);
   // No held-out split (data.validation_fraction = 0, so training.eval_every = 0): no evaluation.
   if (config.data().validation_fraction() > 0) {
     try {
-      eval_loader_ = std::make_unique<data::Loader>(data_.validation, data_.table, options);
+      eval_loader_ = data::make_loader(data_, true, options);
     } catch (const Error& e) {
       throw Error(fmt::format("the validation split (data.validation_fraction = {}): {}",
                               config.data().validation_fraction(), e.what()));

@@ -314,6 +314,7 @@ Result check_vocabularies(const Config& c) {
 // random_spans_noise_mask), so the spans of one sequence must not outnumber the sentinels.
 Result check_span_corruption(const Config& c) {
   const DataConfig& d = c.data();
+  if (d.task() != DataConfig::SPAN_CORRUPTION) return std::nullopt;
   // The loader's own arithmetic: spans of the raw chunk that makes one example (568 tokens for
   // an input length of 512 give 28 spans).
   const SpanLengths lengths =
@@ -334,6 +335,22 @@ Result check_corpus(const Config& c) {
   return violation("data.corpus_path",
                    fmt::format("data.corpus_path is empty, but data.corpus = {} reads from it",
                                DataConfig::Corpus_Name(d.corpus())));
+}
+
+// Question-answer examples are built from WordNet synsets and have no length to derive.
+Result check_task(const Config& c) {
+  const DataConfig& d = c.data();
+  if (d.task() != DataConfig::WORDNET_QA) return std::nullopt;
+  if (d.corpus() != DataConfig::WORDNET)
+    return violation("data.task",
+                     fmt::format("data.task = WORDNET_QA asks about WordNet synsets, but "
+                                 "data.corpus = {}: set data.corpus to WORDNET",
+                                 DataConfig::Corpus_Name(d.corpus())));
+  if (d.target_length() == 0)
+    return violation("data.target_length",
+                     "data.target_length = 0, but data.task = WORDNET_QA needs it set: the "
+                     "padded answer length in tokens, EOS included (e.g. 8)");
+  return std::nullopt;
 }
 
 Result check_evaluation(const Config& c) {
@@ -362,9 +379,10 @@ Result check_schedule(const Config& c) {
 
 std::optional<Violation> find_violation(const Config& config) {
   if (Result v = check_bounds(config, "")) return v;
-  for (auto rule : {check_position_buckets, check_mowe_layers, check_routing_vocab, check_buckets,
-                    check_expert_counts, check_model_size, check_vocabularies,
-                    check_span_corruption, check_corpus, check_schedule, check_evaluation})
+  for (auto rule :
+       {check_position_buckets, check_mowe_layers, check_routing_vocab, check_buckets,
+        check_expert_counts, check_model_size, check_vocabularies, check_span_corruption,
+        check_corpus, check_task, check_schedule, check_evaluation})
     if (Result v = rule(config)) return v;
   return std::nullopt;
 }

@@ -181,5 +181,97 @@ TEST(Loader, SaveAndRestoreContinueIdentically) {
   EXPECT_THROW(c.restore(parsed), Error);
 }
 
+// Question-answer pairs of random lengths (some longer than the loader's lengths), without EOS.
+std::shared_ptr<const QaExamples> synthetic_pairs(int n, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<std::vector<int32_t>> inputs(n), targets(n);
+  for (int i = 0; i < n; ++i) {
+    inputs[i].resize(1 + rng.below(14));
+    targets[i].resize(1 + rng.below(6));
+    for (auto* ids : {&inputs[i], &targets[i]})
+      for (int32_t& t : *ids) t = 20 + static_cast<int32_t>(rng.below(kVocab - 20));
+  }
+  return std::make_shared<const QaExamples>(std::move(inputs), std::move(targets), seed);
+}
+
+LoaderOptions qa_options(int64_t batch, int rank = 0, int world = 1) {
+  LoaderOptions o = options(batch, rank, world);
+  o.input_length = 10;
+  o.target_length = 4;
+  return o;
+}
+
+// Each row is its pair plus EOS, cut keeping the EOS, padded; decoder inputs are the targets
+// shifted right.
+TEST(QaLoader, RowsArePairsWithEosCutAndPadded) {
+  auto pairs = synthetic_pairs(50, 2);
+  auto table = synthetic_table();
+  Loader loader(pairs, table, qa_options(6));
+  const Batch b = loader.next();
+  ASSERT_EQ(b.input_length, 10);
+  ASSERT_EQ(b.target_length, 4);
+  int cut = 0;
+  for (int r = 0; r < b.batch_size; ++r) {
+    const int64_t i = pairs->pair_of(b.first_example + r);
+    std::vector<int32_t> in = pairs->inputs(i), out = pairs->targets(i);
+    cut += in.size() >= 10 || out.size() >= 4;
+    in.resize(std::min<size_t>(in.size(), 9));
+    out.resize(std::min<size_t>(out.size(), 3));
+    in.push_back(1), out.push_back(1);
+    std::vector<int32_t> decoder = {0};
+    decoder.insert(decoder.end(), out.begin(), out.end() - 1);
+    in.resize(10, 0), out.resize(4, 0), decoder.resize(4, 0);
+    EXPECT_EQ(std::vector<int32_t>(b.encoder_input_ids.begin() + r * 10,
+                                   b.encoder_input_ids.begin() + r * 10 + 10),
+              in);
+    EXPECT_EQ(std::vector<int32_t>(b.targets.begin() + r * 4, b.targets.begin() + r * 4 + 4), out);
+    EXPECT_EQ(std::vector<int32_t>(b.decoder_input_ids.begin() + r * 4,
+                                   b.decoder_input_ids.begin() + r * 4 + 4),
+              decoder);
+    for (int k = 0; k < 4; ++k)
+      EXPECT_EQ(b.loss_weights[r * 4 + k], out[k] != 0 ? 1.0f : 0.0f) << "row " << r;
+  }
+  EXPECT_GT(cut, 0) << "no example exercised the cut";
+  // target_length has nothing to derive it from.
+  LoaderOptions derived = qa_options(6);
+  derived.target_length = 0;
+  EXPECT_THROW(Loader(pairs, table, derived), Error);
+}
+
+TEST(QaLoader, RanksSliceTheSameGlobalBatchAndRestoreContinues) {
+  auto pairs = synthetic_pairs(23, 3);  // several epochs in a few steps
+  auto table = synthetic_table();
+  Loader one(pairs, table, qa_options(8));
+  std::vector<Batch> global;
+  for (int s = 0; s < 7; ++s) global.push_back(one.next());
+  for (int world : {2, 4}) {
+    for (int rank = 0; rank < world; ++rank) {
+      Loader part(pairs, table, qa_options(8, rank, world));
+      for (int s = 0; s < 7; ++s) {
+        const Batch b = part.next();
+        const int64_t rows = 8 / world, offset = rank * rows;
+        EXPECT_EQ(b.first_example, global[s].first_example + offset);
+        EXPECT_EQ(b.encoder_input_ids,
+                  std::vector<int32_t>(global[s].encoder_input_ids.begin() + offset * 10,
+                                       global[s].encoder_input_ids.begin() + (offset + rows) * 10));
+        EXPECT_EQ(b.targets, std::vector<int32_t>(global[s].targets.begin() + offset * 4,
+                                                  global[s].targets.begin() + (offset + rows) * 4));
+      }
+    }
+  }
+  Loader a(pairs, table, qa_options(8));
+  for (int s = 0; s < 3; ++s) a.next();
+  LoaderState parsed;
+  ASSERT_TRUE(parsed.ParseFromString(a.state().SerializeAsString()));
+  Loader b(pairs, table, qa_options(8));
+  b.restore(parsed);
+  for (int s = 3; s < 7; ++s) expect_same(b.next(), global[s]);
+  // A state of the span-corruption loader, or of other pairs, is refused.
+  Loader span(synthetic_stream(20000, 3), table, options(8));
+  EXPECT_THROW(b.restore(span.state()), Error);
+  Loader other(synthetic_pairs(23, 4), table, qa_options(8));
+  EXPECT_THROW(other.restore(parsed), Error);
+}
+
 }  // namespace
 }  // namespace mowe::data

@@ -207,6 +207,18 @@ TEST(ConfigValidate, VocabularyAndSpanRules) {
             "tiny.textproto:27:1: data.corpus_path is empty, but data.corpus = TEXT reads from it");
 }
 
+TEST(ConfigValidate, WordnetQaNeedsWordnetAndATargetLength) {
+  EXPECT_EQ(tiny_error({"data.task=WORDNET_QA"}),
+            "tiny.textproto:27:1: data.target_length = 0, but data.task = WORDNET_QA needs it "
+            "set: the padded answer length in tokens, EOS included (e.g. 8)");
+  EXPECT_EQ(tiny_error({"data.task=WORDNET_QA", "data.target_length=8", "data.corpus=JSONL",
+                        "data.corpus_path=c.jsonl"}),
+            "--set data.task=WORDNET_QA: data.task = WORDNET_QA asks about WordNet synsets, but "
+            "data.corpus = JSONL: set data.corpus to WORDNET");
+  EXPECT_NO_THROW(load_config_text(tiny_text(), "tiny.textproto",
+                                   {"data.task=WORDNET_QA", "data.target_length=8"}));
+}
+
 TEST(ConfigValidate, PositionBucketsNeedALargerMaxDistance) {
   EXPECT_EQ(tiny_error({"model.relative_attention_max_distance=4"}),
             "--set model.relative_attention_max_distance=4: "
