@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 
 #include "data/corpus.h"
 #include "launch/train/checkpoint.h"
@@ -511,6 +512,171 @@ TEST(TrainerMetrics, RunWritesEveryStepAndResumeReplacesAbandonedSteps) {
     t.run();
   }
   check("after resuming at step 4");
+}
+
+// Fine-tuning on WORDNET_QA with the experts frozen, as configs/wordnet_finetune.textproto does.
+config::Config finetune(const std::string& checkpoint_dir, const std::string& init_from = "") {
+  config::Config cfg = tiny(checkpoint_dir, "ADAMW");
+  cfg.mutable_data()->set_task(config::DataConfig::WORDNET_QA);
+  cfg.mutable_data()->set_target_length(8);
+  cfg.mutable_model()->mutable_mowe()->set_freeze_experts(true);
+  cfg.mutable_training()->set_init_from(init_from);
+  config::validate(cfg);
+  return cfg;
+}
+
+Snapshot parameter_snapshot(Job& job) {
+  Snapshot out;
+  for (const auto& p : job.parameters().all()) add_rows(out, p->name, p->value.tensor(), p->rows);
+  return out;
+}
+
+std::map<std::string, std::string> bytes_of_kind(Job& job, model::ParamKind kind) {
+  std::map<std::string, std::string> out;
+  for (const auto& p : job.parameters().all())
+    if (p->kind == kind)
+      out[p->name] =
+          std::string(static_cast<const char*>(p->value.tensor().data), p->value.tensor().nbytes());
+  return out;
+}
+
+TEST(TrainerFineTune, FrozenExpertsStayBitIdenticalWhileDenseParametersTrain) {
+  Env env("frozen");
+  Trainer t(finetune(env.dir + "/ckpt"), *env.world);
+  const auto experts = bytes_of_kind(t.job(), model::ParamKind::Expert);
+  const auto dense = bytes_of_kind(t.job(), model::ParamKind::Dense);
+  ASSERT_FALSE(experts.empty()) << "this rank holds no expert tensor";
+  for (const StepResult& r : train(t, 4)) EXPECT_FALSE(r.skipped);
+  EXPECT_EQ(bytes_of_kind(t.job(), model::ParamKind::Expert), experts);
+  const auto after = bytes_of_kind(t.job(), model::ParamKind::Dense);
+  ASSERT_EQ(after.size(), dense.size());
+  for (const auto& [name, bytes] : dense) EXPECT_NE(after.at(name), bytes) << name << " unchanged";
+}
+
+TEST(TrainerFineTune, InitFromLoadsParametersAndOwnCheckpointWins) {
+  Env env("init_from");
+  Snapshot pretrained;
+  {
+    Trainer pre(tiny(env.dir + "/pre", "ADAMW"), *env.world);
+    train(pre, 3);
+    pre.save();
+    pretrained = parameter_snapshot(pre.job());
+  }
+  // A checkpoint_dir (its newest checkpoint) and a step directory load the same parameters.
+  for (const std::string& from : {env.dir + "/pre", env.dir + "/pre/step-00000003"}) {
+    Trainer ft(finetune(env.dir + "/ft_" + std::to_string(from.size()), from), *env.world);
+    ft.resume("auto");
+    EXPECT_EQ(ft.state().step, 0);
+    EXPECT_EQ(ft.state().loader.next_example(), 0);
+    expect_rows(parameter_snapshot(ft.job()), pretrained, 0, "initialised from " + from);
+    // Fresh AdamW moments: all zero.
+    for (const NamedTensor& s : ft.job().optimizer().prepare_state(ft.job().parameters().slots()))
+      for (int64_t i = 0; i < s.tensor.numel(); ++i)
+        ASSERT_EQ(s.tensor.ptr<float>()[i], 0.0f) << s.name;
+  }
+  const config::Config cfg = finetune(env.dir + "/ft", env.dir + "/pre");
+  Snapshot tuned;
+  {
+    Trainer ft(cfg, *env.world);
+    ft.resume("auto");
+    train(ft, 2);
+    EXPECT_EQ(ft.save(), env.dir + "/ft/step-00000002");
+    tuned = snapshot(ft.job());
+  }
+  // Preempted and restarted with --resume auto: its own checkpoint, not the pre-trained one.
+  Trainer again(cfg, *env.world);
+  again.resume("auto");
+  EXPECT_EQ(again.state().step, 2);
+  expect_rows(snapshot(again.job()), tuned, 0, "resumed fine-tuning");
+  // Neither a checkpoint nor a directory of them: named.
+  Trainer bad(finetune(env.dir + "/bad", env.dir + "/nowhere"), *env.world);
+  testing::expect_error([&] { bad.resume("none"); },
+                        {"training.init_from '" + env.dir + "/nowhere' is not a checkpoint"});
+}
+
+std::vector<int32_t> row(const std::vector<int32_t>& v, int r, int width) {
+  return std::vector<int32_t>(v.begin() + r * width, v.begin() + (r + 1) * width);
+}
+
+// The tokens before EOS.
+std::vector<int32_t> before_eos(const std::vector<int32_t>& ids) {
+  return std::vector<int32_t>(ids.begin(),
+                              std::find(ids.begin(), ids.end(), data::Tokenizer::kEosId));
+}
+
+// WORDNET_QA batches with the real tokenizer: a known synset's question and answer, only
+// training synsets in training batches, N ranks slicing one process's global batch, and a
+// restored loader continuing identically.
+TEST(TrainerFineTune, QaBatchesAskAboutTrainingSynsets) {
+  Env env("qa_loader");
+  // Long enough for "a member of" in the tiny tokenizer's short pieces: nothing is cut.
+  const auto qa = [](const std::string& dir) {
+    config::Config cfg = finetune(dir);
+    cfg.mutable_data()->set_target_length(16);
+    return cfg;
+  };
+  Trainer world(qa(env.dir + "/world"), *env.world);
+  Trainer one(qa(fmt::format("{}/one{}", env.dir, env.world->rank())), *env.self);
+  const data::DataPipeline& d = world.job().data();
+  const data::Tokenizer& tok = *d.tokenizer;
+  ASSERT_TRUE(d.qa_train && d.qa_validation);
+  ASSERT_GT(d.qa_validation->size(), 0);
+  // "dog" (a member of the genus Canis): its question and answer as the loader gives them.
+  const std::vector<int32_t> question = tok.encode("what is a dog?"),
+                             answer = tok.encode("a member of");
+  int64_t dog = -1;
+  for (int64_t i = 0; i < d.qa_train->size() && dog < 0; ++i)
+    if (d.qa_train->inputs(i) == question && d.qa_train->targets(i) == answer) dog = i;
+  ASSERT_GE(dog, 0) << "the dog synset is not a training question";
+  int64_t g = 0;
+  while (d.qa_train->pair_of(g) != dog) ++g;
+  const data::Example ex = world.job().train_loader().example(g);
+  std::vector<int32_t> expected = question;
+  expected.push_back(data::Tokenizer::kEosId);
+  EXPECT_EQ(ex.inputs, expected);
+  expected = answer;
+  expected.push_back(data::Tokenizer::kEosId);
+  EXPECT_EQ(ex.targets, expected);
+  // The tiny tokenizer has no piece for '?' (it decodes as <unk>); the words are exact.
+  EXPECT_EQ(tok.decode(before_eos(ex.inputs)).rfind("what is a dog ", 0), 0u)
+      << tok.decode(ex.inputs);
+  EXPECT_EQ(tok.decode(before_eos(ex.targets)), "a member of");
+
+  // Validation pairs that no training pair equals must never appear in a training batch.
+  std::set<std::pair<std::vector<int32_t>, std::vector<int32_t>>> train_pairs, held_out;
+  for (int64_t i = 0; i < d.qa_train->size(); ++i)
+    train_pairs.insert({d.qa_train->inputs(i), d.qa_train->targets(i)});
+  for (int64_t i = 0; i < d.qa_validation->size(); ++i)
+    if (!train_pairs.count({d.qa_validation->inputs(i), d.qa_validation->targets(i)}))
+      held_out.insert({d.qa_validation->inputs(i), d.qa_validation->targets(i)});
+  ASSERT_FALSE(held_out.empty());
+  data::Loader& loader = world.job().train_loader();
+  const int B = static_cast<int>(loader.local_batch_size()), T = 32, D = 16;
+  const int64_t global = world.job().config().training().global_batch_size();
+  for (int64_t step = 0; step < 50; ++step) {
+    const data::Batch b = loader.batch_at(step, step * global);
+    const data::Batch all = one.job().train_loader().batch_at(step, step * global);
+    ASSERT_EQ(b.input_length, T);
+    ASSERT_EQ(b.target_length, D);
+    for (int r = 0; r < B; ++r) {
+      const auto in = before_eos(row(b.encoder_input_ids, r, T)),
+                 out = before_eos(row(b.targets, r, D));
+      EXPECT_FALSE(held_out.count({in, out})) << "held-out question " << tok.decode(in);
+      const int whole = env.world->rank() * B + r;  // the same row of one process's batch
+      EXPECT_EQ(row(b.encoder_input_ids, r, T), row(all.encoder_input_ids, whole, T));
+      EXPECT_EQ(row(b.targets, r, D), row(all.targets, whole, D));
+      EXPECT_EQ(row(b.decoder_routing_ids, r, D), row(all.decoder_routing_ids, whole, D));
+    }
+  }
+  // Save after 3 steps, take 2 more, restore: the same 2 again.
+  for (int s = 0; s < 3; ++s) loader.next();
+  const data::LoaderState saved = loader.state();
+  const data::Batch b4 = loader.next(), b5 = loader.next();
+  loader.restore(saved);
+  EXPECT_EQ(loader.next().encoder_input_ids, b4.encoder_input_ids);
+  EXPECT_EQ(loader.next().targets, b5.targets);
+  // The validation loss is the eval loader's, on held-out questions.
+  EXPECT_TRUE(std::isfinite(evaluate(world.runner(), world.job(), 1)));
 }
 
 }  // namespace
