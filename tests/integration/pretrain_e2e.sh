@@ -28,7 +28,7 @@ train() {  # ranks, extra args...
     "$@" 2>&1
 }
 losses() {
-  grep -o -E 'step [0-9]+/4 loss [0-9.]+ lr [0-9.e-]+ grad_norm [0-9.]+|validation loss [0-9.]+' ||
+  grep -o -E 'step [0-9]+/4 loss [0-9.]+ lr [0-9.e-]+ grad_norm [0-9.]+|step [0-9]+ validation loss [0-9.]+' ||
     true
 }
 
