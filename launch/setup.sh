@@ -11,6 +11,8 @@ packages=(
   libprotobuf-dev protobuf-compiler
   libspdlog-dev libfmt-dev
   libgtest-dev
+  # tests/fuzz/run_fuzzers.sh: clang with libFuzzer and the sanitizers' runtimes.
+  clang libclang-rt-14-dev
   libsentencepiece-dev sentencepiece
   wordnet-base
   gnuplot-nox

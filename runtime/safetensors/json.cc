@@ -99,7 +99,7 @@ class Parser {
         pos_ = key_at;
         fail(fmt::format("key {} appears twice in one object", json_quote(key)));
       }
-      v.members.emplace_back(std::move(key), std::move(member));
+      v.members.push_back({std::move(key), std::move(member)});
       skip_space();
       if (peek() == ',') {
         ++pos_;

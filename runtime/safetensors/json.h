@@ -7,10 +7,11 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
-#include <utility>
 #include <vector>
 
 namespace mowe::safetensors {
+
+struct JsonMember;
 
 struct Json {
   enum class Kind { Null, Bool, Number, String, Array, Object };
@@ -20,12 +21,18 @@ struct Json {
   // non-standard NaN, Infinity and -Infinity that Python's json module writes, so that a caller
   // can say "shape[0] is NaN" instead of "malformed JSON".
   std::string text;
-  std::vector<Json> items;                            // Array
-  std::vector<std::pair<std::string, Json>> members;  // Object, in document order
+  std::vector<Json> items;          // Array
+  std::vector<JsonMember> members;  // Object, in document order
 
   bool is(Kind k) const { return kind == k; }
   // The member named `key`, or nullptr.
   const Json* find(std::string_view key) const;
+};
+
+// Defined after Json: a pair<string, Json> inside Json would need Json complete.
+struct JsonMember {
+  std::string key;
+  Json value;
 };
 
 // Parses one JSON value filling `text`, optionally followed by whitespace. Throws mowe::Error
