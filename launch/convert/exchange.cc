@@ -483,8 +483,16 @@ ExportResult export_safetensors(const std::string& checkpoint_dir, const ExportO
   }
 
   if (options.routing_table) {
-    const config::Config cfg = config::load_config_text(
-        m.config(), checkpoint_dir + "/manifest.pb (config)", options.overrides);
+    config::Config cfg;
+    try {
+      cfg = config::load_config_text(m.config(), checkpoint_dir + "/manifest.pb (config)",
+                                     options.overrides);
+    } catch (const Error& e) {
+      throw Error(
+          fmt::format("{} (the routing table is built from this config; "
+                      "--no-routing-table exports without it)",
+                      e.what()));
+    }
     if (has_mowe(cfg)) {
       const RoutingTensors r = routing_tensors(cfg, m, checkpoint_dir);
       const auto v = static_cast<int64_t>(r.bucket_of.size());
