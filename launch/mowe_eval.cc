@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "comm/agree.h"
+#include "data/routing_vocab.h"
 #include "launch/train/checkpoint.h"
 #include "launch/train/collective.h"
 #include "launch/train/decode.h"
@@ -37,7 +38,8 @@ namespace {
 constexpr const char* kUsage =
     "mpirun -np N mowe_eval --config FILE --checkpoint DIR [--set path=value]...\n"
     "                       [--batches N] [--decode N] [--probe N]\n"
-    "                       [--deactivate-routing-ids-above N] [--json FILE]\n"
+    "                       [--deactivate-routing-ids-above N | --deactivate-auxiliary]\n"
+    "                       [--json FILE]\n"
     "  --checkpoint  a step-NNNNNNNN directory written by mowe_pretrain (parameters are read)\n"
     "  --batches     held-out global batches for the validation loss (default\n"
     "                training.eval_batches; 0: skip)\n"
@@ -47,6 +49,8 @@ constexpr const char* kUsage =
     "                (default 500; 0: skip; needs data.corpus WORDNET)\n"
     "  --deactivate-routing-ids-above N  switch off the experts of routing ids > N\n"
     "                (model.mowe.deactivate_routing_ids_above)\n"
+    "  --deactivate-auxiliary  the same above the default vocabulary: every auxiliary word's\n"
+    "                expert off, the paper's ablation (Table 3)\n"
     "  --json        also write the results as one JSON object to FILE";
 
 using mowe::Error;
@@ -84,6 +88,16 @@ Options parse(int argc, char** argv, int rank, int world) {
     const int64_t above = mowe::config::parse_int_flag(v.at("--deactivate-routing-ids-above"),
                                                        "--deactivate-routing-ids-above", 1);
     overrides.push_back(fmt::format("model.mowe.deactivate_routing_ids_above={}", above));
+  }
+  if (o.flags.has("--deactivate-auxiliary")) {
+    if (v.count("--deactivate-routing-ids-above"))
+      throw Error("--deactivate-auxiliary and --deactivate-routing-ids-above: give one of them");
+    // Routing ids below the default vocabulary's size are its pieces; the auxiliary words
+    // (whole words of the knowledge-rich vocabulary) come after them.
+    const auto plain = mowe::config::load_config(o.flags.config_path, overrides);
+    const auto vocab = mowe::data::RoutingVocab::load(plain.data().routing_vocab());
+    overrides.push_back(
+        fmt::format("model.mowe.deactivate_routing_ids_above={}", vocab.default_vocab_size() - 1));
   }
   o.config = mowe::config::load_config(o.flags.config_path, overrides);
   o.batches = o.config.training().eval_batches();
@@ -144,21 +158,30 @@ int run(const Options& o, int rank) {
     const auto decoded =
         mowe::train::greedy_decode(runner, job, requests, max_tokens, false, batch);
     int64_t right = 0, total = 0, exact = 0;
+    double text_exact = 0, text_f1 = 0;  // as answers: the words of the decoded text
     for (size_t i = 0; i < decoded.size(); ++i) {
       for (size_t t = 0; t < truths[i].size(); ++t, ++total)
         right += t < decoded[i].size() && decoded[i][t] == truths[i][t];
       exact += decoded[i] == truths[i];
+      const auto s = mowe::train::score_answer(tok.decode(decoded[i]), tok.decode(truths[i]));
+      text_exact += s.exact;
+      text_f1 += s.f1;
     }
     const double accuracy = total ? double(right) / total : 0;
+    const double count = std::max<double>(1, decoded.size());
     if (rank == 0) {
       spdlog::info(
-          "[eval] greedy decoding of {} held-out targets: token accuracy {:.1f}%, {} exact",
-          decoded.size(), 100 * accuracy, exact);
+          "[eval] greedy decoding of {} held-out targets: token accuracy {:.1f}%, {} exact; as "
+          "answers: exact match {:.1f}%, token F1 {:.1f}%",
+          decoded.size(), 100 * accuracy, exact, 100 * text_exact / count, 100 * text_f1 / count);
       for (size_t i = 0; i < decoded.size() && i < 3; ++i)
         spdlog::info("[eval]   target '{}' -> '{}'", tok.decode(truths[i]), tok.decode(decoded[i]));
     }
-    json += fmt::format(",\"decode_examples\":{},\"decode_token_accuracy\":{}", decoded.size(),
-                        json_number(accuracy));
+    json += fmt::format(
+        ",\"decode_examples\":{},\"decode_token_accuracy\":{},\"decode_exact_match\":{},"
+        "\"decode_f1\":{}",
+        decoded.size(), json_number(accuracy), json_number(text_exact / count),
+        json_number(text_f1 / count));
   }
 
   if (o.probe > 0) {
