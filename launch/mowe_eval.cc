@@ -28,6 +28,7 @@
 #include "launch/train/decode.h"
 #include "launch/train/job.h"
 #include "launch/train/step.h"
+#include "model/memory_estimate.h"
 #include "runtime/backend.h"
 #include "runtime/config/config.h"
 #include "runtime/files.h"
@@ -64,7 +65,7 @@ struct Options {
 
 Options parse(int argc, char** argv, int rank, int world) {
   Options o;
-  o.flags = mowe::config::parse_common_flags(argc, argv, {},
+  o.flags = mowe::config::parse_common_flags(argc, argv, {"--deactivate-auxiliary"},
                                              {"--checkpoint", "--batches", "--decode", "--probe",
                                               "--deactivate-routing-ids-above", "--json"});
   mowe::log::init({.rank = rank,
@@ -121,7 +122,7 @@ int run(const Options& o, int rank) {
   options.timeout_seconds = o.config.parallel().collective_timeout_s();
   auto comm = mowe::comm::make_communicator(MPI_COMM_WORLD, mowe::Device::CPU, options);
   const int cores = static_cast<int>(std::thread::hardware_concurrency());
-  mowe::set_cpu_threads(std::max(1, cores / comm->ranks_per_node()));
+  mowe::set_cpu_threads(std::max(1, cores / mowe::model::ranks_on_this_host(*comm)));
   mowe::train::Job job(o.config, *comm);
   const int64_t step = mowe::train::load_parameters(job, o.checkpoint);
   mowe::train::StepRunner runner(job);
@@ -144,7 +145,10 @@ int run(const Options& o, int rank) {
   }
 
   const mowe::data::Tokenizer& tok = *job.data().tokenizer;
-  const int batch = static_cast<int>(std::max<int64_t>(1, job.eval_loader().local_batch_size()));
+  // Decoding batches: the loader's per-rank batch (the held-out one only when it is needed:
+  // without a validation split the probe still runs).
+  const int batch = static_cast<int>(std::max<int64_t>(
+      1, (o.decode > 0 ? job.eval_loader() : job.train_loader()).local_batch_size()));
   if (o.decode > 0) {
     // Held-out span-corruption examples: decode the whole target from the start token.
     std::vector<mowe::train::DecodeRequest> requests;

@@ -176,16 +176,20 @@ int run(const Startup& s, int rank, int world) {
   auto comm = mowe::comm::make_communicator(MPI_COMM_WORLD, mowe::Device::CPU, options);
   // Ranks on one node share its cores (DESIGN: threads per rank = cores / ranks on the node).
   const int cores = static_cast<int>(std::thread::hardware_concurrency());
-  const int threads = mowe::set_cpu_threads(std::max(1, cores / comm->ranks_per_node()));
+  // Counted by host name: nodes may hold different numbers of ranks (a flat all-to-all does not
+  // care), which comm->ranks_per_node() refuses.
+  const int on_host = mowe::model::ranks_on_this_host(*comm);
+  const int threads = mowe::set_cpu_threads(std::max(1, cores / on_host));
   spdlog::info("[pretrain] {} cores, {} ranks on this node: {} BLAS threads per rank", cores,
-               comm->ranks_per_node(), threads);
+               on_host, threads);
   mowe::train::Trainer trainer(s.config, *comm);
   trainer.resume(resume_mode(s.flags));
   const mowe::train::RunResult result = trainer.run();
   if (rank == 0 && !result.metrics.empty()) {
     // The summary a user looks for at the end of a run, in one place.
-    std::string summary = fmt::format("[pretrain] summary: step {}, training loss {:.4f}",
-                                      trainer.state().step, result.train_loss);
+    std::string summary = fmt::format("[pretrain] summary: step {}", trainer.state().step);
+    if (!std::isnan(result.train_loss))
+      summary += fmt::format(", training loss {:.4f}", result.train_loss);
     if (!std::isnan(result.eval_loss))
       summary += fmt::format(", validation loss {:.4f}", result.eval_loss);
     const std::string ckpt = result.last_checkpoint.empty()

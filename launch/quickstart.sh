@@ -34,8 +34,12 @@ mkdir -p runs/wordnet_small
 mpirun -np "$ranks" "${mpi_flags[@]}" build/bin/mowe_pretrain --config "$config" "$@" 2>&1 |
   tee "$log"
 
-launch/mowe_plot runs/wordnet_small runs/wordnet_small/loss.png
-summary=$(grep -o '\[pretrain\] summary: .*' "$log" | tail -1 | sed 's/^\[pretrain\] summary: //')
+# Nothing to plot or summarise after --dry-run, --describe, or a run that was already done.
+if [ -f runs/wordnet_small/metrics.jsonl ]; then
+  launch/mowe_plot runs/wordnet_small runs/wordnet_small/loss.png
+fi
+summary=$({ grep -o '\[pretrain\] summary: .*' "$log" || true; } | tail -1 |
+  sed 's/^\[pretrain\] summary: //')
 echo
 echo "quickstart finished: ${summary:-no summary line in $log}"
 echo "  log:  $log"

@@ -158,7 +158,8 @@ void check_fingerprints(const Fingerprints& mine, const ckpt::CheckpointManifest
     if (found != want.value())
       throw Error(fmt::format(
           "checkpoint {} was written with {}: its {} hash is {:016x}, this job's is {:016x}; "
-          "resume with the files it was trained with, or train in another checkpoint_dir",
+          "use the files and config it was trained with (to train anew instead, use another "
+          "checkpoint_dir)",
           path, fingerprint_meaning(want.name()), want.name(), found, want.value()));
   }
 }

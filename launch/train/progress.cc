@@ -35,6 +35,7 @@ Progress::Progress(Job& job, int64_t start_step)
     : job_(job),
       run_start_(Clock::now()),
       start_step_(start_step),
+      last_train_loss_(std::numeric_limits<double>::quiet_NaN()),
       last_eval_loss_(std::numeric_limits<double>::quiet_NaN()) {
   const auto& c = job.config();
   size_ = model::describe(c.model(), c.data().input_length(), c.data().target_length());
@@ -97,8 +98,12 @@ void Progress::after_step(int64_t step, const StepResult& r) {
     }
   }
   const int64_t total = job_.config().training().steps();
-  if (step % job_.config().training().log_every() == 0 || step == total) log_window(step, scalars);
-  if (metrics_) metrics_->write(step, scalars);
+  const bool log = step % job_.config().training().log_every() == 0 || step == total;
+  if (log) log_window(step, scalars);
+  if (metrics_) {
+    metrics_->write(step, scalars);
+    if (log) metrics_->flush();  // a crash loses at most the steps since the last log line
+  }
 }
 
 void Progress::log_window(int64_t step, std::vector<metrics::Scalar>& scalars) {
@@ -128,7 +133,6 @@ void Progress::log_window(int64_t step, std::vector<metrics::Scalar>& scalars) {
                                      {"perf/alltoall_share", a2a},
                                      {"perf/allreduce_share", ar},
                                      {"perf/eta_seconds", std::isfinite(eta) ? eta : 0.0}});
-      metrics_->flush();  // the previous steps; this one follows right after
     }
   }
   steps_ = 0;

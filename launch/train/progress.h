@@ -37,7 +37,7 @@ class Progress {
   void after_eval(int64_t step, double loss);
   void flush();
 
-  // The mean training loss of the last logged window, and the last validation loss (NaN: none).
+  // The mean training loss of the last logged window and the last validation loss (NaN: none).
   double last_train_loss() const { return last_train_loss_; }
   double last_eval_loss() const { return last_eval_loss_; }
   std::string metrics_path() const { return metrics_ ? metrics_->jsonl_path() : ""; }
@@ -61,7 +61,7 @@ class Progress {
   double alltoall_start_ = 0, allreduce_start_ = 0;  // blocked_seconds at step start
   double alltoall_ = 0, allreduce_ = 0;              // blocked in the window's steps
   double last_lr_ = 0, last_grad_norm_ = 0;
-  double last_train_loss_ = 0, last_eval_loss_;
+  double last_train_loss_, last_eval_loss_;  // NaN until known
 };
 
 }  // namespace mowe::train

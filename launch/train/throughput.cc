@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "model/memory_estimate.h"
 #include "runtime/cpu/sgemm_peak.h"
 #include "runtime/files.h"
 #include "runtime/log.h"
@@ -72,8 +73,7 @@ double step_model_flops(const model::ModelSize& size, const StepWork& work) {
 
 SgemmPeak job_sgemm_peak(comm::Communicator& comm, int blas_threads) {
   SgemmPeak peak;
-  const int per_node = comm.ranks_per_node();
-  const bool local_root = comm.rank() % per_node == 0;  // ranks are numbered node by node
+  const int per_node = model::ranks_on_this_host(comm);  // nodes may differ
   double mine = 0;
   std::string key;
   if (const char* fixed = std::getenv("MOWE_SGEMM_PEAK_GFLOPS"); fixed && *fixed) {
@@ -91,7 +91,8 @@ SgemmPeak job_sgemm_peak(comm::Communicator& comm, int blas_threads) {
     comm.barrier();
     mine = cpu::measure_sgemm_gflops();
     peak.measured = true;
-    if (local_root && !peak.cache.empty() && !key.empty()) cache_store(peak.cache, key, mine);
+    // Every rank that measured stores its figure (an atomic rename; the last one wins).
+    if (!peak.cache.empty() && !key.empty()) cache_store(peak.cache, key, mine);
   }
   peak.flops = mine * 1e9;
   comm.allreduce(Tensor(&peak.flops, DType::F64, Device::CPU, {1}), comm::ReduceOp::Sum);

@@ -6,6 +6,7 @@
 //   train::RunResult r = trainer.run();     // to training.steps, or until a stop signal
 #pragma once
 
+#include <limits>
 #include <memory>
 #include <string>
 
@@ -18,9 +19,9 @@ namespace mowe::train {
 struct RunResult {
   int stop_signal = 0;          // the signal that stopped the run early, or 0
   std::string last_checkpoint;  // path of the last checkpoint written by this run, if any
-  double train_loss = 0;        // mean training loss of the last logged window
-  double eval_loss = 0;         // the last validation loss; NaN when none was computed
-  std::string metrics;          // metrics.jsonl of this run (rank 0; empty elsewhere)
+  double train_loss = std::numeric_limits<double>::quiet_NaN();  // of the last logged window
+  double eval_loss = std::numeric_limits<double>::quiet_NaN();   // the last validation loss
+  std::string metrics;  // metrics.jsonl of this run (rank 0; empty elsewhere)
 };
 
 class Trainer {
