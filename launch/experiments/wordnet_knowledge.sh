@@ -79,13 +79,14 @@ def load(name):
 rows = [("MoWE, all experts", "mowe", "mowe"),
         ("MoWE, auxiliary-word experts off", "mowe_noaux", "mowe_noaux"),
         ("dense T5 (no MoWE layer)", "dense", "dense")]
-print(f"| model | validation loss | probe EM | probe F1 | QA EM | QA F1 |")
-print(f"|---|---|---|---|---|---|")
+print("| model | pre-training validation loss | probe EM | probe F1 | QA validation loss | QA EM | QA F1 |")
+print("|---|---|---|---|---|---|---|")
 for label, probe, qa in rows:
     p, q = load(probe + ".probe"), load(qa + ".qa")
     pct = lambda x: "n/a" if x is None else f"{100 * x:.1f}%"
     print(f"| {label} | {p['validation_loss']:.3f} | {pct(p['probe_exact_match'])} | "
-          f"{pct(p['probe_f1'])} | {pct(q['decode_exact_match'])} | {pct(q['decode_f1'])} |")
+          f"{pct(p['probe_f1'])} | {q['validation_loss']:.3f} | {pct(q['decode_exact_match'])} | "
+          f"{pct(q['decode_f1'])} |")
 print(f"\n({steps} pre-training and {ft_steps} fine-tuning steps; probe: "
       f"{load('mowe.probe')['probe_items']} questions, QA: {load('mowe.qa')['decode_examples']} "
       f"held-out questions)")
