@@ -5,6 +5,7 @@
 // prints the model's size and cost (--describe). SIGTERM, SIGUSR1 and SIGINT make the ranks
 // write a checkpoint at the next step boundary and exit 0 (130 for SIGINT).
 #include <mpi.h>
+#include <sched.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -75,6 +76,21 @@ void refuse_singletons_under_srun(int world) {
       "MPI plugin here. Launch with srun --mpi=pmix (or pmi2; see srun --mpi=list), or with "
       "mpirun inside the allocation",
       tasks));
+}
+
+// mpirun binds each rank to one core by default (Open MPI with 2 or fewer ranks): a rank's BLAS
+// threads then share that core and run at the speed of one. Said on the rank it concerns.
+void warn_if_bound_to_fewer_cores(int threads) {
+  cpu_set_t mask;
+  CPU_ZERO(&mask);
+  if (sched_getaffinity(0, sizeof(mask), &mask) != 0) return;
+  const int allowed = CPU_COUNT(&mask);
+  if (allowed >= threads) return;
+  spdlog::warn(
+      "[pretrain] this rank may only run on {} core{} (its CPU affinity) but uses {} BLAS "
+      "threads, which then share {}: launch with mpirun --bind-to none, or --map-by "
+      "slot:PE={} to give each rank that many cores",
+      allowed, allowed == 1 ? "" : "s", threads, allowed == 1 ? "it" : "them", threads);
 }
 
 // Flags and config: errors here are the same on every rank, so they are agreed on collectively.
@@ -182,6 +198,7 @@ int run(const Startup& s, int rank, int world) {
   const int threads = mowe::set_cpu_threads(std::max(1, cores / on_host));
   spdlog::info("[pretrain] {} cores, {} ranks on this node: {} BLAS threads per rank", cores,
                on_host, threads);
+  warn_if_bound_to_fewer_cores(threads);
   mowe::train::Trainer trainer(s.config, *comm);
   trainer.resume(resume_mode(s.flags));
   const mowe::train::RunResult result = trainer.run();
