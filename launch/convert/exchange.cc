@@ -18,6 +18,7 @@
 #include "model/routing_table.h"
 #include "runtime/check.h"
 #include "runtime/checkpoint/framed_file.h"
+#include "runtime/checkpoint/layout.h"
 #include "runtime/checkpoint/posix_io.h"
 #include "runtime/checkpoint/reader.h"
 #include "runtime/checkpoint/writer.h"
@@ -180,36 +181,6 @@ std::string table_line(const TableRow& r) {
                      r.chunk_rows, r.chunk_stride, r.transpose ? 1 : 0);
 }
 
-Shape make_shape(const std::vector<int64_t>& d) {
-  if (d.size() > static_cast<size_t>(Shape::kMaxDims)) throw Error("too many dimensions");
-  Shape s;
-  switch (d.size()) {
-    case 0:
-      s = Shape{};
-      break;
-    case 1:
-      s = Shape{0};
-      break;
-    case 2:
-      s = Shape{0, 0};
-      break;
-    case 3:
-      s = Shape{0, 0, 0};
-      break;
-    case 4:
-      s = Shape{0, 0, 0, 0};
-      break;
-    case 5:
-      s = Shape{0, 0, 0, 0, 0};
-      break;
-    default:
-      s = Shape{0, 0, 0, 0, 0, 0};
-      break;
-  }
-  for (size_t i = 0; i < d.size(); ++i) s = s.with_dim(static_cast<int>(i), d[i]);
-  return s;
-}
-
 std::vector<TableRow> parse_table(const std::string& text, const std::string& file) {
   std::vector<TableRow> rows;
   int line_no = 0;
@@ -237,7 +208,7 @@ std::vector<TableRow> parse_table(const std::string& text, const std::string& fi
     }
     if (d.size() > static_cast<size_t>(Shape::kMaxDims))
       throw bad(fmt::format("{} dimensions, at most {}", d.size(), Shape::kMaxDims));
-    r.shape = make_shape(d);
+    r.shape = ckpt::make_shape(d);
     r.file = f[4];
     if (!parse_number(f[5], &r.offset) || !parse_number(f[6], &r.chunk_rows) ||
         !parse_number(f[7], &r.chunk_stride))

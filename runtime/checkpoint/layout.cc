@@ -40,35 +40,6 @@ void check_file_name(const std::string& file, const std::string& context) {
                     context, file));
 }
 
-Shape make_shape(std::span<const int64_t> dims) {
-  Shape s;
-  switch (dims.size()) {
-    case 0:
-      s = Shape{};
-      break;
-    case 1:
-      s = Shape{0};
-      break;
-    case 2:
-      s = Shape{0, 0};
-      break;
-    case 3:
-      s = Shape{0, 0, 0};
-      break;
-    case 4:
-      s = Shape{0, 0, 0, 0};
-      break;
-    case 5:
-      s = Shape{0, 0, 0, 0, 0};
-      break;
-    default:
-      s = Shape{0, 0, 0, 0, 0, 0};
-      break;
-  }
-  for (size_t i = 0; i < dims.size(); ++i) s = s.with_dim(static_cast<int>(i), dims[i]);
-  return s;
-}
-
 // The geometry of a tensor from its spec; chunk_rows as requested (0 = one chunk).
 Layout::Entry make_entry(TensorSpec spec) {
   Layout::Entry e;
@@ -98,6 +69,38 @@ int64_t entry_end(const Layout::Entry& e) {
 }
 
 }  // namespace
+
+Shape make_shape(std::span<const int64_t> dims) {
+  if (dims.size() > static_cast<size_t>(Shape::kMaxDims))
+    throw Error(
+        fmt::format("{} dimensions: at most {} are supported", dims.size(), Shape::kMaxDims));
+  Shape s;
+  switch (dims.size()) {
+    case 0:
+      s = Shape{};
+      break;
+    case 1:
+      s = Shape{0};
+      break;
+    case 2:
+      s = Shape{0, 0};
+      break;
+    case 3:
+      s = Shape{0, 0, 0};
+      break;
+    case 4:
+      s = Shape{0, 0, 0, 0};
+      break;
+    case 5:
+      s = Shape{0, 0, 0, 0, 0};
+      break;
+    default:
+      s = Shape{0, 0, 0, 0, 0, 0};
+      break;
+  }
+  for (size_t i = 0; i < dims.size(); ++i) s = s.with_dim(static_cast<int>(i), dims[i]);
+  return s;
+}
 
 bool parse_dtype(const std::string& name, DType* dtype) {
   for (DType d : {DType::F32, DType::F64, DType::BF16, DType::I32}) {

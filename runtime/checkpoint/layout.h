@@ -16,6 +16,9 @@
 
 namespace mowe::checkpoint {
 
+// A Shape with these dimensions; throws Error beyond Shape::kMaxDims.
+Shape make_shape(std::span<const int64_t> dims);
+
 struct TensorSpec {
   std::string name;
   DType dtype = DType::F32;
