@@ -1,6 +1,7 @@
 #include "launch/train/step.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 #include "launch/train/batch.h"
@@ -35,6 +36,29 @@ std::string first_non_finite(const model::ParameterStore& store, comm::Communica
   return first == comm.size() ? "" : broadcast_string(comm, first, mine);
 }
 
+// Wall clock and the blocked clocks of the two step collectives, to split a step into phases.
+struct PhaseClock {
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point start = Clock::now();
+  double alltoall = comm::blocked_seconds(comm::Collective::AllToAll);
+  double allreduce = comm::blocked_seconds(comm::Collective::Allreduce);
+  double other_blocked = comm::blocked_seconds(comm::Collective::Broadcast) +
+                         comm::blocked_seconds(comm::Collective::Barrier);
+
+  // Adds the time since `since` to `compute` (less what was blocked) and the blocked times to
+  // their kinds; returns now.
+  static PhaseClock charge(const PhaseClock& since, double& compute, StepTimes& t) {
+    PhaseClock now;
+    const double a2a = now.alltoall - since.alltoall, ar = now.allreduce - since.allreduce;
+    const double other = now.other_blocked - since.other_blocked;
+    t.alltoall += a2a;
+    t.allreduce += ar;
+    t.other += other;
+    compute += std::chrono::duration<double>(now.start - since.start).count() - a2a - ar - other;
+    return now;
+  }
+};
+
 }  // namespace
 
 StepRunner::StepRunner(Job& job)
@@ -61,7 +85,9 @@ StepRunner::~StepRunner() = default;
 
 double StepRunner::forward_backward(const data::Batch& batch, const TrainState* state,
                                     double* targets, TokenCounts* real,
-                                    const std::function<void(const Tensor&)>* logits) {
+                                    const std::function<void(const Tensor&)>* logits,
+                                    StepTimes* times) {
+  PhaseClock clock;
   const model::ModelInputs in = model_inputs(batch);
   // The loss is normalised by the global number of target tokens, so the summed gradients
   // equal those of the whole global batch on one rank.
@@ -91,7 +117,9 @@ double StepRunner::forward_backward(const data::Batch& batch, const TrainState* 
   ArenaScope scope(activations_);
   double loss = job_.model().forward(s, in, z_loss);
   if (logits) (*logits)(job_.model().logits());  // before the scope releases them
+  if (times) clock = PhaseClock::charge(clock, times->forward, *times);
   if (backward) job_.model().backward(s, in, z_loss, 1.0 / global_targets);
+  if (times) clock = PhaseClock::charge(clock, times->backward, *times);
   job_.comm().allreduce(Tensor(&loss, DType::F64, Device::CPU, {1}), comm::ReduceOp::Sum);
   *targets = global_targets;
   if (real) *real = {static_cast<int64_t>(counts[1]), static_cast<int64_t>(counts[2])};
@@ -129,14 +157,20 @@ void StepRunner::gather_routing_load(StepResult& r) {
 StepResult StepRunner::train_step(const data::Batch& batch, TrainState& state) {
   MOWE_CHECK(batch.step == state.step, "batch of step {} given at step {}", batch.step, state.step);
   StepResult r;
+  const PhaseClock start;
   job_.parameters().zero_grads();
+  PhaseClock::charge(start, r.times.other, r.times);
   double targets = 0;
   TokenCounts real;
-  r.loss = forward_backward(batch, &state, &targets, &real) / targets;
+  r.loss = forward_backward(batch, &state, &targets, &real, nullptr, &r.times) / targets;
+  PhaseClock clock;
   gather_routing_load(r);
-  dense_sync_->finish();
+  clock = PhaseClock::charge(clock, r.times.other, r.times);
+  dense_sync_->finish();  // the wait for the last gradient buckets belongs to the backward pass
+  clock = PhaseClock::charge(clock, r.times.backward, r.times);
   sum_replica_gradients(job_.parameters());
   r.grad_norm = global_grad_norm(job_.parameters(), job_.comm(), scratch_);
+  clock = PhaseClock::charge(clock, r.times.other, r.times);
   const auto& t = job_.config().training();
   r.learning_rate = learning_rate(t, state.step);
   r.tokens = real.total();
@@ -146,12 +180,16 @@ StepResult StepRunner::train_step(const data::Batch& batch, TrainState& state) {
   if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm)) {
     r.skipped = true;
     r.first_bad = first_non_finite(job_.parameters(), job_.comm(), scratch_);
+    PhaseClock::charge(clock, r.times.other, r.times);
+    r.times.total = std::chrono::duration<double>(PhaseClock::Clock::now() - start.start).count();
     ++state.step;
     return r;
   }
   Context ctx{.scratch = &scratch_};
   job_.optimizer().step(ctx, slots_, r.learning_rate, clip_scale(r.grad_norm, t.grad_clip_norm()),
                         state.step + 1);
+  PhaseClock::charge(clock, r.times.optimizer, r.times);
+  r.times.total = std::chrono::duration<double>(PhaseClock::Clock::now() - start.start).count();
   ++state.step;
   return r;
 }

@@ -19,6 +19,15 @@
 
 namespace mowe::train {
 
+// Where one step's wall time went, in seconds on this rank. forward/backward/optimizer are
+// compute: their wall time less the time blocked in collectives meanwhile; alltoall and
+// allreduce are the time blocked in each (what communication did not hide). "other" is the
+// rest: routing statistics, replica sums and the norm's arithmetic. The parts sum to `total`.
+struct StepTimes {
+  double forward = 0, backward = 0, optimizer = 0, alltoall = 0, allreduce = 0, other = 0;
+  double total = 0;
+};
+
 struct StepResult {
   double loss = 0;       // mean over the global batch's target tokens (z-loss included)
   double grad_norm = 0;  // global, before clipping
@@ -33,6 +42,7 @@ struct StepResult {
   // counts). `first_bad` names the first parameter with a non-finite value, else gradient.
   bool skipped = false;
   std::string first_bad;
+  StepTimes times;
 };
 
 class StepRunner {
@@ -54,7 +64,8 @@ class StepRunner {
   // Returns the global loss sum; fills the global target and real token counts.
   double forward_backward(const data::Batch& batch, const TrainState* state, double* targets,
                           TokenCounts* real,
-                          const std::function<void(const Tensor&)>* logits = nullptr);
+                          const std::function<void(const Tensor&)>* logits = nullptr,
+                          StepTimes* times = nullptr);
   // Fills r's routing fields from the last forward pass. Collective.
   void gather_routing_load(StepResult& r);
 
