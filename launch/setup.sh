@@ -14,6 +14,10 @@ packages=(
   # tests/fuzz/run_fuzzers.sh: clang with libFuzzer and the sanitizers' runtimes.
   clang libclang-rt-14-dev
   libsentencepiece-dev sentencepiece
+  # Vectorised math (tanh, exp) for the CPU kernels; small-matrix kernels for expert blocks.
+  libsleef-dev libxsmm-dev
+  # The PyTorch baseline of the step benchmark and the reference implementation (tests/).
+  python3-torch
   wordnet-base
   gnuplot-nox
   # Slurm for launch/slurm/ and its test, which runs its own daemons from a temporary directory.
