@@ -193,6 +193,8 @@ Corpus read_corpus(const config::DataConfig& config) {
     case config::DataConfig::JSONL:
       corpus = read_jsonl_corpus(config.corpus_path(), config.jsonl_text_field());
       break;
+    case config::DataConfig::SYNTHETIC:
+      throw Error("data.corpus SYNTHETIC has no documents: its examples are drawn, not read");
     default:
       corpus = wordnet_corpus(config.wordnet_dir());
       break;

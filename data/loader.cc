@@ -9,6 +9,21 @@ namespace mowe::data {
 
 namespace {
 
+// T5 span corruption of example g's raw chunk (lengths.tokens_length tokens), its noise mask
+// seeded with hash(seed, g).
+void corrupt(const int32_t* chunk, int64_t g, const LoaderOptions& o, const SpanLengths& lengths,
+             int64_t target_length, std::vector<int32_t>* inputs, std::vector<int32_t>* targets) {
+  const uint64_t seed = hash_ints(o.seed, 0x5ba7, static_cast<uint64_t>(g));
+  std::vector<uint8_t> noise = random_spans_noise_mask(lengths.tokens_length, o.noise_density,
+                                                       o.mean_noise_span_length, seed);
+  apply_noise_mask(chunk, noise.data(), lengths.tokens_length, o.sentinels, o.eos_id, inputs,
+                   targets);
+  MOWE_CHECK(static_cast<int64_t>(inputs->size()) <= o.input_length &&
+                 static_cast<int64_t>(targets->size()) <= target_length,
+             "span corruption gave {} inputs and {} targets for lengths {} and {}", inputs->size(),
+             targets->size(), o.input_length, target_length);
+}
+
 // T5 span corruption of a token stream's chunks.
 class SpanCorruptionSource : public ExampleSource {
  public:
@@ -20,22 +35,46 @@ class SpanCorruptionSource : public ExampleSource {
         target_length_(target_length) {}
 
   void make(int64_t g, std::vector<int32_t>* inputs, std::vector<int32_t>* targets) const override {
-    const LoaderOptions& o = options_;
-    std::span<const int32_t> chunk = stream_->example(g, lengths_.tokens_length);
-    const uint64_t seed = hash_ints(o.seed, 0x5ba7, static_cast<uint64_t>(g));
-    std::vector<uint8_t> noise = random_spans_noise_mask(lengths_.tokens_length, o.noise_density,
-                                                         o.mean_noise_span_length, seed);
-    apply_noise_mask(chunk.data(), noise.data(), lengths_.tokens_length, o.sentinels, o.eos_id,
-                     inputs, targets);
-    MOWE_CHECK(static_cast<int64_t>(inputs->size()) <= o.input_length &&
-                   static_cast<int64_t>(targets->size()) <= target_length_,
-               "span corruption gave {} inputs and {} targets for lengths {} and {}",
-               inputs->size(), targets->size(), o.input_length, target_length_);
+    corrupt(stream_->example(g, lengths_.tokens_length).data(), g, options_, lengths_,
+            target_length_, inputs, targets);
   }
   uint64_t hash() const override { return stream_->hash(); }
 
  private:
   std::shared_ptr<const TokenStream> stream_;
+  const LoaderOptions& options_;  // the loader's, which outlives its source
+  SpanLengths lengths_;
+  int64_t target_length_;
+};
+
+// T5 span corruption of synthetic tokens; the routing ids are drawn, not looked up.
+class SyntheticSource : public ExampleSource {
+ public:
+  SyntheticSource(std::shared_ptr<const SyntheticExamples> examples, const LoaderOptions& options,
+                  const SpanLengths& lengths, int64_t target_length)
+      : examples_(std::move(examples)),
+        options_(options),
+        lengths_(lengths),
+        target_length_(target_length) {}
+
+  void make(int64_t g, std::vector<int32_t>* inputs, std::vector<int32_t>* targets) const override {
+    std::vector<int32_t> chunk;
+    examples_->tokens(g, lengths_.tokens_length, &chunk);
+    corrupt(chunk.data(), g, options_, lengths_, target_length_, inputs, targets);
+  }
+  uint64_t hash() const override { return examples_->hash(); }
+  bool route(int64_t g, Example* ex) const override {
+    ex->input_routing.resize(ex->inputs.size());
+    ex->decoder_routing.resize(ex->decoder_inputs.size());
+    examples_->routing_ids(g, 0, static_cast<int64_t>(ex->input_routing.size()),
+                           ex->input_routing.data());
+    examples_->routing_ids(g, 1, static_cast<int64_t>(ex->decoder_routing.size()),
+                           ex->decoder_routing.data());
+    return true;
+  }
+
+ private:
+  std::shared_ptr<const SyntheticExamples> examples_;
   const LoaderOptions& options_;  // the loader's, which outlives its source
   SpanLengths lengths_;
   int64_t target_length_;
@@ -85,11 +124,8 @@ Loader::Loader(std::shared_ptr<const RoutingTokenizer> table, LoaderOptions opti
   local_batch_ = o.global_batch_size / o.world_size;
 }
 
-Loader::Loader(std::shared_ptr<const TokenStream> stream,
-               std::shared_ptr<const RoutingTokenizer> table, LoaderOptions options)
-    : Loader(std::move(table), std::move(options)) {
+void Loader::set_span_lengths() {
   const LoaderOptions& o = options_;
-  MOWE_CHECK(stream, "the loader needs a token stream");
   lengths_ = t5_span_lengths(o.input_length, o.noise_density, o.mean_noise_span_length);
   target_length_ = o.target_length > 0 ? o.target_length : lengths_.targets_length;
   // User errors (settings that do not fit the data or the tokenizer): one line, no source path.
@@ -105,6 +141,13 @@ Loader::Loader(std::shared_ptr<const TokenStream> stream,
         "span corruption makes {} spans per example but the tokenizer has {} sentinels: raise "
         "data.num_sentinels and retrain the tokenizer",
         counts.noise_spans, o.sentinels.size()));
+}
+
+Loader::Loader(std::shared_ptr<const TokenStream> stream,
+               std::shared_ptr<const RoutingTokenizer> table, LoaderOptions options)
+    : Loader(std::move(table), std::move(options)) {
+  MOWE_CHECK(stream, "the loader needs a token stream");
+  set_span_lengths();
   if (stream->num_chunks(lengths_.tokens_length) == 0)
     throw Error(fmt::format(
         "the token stream has {} tokens, fewer than one example of {}: use a larger corpus or a "
@@ -112,6 +155,15 @@ Loader::Loader(std::shared_ptr<const TokenStream> stream,
         stream->size(), lengths_.tokens_length));
   source_ =
       std::make_unique<SpanCorruptionSource>(std::move(stream), options_, lengths_, target_length_);
+}
+
+Loader::Loader(std::shared_ptr<const SyntheticExamples> synthetic,
+               std::shared_ptr<const RoutingTokenizer> table, LoaderOptions options)
+    : Loader(std::move(table), std::move(options)) {
+  MOWE_CHECK(synthetic, "the loader needs synthetic examples");
+  set_span_lengths();
+  source_ =
+      std::make_unique<SyntheticSource>(std::move(synthetic), options_, lengths_, target_length_);
 }
 
 Loader::Loader(std::shared_ptr<const QaExamples> pairs,
@@ -144,6 +196,7 @@ Example Loader::example(int64_t global_index) const {
   ex.decoder_inputs.reserve(ex.targets.size());
   ex.decoder_inputs.push_back(o.pad_id);
   ex.decoder_inputs.insert(ex.decoder_inputs.end(), ex.targets.begin(), ex.targets.end() - 1);
+  if (source_->route(global_index, &ex)) return ex;
   ex.input_routing.resize(ex.inputs.size());
   ex.decoder_routing.resize(ex.decoder_inputs.size());
   table_->route(ex.inputs, ex.input_routing);

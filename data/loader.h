@@ -1,9 +1,11 @@
 // The deterministic, sharded, resumable loader. The global batch of step s holds the examples
 // [e_s, e_s + B) of its example source (e_s = s * B unless the batch size changed on restore), and
 // rank r of N takes the contiguous slice [r * B/N, (r + 1) * B/N) of it. Example g is a pure
-// function of (seed, g). Two sources (data.task):
+// function of (seed, g). Three sources (data.task, data.corpus):
 // - span corruption of a token stream: g's chunk comes from TokenStream::example, its noise mask
 //   is seeded with hash(seed, g);
+// - span corruption of SYNTHETIC tokens (SyntheticExamples), likewise, with routing ids drawn by
+//   the source instead of the routing tokenizer;
 // - question-answer pairs (QaExamples): g's pair comes from QaExamples::pair_of, cut to the
 //   lengths keeping EOS.
 // So 1 rank and N ranks see the same global batch, thread timing never matters, and the state to
@@ -27,6 +29,7 @@
 #include "data/qa.h"
 #include "data/routing_tokenizer.h"
 #include "data/span_corruption.h"
+#include "data/synthetic.h"
 #include "data/token_stream.h"
 
 namespace mowe::data {
@@ -89,6 +92,9 @@ class ExampleSource {
                     std::vector<int32_t>* targets) const = 0;
   // Fingerprint of the examples, recorded in saved loader states.
   virtual uint64_t hash() const = 0;
+  // Sets the routing ids of example g's inputs and decoder inputs and returns true when the
+  // source draws them itself (SYNTHETIC); false: the routing tokenizer routes the tokens.
+  virtual bool route(int64_t /*global_index*/, Example* /*example*/) const { return false; }
 };
 
 class Loader {
@@ -102,6 +108,10 @@ class Loader {
   // no length to derive). Throws when target_length is 0 or there is no pair.
   Loader(std::shared_ptr<const QaExamples> pairs, std::shared_ptr<const RoutingTokenizer> table,
          LoaderOptions options);
+  // Span corruption of synthetic tokens, with synthetic routing ids (data.corpus SYNTHETIC);
+  // the table is not used. Same checks as for a token stream.
+  Loader(std::shared_ptr<const SyntheticExamples> synthetic,
+         std::shared_ptr<const RoutingTokenizer> table, LoaderOptions options);
   ~Loader();
   Loader(const Loader&) = delete;
   Loader& operator=(const Loader&) = delete;
@@ -125,6 +135,8 @@ class Loader {
  private:
   // The checks and lengths every source shares.
   Loader(std::shared_ptr<const RoutingTokenizer> table, LoaderOptions options);
+  // Span corruption's lengths and checks; throws naming the setting that does not fit.
+  void set_span_lengths();
   void start();
   void stop();
   void produce();

@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "runtime/check.h"
+#include "runtime/config/config.h"
 #include "runtime/files.h"
 
 namespace mowe::data {
@@ -41,6 +42,10 @@ std::shared_ptr<const TokenStream> tokenize_split(const std::vector<std::string>
 }  // namespace
 
 Split read_split(const config::DataConfig& config) {
+  if (config.corpus() == config::DataConfig::SYNTHETIC)
+    throw Error(
+        "data.corpus SYNTHETIC has no documents to split: its examples are drawn, not read "
+        "(docs/data.md)");
   auto t0 = std::chrono::steady_clock::now();
   Corpus corpus = read_corpus(config);
   const size_t total = corpus.documents.size();
@@ -55,6 +60,7 @@ Split read_split(const config::DataConfig& config) {
 }
 
 Tokenizer load_tokenizer(const config::DataConfig& config) {
+  if (config.corpus() == config::DataConfig::SYNTHETIC) return synthetic_tokenizer(config);
   MOWE_CHECK(!config.tokenizer_model().empty(),
              "data.tokenizer_model is empty: set it to the SentencePiece model mowe_vocab writes");
   Tokenizer t = Tokenizer::load(config.tokenizer_model());
@@ -122,8 +128,38 @@ RoutingVocab build_routing_vocab(const config::Config& config, const Split& spli
   return vocab;
 }
 
+namespace {
+
+DataPipeline open_synthetic_pipeline(const config::Config& config) {
+  const config::DataConfig& d = config.data();
+  DataPipeline p;
+  p.tokenizer = std::make_shared<const Tokenizer>(synthetic_tokenizer(d));
+  MOWE_CHECK(!d.routing_vocab().empty(),
+             "data.routing_vocab is empty: set it to the file mowe_vocab writes");
+  auto vocab = std::make_shared<RoutingVocab>(RoutingVocab::load(d.routing_vocab()));
+  if (std::string why = synthetic_vocab_mismatch(config, *vocab, d.routing_vocab()); !why.empty())
+    throw Error(why);
+  vocab->check_tokenizer(*p.tokenizer);
+  p.table = std::make_shared<const RoutingTokenizer>(vocab->table(false));  // never consulted
+  p.vocab = std::move(vocab);
+  auto t0 = std::chrono::steady_clock::now();
+  using Split = SyntheticExamples::Split;
+  p.synthetic_train = std::make_shared<const SyntheticExamples>(config, Split::kTrain);
+  p.synthetic_validation = std::make_shared<const SyntheticExamples>(config, Split::kValidation);
+  spdlog::info(
+      "[data] SYNTHETIC corpus (benchmarks only, no language): token ids Zipf({}) over {} "
+      "ordinary ids, routing ids Zipf({}) over {} ids, seed {} ({:.1f} s)",
+      d.synthetic_zipf_exponent(), p.synthetic_train->token_law().size(),
+      d.synthetic_zipf_exponent(), p.synthetic_train->routing_law().size(), d.seed(),
+      seconds_since(t0));
+  return p;
+}
+
+}  // namespace
+
 DataPipeline open_pipeline(const config::Config& config) {
   const config::DataConfig& d = config.data();
+  if (d.corpus() == config::DataConfig::SYNTHETIC) return open_synthetic_pipeline(config);
   DataPipeline p;
   Split split = read_split(d);
   p.tokenizer = std::make_shared<const Tokenizer>(load_tokenizer(d));
@@ -135,6 +171,11 @@ DataPipeline open_pipeline(const config::Config& config) {
              "{} counted its frequencies with case_variants={}, but model.mowe.case_variants is "
              "{}: rebuild it with mowe_vocab",
              d.routing_vocab(), vocab->case_variants(), variants);
+  MOWE_CHECK(!vocab->synthetic(),
+             "routing vocabulary {} was built for data.corpus SYNTHETIC, but data.corpus is {}: "
+             "rebuild it with {}",
+             d.routing_vocab(), config::DataConfig::Corpus_Name(d.corpus()),
+             config::command_for_this_config("mowe_vocab"));
   p.table = std::make_shared<const RoutingTokenizer>(vocab->table(variants));
   p.vocab = std::move(vocab);
   const uint64_t seed = static_cast<uint64_t>(d.seed());
@@ -155,6 +196,9 @@ DataPipeline open_pipeline(const config::Config& config) {
 
 std::unique_ptr<Loader> make_loader(const DataPipeline& data, bool validation,
                                     LoaderOptions options) {
+  if (data.synthetic_train)
+    return std::make_unique<Loader>(validation ? data.synthetic_validation : data.synthetic_train,
+                                    data.table, std::move(options));
   if (data.qa_train)
     return std::make_unique<Loader>(validation ? data.qa_validation : data.qa_train, data.table,
                                     std::move(options));

@@ -11,6 +11,7 @@
 #include "data/corpus.h"
 #include "data/loader.h"
 #include "data/routing_vocab.h"
+#include "data/synthetic.h"
 #include "data/tokenizer.h"
 #include "runtime/proto/config.pb.h"
 
@@ -26,7 +27,8 @@ Split read_split(const config::DataConfig& config);
 Tokenizer train_or_load_tokenizer(const config::DataConfig& config, const Split& split,
                                   bool retrain);
 
-// Loads data.tokenizer_model and checks it against the config.
+// Loads data.tokenizer_model and checks it against the config; for data.corpus SYNTHETIC, the
+// synthetic vocabulary (no file).
 Tokenizer load_tokenizer(const config::DataConfig& config);
 
 // Builds the routing vocabulary for `config`: candidates from the WordNet lemma names in
@@ -47,11 +49,16 @@ struct DataPipeline {
   // ... WORDNET_QA: the question-answer pairs of both splits (the streams are null).
   std::shared_ptr<const QaExamples> qa_train;
   std::shared_ptr<const QaExamples> qa_validation;
+  // ... data.corpus SYNTHETIC: the examples of both splits (streams and pairs are null).
+  std::shared_ptr<const SyntheticExamples> synthetic_train;
+  std::shared_ptr<const SyntheticExamples> synthetic_validation;
 };
 
 // Reads the corpus, loads the tokenizer and the routing vocabulary (refusing one built for
 // another tokenizer or another case_variants setting) and tokenizes both splits: their documents
-// for span corruption, their questions and answers for WORDNET_QA.
+// for span corruption, their questions and answers for WORDNET_QA. For data.corpus SYNTHETIC:
+// the synthetic vocabulary, the routing vocabulary (refusing one of a text corpus or another
+// Zipf law) and the synthetic examples; nothing else is read.
 DataPipeline open_pipeline(const config::Config& config);
 
 // The loader of the training or the validation split for the pipeline's task.

@@ -231,6 +231,10 @@ RoutingVocab RoutingVocab::load(const std::string& path) {
     refuse(fmt::format("records format version {} inside a version {} frame", f.format_version(),
                        kFormatVersion));
   if (f.default_vocab_size() <= 0) refuse("has no default vocabulary size");
+  if (f.has_synthetic() &&
+      (f.entries_size() > 0 || f.synthetic().routing_ids() < f.default_vocab_size()))
+    refuse(fmt::format("is synthetic with {} routing ids, yet has {} words and {} pieces",
+                       f.synthetic().routing_ids(), f.entries_size(), f.default_vocab_size()));
   if (f.frequency_size() != 0 && f.frequency_size() != vocab.size())
     refuse(
         fmt::format("holds {} frequencies for {} routing ids", f.frequency_size(), vocab.size()));
@@ -304,7 +308,9 @@ RoutingTokenizer RoutingVocab::table(bool case_variants) const {
 
 const std::string& RoutingVocab::word(int32_t routing_id) const {
   static const std::string kNone;
-  if (routing_id < default_vocab_size() || routing_id >= size()) return kNone;
+  if (routing_id < default_vocab_size() ||
+      routing_id - default_vocab_size() >= file_.entries_size())
+    return kNone;
   return file_.entries(routing_id - default_vocab_size()).word();
 }
 

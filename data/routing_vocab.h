@@ -64,12 +64,17 @@ class RoutingVocab {
   // The routing tokenizer: pieces, the words' keys and, when asked, their case variants.
   RoutingTokenizer table(bool case_variants) const;
 
-  int32_t size() const { return default_vocab_size() + file_.entries_size(); }
+  // Routing ids: the pieces and the words, or a synthetic vocabulary's routing_ids.
+  int32_t size() const {
+    return synthetic() ? file_.synthetic().routing_ids()
+                       : default_vocab_size() + file_.entries_size();
+  }
+  bool synthetic() const { return file_.has_synthetic(); }
   int32_t default_vocab_size() const { return file_.default_vocab_size(); }
   uint64_t tokenizer_hash() const { return file_.tokenizer_hash(); }
   bool case_variants() const { return file_.case_variants(); }
   const RoutingVocabFile& file() const { return file_; }
-  // The word of an auxiliary id; empty for piece ids.
+  // The word of an auxiliary id; empty for piece ids and synthetic ids.
   const std::string& word(int32_t routing_id) const;
 
   std::vector<int64_t> frequencies() const;

@@ -212,6 +212,27 @@ Tokenizer Tokenizer::from_model(std::string model, std::string source) {
   return t;
 }
 
+Tokenizer Tokenizer::synthetic(int32_t vocab_size, int num_sentinels) {
+  MOWE_CHECK(vocab_size > kUnkId + 1 + num_sentinels,
+             "a synthetic vocabulary of {} ids has no room for pad, EOS, unk and {} sentinels "
+             "besides ordinary ids",
+             vocab_size, num_sentinels);
+  Tokenizer t;
+  t.source_ =
+      fmt::format("the SYNTHETIC vocabulary ({} ids, {} sentinels)", vocab_size, num_sentinels);
+  t.hash_ = hash_bytes(fmt::format("mowe synthetic vocabulary {} {}", vocab_size, num_sentinels));
+  t.pieces_ = {"<pad>", "</s>", "<unk>"};
+  for (int k = 0; k < num_sentinels; ++k) {
+    t.sentinels_.push_back(static_cast<int32_t>(t.pieces_.size()));
+    t.pieces_.push_back(fmt::format("<extra_id_{}>", k));
+  }
+  for (int32_t id = static_cast<int32_t>(t.pieces_.size()); id < vocab_size; ++id)
+    t.pieces_.push_back(fmt::format("\xe2\x96\x81{}", id));
+  for (const std::string& piece : t.pieces_)
+    t.starts_word_.push_back(piece.rfind("\xe2\x96\x81", 0) == 0);
+  return t;
+}
+
 Tokenizer::Tokenizer(Tokenizer&& other) noexcept {
   *this = std::move(other);
 }
@@ -237,6 +258,11 @@ Tokenizer::~Tokenizer() {
 }
 
 void Tokenizer::encode(std::string_view text, std::vector<int32_t>* ids) const {
+  if (!spm_)
+    throw Error(
+        fmt::format("{} has no text tokenizer: data.corpus SYNTHETIC makes token ids, "
+                    "not text (use a WORDNET, TEXT or JSONL corpus to encode text)",
+                    source_));
   char error[kErrorSize] = "";
   if (api_->encode(spm_, text.data(), text.size(), append_ids, ids, error, sizeof error) != 0)
     throw Error(fmt::format("SentencePiece ({}) cannot encode text: {}", source_, error));
@@ -253,6 +279,10 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
     MOWE_CHECK(id >= 0 && id < vocab_size(), "token id {} is outside the vocabulary [0, {})", id,
                vocab_size());
   std::string text;
+  if (!spm_) {  // synthetic: the pieces, space-separated
+    for (int32_t id : ids) text += (text.empty() ? "" : " ") + pieces_[id];
+    return text;
+  }
   char error[kErrorSize] = "";
   if (api_->decode(spm_, ids.data(), ids.size(), append_bytes, &text, error, sizeof error) != 0)
     throw Error(fmt::format("SentencePiece ({}) cannot decode ids: {}", source_, error));

@@ -46,6 +46,10 @@ class Tokenizer {
   static Tokenizer load(const std::string& path);
   // `source` names the model in messages.
   static Tokenizer from_model(std::string model, std::string source);
+  // The vocabulary of the SYNTHETIC corpus, with no SentencePiece model behind it: pad, eos,
+  // unk, <extra_id_0..num_sentinels-1>, then ordinary ids whose pieces are "▁<id>". Its hash
+  // depends on the two sizes only. encode() refuses text (there is none); decode() joins pieces.
+  static Tokenizer synthetic(int32_t vocab_size, int num_sentinels);
 
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;

@@ -6,6 +6,8 @@
 // data.tokenizer_model exists (--retrain forces it), builds the routing vocabulary from the
 // WordNet lemma names ordered by corpus frequency, counts the frequency of every routing id in
 // one epoch of training examples, writes data.routing_vocab and prints a report on stdout.
+// For data.corpus SYNTHETIC it writes only data.routing_vocab: the synthetic vocabulary needs
+// no model, and the frequencies are the routing Zipf law's expected counts.
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -16,6 +18,7 @@
 #include "data/corpus.h"
 #include "data/pipeline.h"
 #include "data/routing_vocab.h"
+#include "data/synthetic.h"
 #include "runtime/check.h"
 #include "runtime/config/config.h"
 #include "runtime/log.h"
@@ -28,7 +31,8 @@ using Clock = std::chrono::steady_clock;
 const char* kUsage = R"(--config PATH [--set FIELD=VALUE ...] [--retrain]
 
 Trains the SentencePiece model (data.tokenizer_model) on the training split if it does not exist,
-then builds the routing vocabulary (data.routing_vocab) and prints its report.
+then builds the routing vocabulary (data.routing_vocab) and prints its report. With
+data.corpus SYNTHETIC: writes only data.routing_vocab, with the Zipf law's expected counts.
   --retrain            Train the SentencePiece model even if data.tokenizer_model exists.
   --max-examples N     Count routing-id frequencies on at most N training examples
                        (default: one epoch).
@@ -38,19 +42,37 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-std::string id_text(const data::Tokenizer& tokenizer, const data::RoutingVocab& vocab, int32_t id) {
-  return id < tokenizer.vocab_size() ? tokenizer.piece(id) : vocab.word(id);
+// The share of the counted tokens the most frequent ids, the unrouted ids and each bucket take.
+void print_shares(const mowe::config::Config& config, const data::Tokenizer& tokenizer,
+                  const data::RoutingVocab& vocab) {
+  const auto& mowe = config.model().mowe();
+  const std::vector<int64_t> freq = vocab.frequencies();
+  const std::vector<int32_t> order = vocab.frequency_order();
+  std::string top;
+  for (int r = 0; r < 16 && r < static_cast<int>(order.size()); ++r)
+    top += " " + (vocab.synthetic()                   ? fmt::format("#{}", order[r])
+                  : order[r] < tokenizer.vocab_size() ? tokenizer.piece(order[r])
+                                                      : vocab.word(order[r]));
+  fmt::print("  top 16 ids         {:.1f}% of tokens:{}\n",
+             100 * data::frequency_share(freq, order, 0, 16), top);
+  int64_t first = mowe.num_unrouted_ids();
+  fmt::print("  unrouted (top {})  {:.1f}% of tokens\n", first,
+             100 * data::frequency_share(freq, order, 0, first));
+  for (int b = 0; b < mowe.buckets_size(); ++b) {
+    int64_t n = mowe.buckets(b).num_routing_ids();
+    int64_t end = n == 0 ? vocab.size() : std::min<int64_t>(first + n, vocab.size());
+    fmt::print("  bucket {}           ranks {}..{} ({} ids): {:.1f}% of tokens\n", b, first,
+               end - 1, end - first, 100 * data::frequency_share(freq, order, first, end - first));
+    first = end;
+  }
 }
 
 void print_report(const mowe::config::Config& config, const data::Tokenizer& tokenizer,
                   const data::RoutingVocab& vocab, int64_t examples, double seconds) {
   const auto& f = vocab.file();
   const auto& s = f.stats();
-  const auto& mowe = config.model().mowe();
-  const std::vector<int64_t> freq = vocab.frequencies();
-  const std::vector<int32_t> order = vocab.frequency_order();
   int64_t counted = 0;
-  for (int64_t c : freq) counted += c;
+  for (int64_t c : vocab.frequencies()) counted += c;
   fmt::print("routing vocabulary {}\n", config.data().routing_vocab());
   fmt::print("  tokenizer          {} ({} pieces, hash {})\n", tokenizer.source(),
              tokenizer.vocab_size(), data::format_hash(tokenizer.hash()));
@@ -75,22 +97,36 @@ void print_report(const mowe::config::Config& config, const data::Tokenizer& tok
       "  frequencies        {} routing tokens: encoder and decoder inputs of {} training "
       "examples\n",
       counted, examples);
-  std::string top;
-  for (int r = 0; r < 16 && r < static_cast<int>(order.size()); ++r)
-    top += " " + id_text(tokenizer, vocab, order[r]);
-  fmt::print("  top 16 ids         {:.1f}% of tokens:{}\n",
-             100 * data::frequency_share(freq, order, 0, 16), top);
-  int64_t first = mowe.num_unrouted_ids();
-  fmt::print("  unrouted (top {})  {:.1f}% of tokens\n", first,
-             100 * data::frequency_share(freq, order, 0, first));
-  for (int b = 0; b < mowe.buckets_size(); ++b) {
-    int64_t n = mowe.buckets(b).num_routing_ids();
-    int64_t end = n == 0 ? vocab.size() : std::min<int64_t>(first + n, vocab.size());
-    fmt::print("  bucket {}           ranks {}..{} ({} ids): {:.1f}% of tokens\n", b, first,
-               end - 1, end - first, 100 * data::frequency_share(freq, order, first, end - first));
-    first = end;
-  }
+  print_shares(config, tokenizer, vocab);
   fmt::print("  built in {:.1f} s\n", seconds);
+}
+
+// data.corpus SYNTHETIC: no tokenizer to train and no words, only the routing ids' Zipf law,
+// whose expected counts are the frequencies (seconds for a million ids).
+int write_synthetic(const mowe::config::Config& config, const mowe::config::CommonFlags& flags) {
+  const auto& d = config.data();
+  for (const char* flag : {"--retrain", "--max-examples"})
+    if (flags.has(flag) || flags.values.count(flag))
+      throw mowe::Error(fmt::format(
+          "{} does not apply to data.corpus SYNTHETIC: there is no SentencePiece model to train "
+          "and no example to count (the frequencies are the Zipf law's expected counts)",
+          flag));
+  const auto t0 = Clock::now();
+  const data::Tokenizer tokenizer = data::synthetic_tokenizer(d);
+  const data::RoutingVocab vocab = data::synthetic_routing_vocab(config, tokenizer);
+  vocab.save(d.routing_vocab());
+  spdlog::info("[vocab] wrote {}", d.routing_vocab());
+  fmt::print("routing vocabulary {} (SYNTHETIC: for benchmarks and capacity planning only)\n",
+             d.routing_vocab());
+  fmt::print("  tokenizer          {} (hash {}, no file)\n", tokenizer.source(),
+             data::format_hash(tokenizer.hash()));
+  fmt::print("  routing ids        {}, drawn from a Zipf({}) law (rank 1 = id 0)\n", vocab.size(),
+             d.synthetic_zipf_exponent());
+  fmt::print("  frequencies        {}\n", vocab.file().corpus());
+  print_shares(config, tokenizer, vocab);
+  fmt::print("  built in {:.1f} s ({:.1f} MB)\n", seconds_since(t0),
+             std::filesystem::file_size(d.routing_vocab()) / 1e6);
+  return 0;
 }
 
 int run(int argc, char** argv) {
@@ -109,6 +145,7 @@ int run(int argc, char** argv) {
   if (d.routing_vocab().empty())
     throw mowe::Error(
         "data.routing_vocab is empty: set where to write it (--set data.routing_vocab=PATH)");
+  if (d.corpus() == mowe::config::DataConfig::SYNTHETIC) return write_synthetic(config, flags);
   if (d.tokenizer_model().empty())
     throw mowe::Error(
         "data.tokenizer_model is empty: set where to write it (--set data.tokenizer_model=PATH)");

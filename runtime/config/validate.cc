@@ -329,8 +329,38 @@ Result check_span_corruption(const Config& c) {
                                d.num_sentinels(), d.input_length(), d.noise_density(), spans));
 }
 
+// SYNTHETIC draws its examples: a file to read or a model to load would be silently ignored.
+Result check_synthetic(const Config& c) {
+  const DataConfig& d = c.data();
+  if (!d.corpus_path().empty())
+    return violation("data.corpus_path",
+                     fmt::format("data.corpus_path = \"{}\", but data.corpus = SYNTHETIC reads no "
+                                 "file: remove data.corpus_path, or choose TEXT or JSONL",
+                                 d.corpus_path()));
+  if (!d.tokenizer_model().empty())
+    return violation("data.tokenizer_model",
+                     fmt::format("data.tokenizer_model = \"{}\", but data.corpus = SYNTHETIC has "
+                                 "no SentencePiece model (its vocabulary is data.sp_vocab_size "
+                                 "synthetic ids): remove data.tokenizer_model",
+                                 d.tokenizer_model()));
+  // pad, EOS, unk and the sentinels come first; at least one ordinary id must remain to draw.
+  if (d.sp_vocab_size() <= 3 + d.num_sentinels())
+    return violation("data.sp_vocab_size",
+                     fmt::format("data.sp_vocab_size = {} leaves no ordinary token id for "
+                                 "data.corpus = SYNTHETIC after pad, EOS, unk and {} sentinels: "
+                                 "raise it above {}",
+                                 d.sp_vocab_size(), d.num_sentinels(), 3 + d.num_sentinels()));
+  return std::nullopt;
+}
+
 Result check_corpus(const Config& c) {
   const DataConfig& d = c.data();
+  if (d.corpus() == DataConfig::SYNTHETIC) return check_synthetic(c);
+  if (d.synthetic_zipf_exponent() != 1.0)
+    return violation("data.synthetic_zipf_exponent",
+                     fmt::format("data.synthetic_zipf_exponent = {} only applies to data.corpus = "
+                                 "SYNTHETIC, but data.corpus = {}: remove it",
+                                 d.synthetic_zipf_exponent(), DataConfig::Corpus_Name(d.corpus())));
   if (d.corpus() == DataConfig::WORDNET || !d.corpus_path().empty()) return std::nullopt;
   return violation("data.corpus_path",
                    fmt::format("data.corpus_path is empty, but data.corpus = {} reads from it",
