@@ -46,7 +46,7 @@ class ZipfLaw {
 std::vector<int64_t> zipf_expected_counts(const ZipfLaw& law, double total);
 
 // Routing tokens the expected counts of a synthetic routing vocabulary are given for: large
-// enough that the 1M-th id of a Zipf(1) law still counts about 70,000, so frequency order is id
+// enough that the 1M-th id of a Zipf(1) law still counts about 66,000, so frequency order is id
 // order even after rounding.
 inline constexpr double kSyntheticFrequencyTokens = 1e12;
 
