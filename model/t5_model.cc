@@ -206,9 +206,14 @@ T5Model::RoutingLoad T5Model::routing_load() const {
     if (routing_ == nullptr || !st->has_mowe) continue;
     load.tokens += st->real_tokens;
     load.routed += st->routed_tokens;
+    // The routing is shared by the stack's MoWE layers, and each of them computes every row.
+    int64_t layers = 0;
+    for (const Block& b : st->blocks)
+      layers += dynamic_cast<const MoweFeedForward*>(b.feed_forward.get()) != nullptr;
     const std::vector<int64_t>& rows = st->router().expert_rows().bucket_rows;
     if (load.bucket_rows.size() + 1 < rows.size()) load.bucket_rows.resize(rows.size() - 1);
-    for (size_t b = 0; b + 1 < rows.size(); ++b) load.bucket_rows[b] += rows[b + 1] - rows[b];
+    for (size_t b = 0; b + 1 < rows.size(); ++b)
+      load.bucket_rows[b] += layers * (rows[b + 1] - rows[b]);
   }
   return load;
 }

@@ -76,7 +76,7 @@ class T5Model {
   struct RoutingLoad {
     int64_t tokens = 0;  // this rank's non-padding tokens entering MoWE layers
     int64_t routed = 0;  // of those, the ones given an expert (not unrouted, not deactivated)
-    std::vector<int64_t> bucket_rows;  // per bucket: token rows this rank's experts computed
+    std::vector<int64_t> bucket_rows;  // per bucket: rows this rank's experts computed (all layers)
   };
   RoutingLoad routing_load() const;
   // Each expert parameter once (shared ones are held by several MoWE layers).
