@@ -122,8 +122,9 @@ class Dims:
 
 # ---- routing: tokens grouped by expert ----------------------------------------------------------
 def group_tokens(bucket, expert, valid, dims):
-    """Per bucket, per capacity class c (experts with 2^(c-1) < tokens <= 2^c): the experts and a
-    [experts * 2^c] index of their tokens, padding pointing at the extra zero row N."""
+    """Per bucket, per capacity class c (experts with 2^(c-1) < tokens <= 2^c): the experts (their
+    index in the bucket) and a [experts * 2^c] index of their tokens, padding pointing at the extra
+    zero row N."""
     bucket, expert = bucket.reshape(-1).long(), expert.reshape(-1).long()
     n = bucket.numel()
     routed = (bucket >= 0) & (valid.reshape(-1) != 0)
@@ -252,29 +253,29 @@ class T5(torch.nn.Module):
         out = torch.matmul(torch.softmax(scores, -1), v)
         return out.transpose(1, 2).reshape(b, t, d.hd)
 
-    def mowe(self, h, groups):
-        """h [N, C] -> [N, C]: each routed token through its expert, zero for the others."""
+    def mowe(self, h, groups, experts):
+        """h [N, C] -> [N, C]: each routed token through its expert, zero for the others.
+        experts[b]: (wi, wo) of the experts bucket b uses this step."""
         n, c = h.shape
         padded = torch.cat([h, h.new_zeros(1, c)])
         out = h.new_zeros(n + 1, c)
-        for b, classes in enumerate(groups):
-            wi, wo = self.params[f"expert{b}_wi"], self.params[f"expert{b}_wo"]
-            for experts, cap, index in classes:
+        for (wi, wo), classes in zip(experts, groups):
+            for local, cap, index in classes:
                 x = padded.index_select(0, index).view(-1, cap, c)
-                y = torch.bmm(F.gelu(torch.bmm(x, wi.index_select(0, experts)), approximate="tanh"),
-                              wo.index_select(0, experts))
+                y = torch.bmm(F.gelu(torch.bmm(x, wi.index_select(0, local)), approximate="tanh"),
+                              wo.index_select(0, local))
                 out = out.index_add(0, index, y.reshape(-1, c))
         return out[:n]
 
-    def ffn(self, x, s, routed):
+    def ffn(self, x, s, routed, experts):
         P = self.params
         h = self.norm(x, P[f"{s}_ffn_norm"])
         if routed is not None:
-            return x + self.mowe(h.reshape(-1, h.shape[-1]), routed).view_as(x)
+            return x + self.mowe(h.reshape(-1, h.shape[-1]), routed, experts).view_as(x)
         a, g = torch.matmul(h, P[f"{s}_ffn_wi"]).chunk(2, -1)
         return x + torch.matmul(F.gelu(a, approximate="tanh") * g, P[f"{s}_ffn_wo"])
 
-    def stack(self, name, x, bias, groups, memory=None, cross_bias=None):
+    def stack(self, name, x, bias, groups, experts, memory=None, cross_bias=None):
         P, d = self.params, self.dims
         layers, mowe = (d.enc_layers, d.enc_mowe) if name == "encoder" else (d.dec_layers, d.dec_mowe)
         for i in range(layers):
@@ -287,7 +288,7 @@ class T5(torch.nn.Module):
                 k, v = torch.matmul(memory, P[f"{s}_cross_kv"]).chunk(2, -1)
                 q = torch.matmul(h, P[f"{s}_cross_q"])
                 x = x + torch.matmul(self.attend(q, k, v, cross_bias), P[f"{s}_cross_o"])
-            x = self.ffn(x, s, groups if i in mowe else None)
+            x = self.ffn(x, s, groups if i in mowe else None, experts)
         return self.norm(x, P[f"{name}_final_norm"])
 
     def forward(self, batch):
@@ -295,9 +296,14 @@ class T5(torch.nn.Module):
         P = self.params
         enc_bias = P["encoder_bias"][batch["enc_pos"]].permute(2, 0, 1)[None] + batch["enc_mask_add"]
         dec_bias = P["decoder_bias"][batch["dec_pos"]].permute(2, 0, 1)[None] + batch["dec_mask_add"]
-        enc = self.stack("encoder", self.embedding[batch["enc_ids"]], enc_bias, batch["enc_groups"])
+        # The experts this step's tokens use, gathered once for all MoWE layers: the gradient of
+        # the whole expert tensor is then formed once per step, not once per layer and class.
+        experts = [(P[f"expert{b}_wi"].index_select(0, used), P[f"expert{b}_wo"].index_select(0, used))
+                   for b, used in enumerate(batch["used_experts"])]
+        enc = self.stack("encoder", self.embedding[batch["enc_ids"]], enc_bias, batch["enc_groups"],
+                         experts)
         dec = self.stack("decoder", self.embedding[batch["dec_ids"]], dec_bias, batch["dec_groups"],
-                         memory=enc, cross_bias=batch["cross_mask_add"])
+                         experts, memory=enc, cross_bias=batch["cross_mask_add"])
         logits = torch.matmul(dec.reshape(-1, self.dims.d), self.lm_head)
         lse = torch.logsumexp(logits, -1)
         target = logits.gather(1, batch["targets"].reshape(-1, 1)).reshape(-1)
@@ -317,6 +323,19 @@ def prepare(raw, dims, rank, world):
     enc_keys = (x["enc_mask"] == 0).float()[:, None, None, :] * neg  # [B, 1, 1, I]
     causal = torch.triu(torch.ones(t_dec, t_dec, dtype=torch.bool), 1).float() * neg
     dec_keys = (x["dec_mask"] == 0).float()[:, None, None, :] * neg
+    enc_groups = group_tokens(x["enc_bucket"], x["enc_expert"], x["enc_mask"], dims)
+    dec_groups = group_tokens(x["dec_bucket"], x["dec_expert"], x["dec_mask"], dims)
+    # Both stacks' experts of each bucket, and every class's experts renumbered into that list.
+    used_experts = []
+    for b, (experts, _) in enumerate(dims.experts):
+        classes = enc_groups[b] + dec_groups[b]
+        used = torch.unique(torch.cat([e for e, _, _ in classes])) if classes else \
+            torch.zeros(0, dtype=torch.long)
+        local = torch.full((experts,), -1, dtype=torch.long)
+        local[used] = torch.arange(used.numel())
+        for groups in (enc_groups, dec_groups):
+            groups[b] = [(local[e], cap, index) for e, cap, index in groups[b]]
+        used_experts.append(used)
     return {
         "enc_ids": x["enc_ids"].long(), "dec_ids": x["dec_ids"].long(),
         "targets": x["targets"].long(), "loss_weights": x["loss_weights"].float(),
@@ -324,8 +343,7 @@ def prepare(raw, dims, rank, world):
         "dec_mask_add": dec_keys + causal[None, None],
         "enc_pos": relative_buckets(t_enc, t_enc, True, dims),
         "dec_pos": relative_buckets(t_dec, t_dec, False, dims),
-        "enc_groups": group_tokens(x["enc_bucket"], x["enc_expert"], x["enc_mask"], dims),
-        "dec_groups": group_tokens(x["dec_bucket"], x["dec_expert"], x["dec_mask"], dims),
+        "enc_groups": enc_groups, "dec_groups": dec_groups, "used_experts": used_experts,
     }
 
 
