@@ -1,7 +1,9 @@
 // T5 relative position bias and multi-head attention on the CPU. Heads are strided views into
 // [B,T,H,D] tensors (row stride H*D), so no transposes are materialised.
 #include "runtime/cpu/cpu_backend.h"
+#include "runtime/cpu/elementwise_grain.h"
 #include "runtime/cpu/gemm.h"
+#include "runtime/cpu/thread_pool.h"
 #include "runtime/math.h"
 #include "runtime/op_checks.h"
 
@@ -63,19 +65,22 @@ void CpuBackend::attention_forward(const Context&, const Tensor& q, const Tensor
         const T* vbh = v.ptr<T>() + b * d.s * hd + h * d.d;
         T* p = probs.ptr<T>() + (b * d.h + h) * d.t * d.s;
         gemm(false, true, d.t, d.s, d.d, T(1), qbh, hd, kbh, hd, T(0), p, d.s);
-        for (int64_t i = 0; i < d.t; ++i) {
-          T* row = p + i * d.s;
-          if (!bias.empty()) {
-            const T* brow = bias.ptr<T>() + (h * d.t + i) * d.s;
-            for (int64_t j = 0; j < d.s; ++j) row[j] += brow[j];
+        // Rows on the pool between the two products (BLAS and the pool take turns).
+        parallel_for(d.t, rows_grain(d.s), [&](int64_t i0, int64_t i1) {
+          for (int64_t i = i0; i < i1; ++i) {
+            T* row = p + i * d.s;
+            if (!bias.empty()) {
+              const T* brow = bias.ptr<T>() + (h * d.t + i) * d.s;
+              for (int64_t j = 0; j < d.s; ++j) row[j] += brow[j];
+            }
+            for (int64_t j = 0; j < d.s; ++j) {
+              bool masked = args.causal && j > i;
+              if (!key_valid.empty() && key_valid.ptr<int32_t>()[b * d.s + j] == 0) masked = true;
+              if (masked) row[j] += mask;
+            }
+            if (d.s > 0) softmax_row(row, d.s);
           }
-          for (int64_t j = 0; j < d.s; ++j) {
-            bool masked = args.causal && j > i;
-            if (!key_valid.empty() && key_valid.ptr<int32_t>()[b * d.s + j] == 0) masked = true;
-            if (masked) row[j] += mask;
-          }
-          if (d.s > 0) softmax_row(row, d.s);
-        }
+        });
         gemm(false, false, d.t, d.d, d.s, T(1), p, d.s, vbh, hd, T(0),
              out.ptr<T>() + b * d.t * hd + h * d.d, hd);
       }
@@ -105,12 +110,15 @@ void CpuBackend::attention_backward(const Context& ctx, const Tensor& dout, cons
         const T* p = probs.ptr<T>() + (b * d.h + h) * d.t * d.s;
         gemm(false, true, d.t, d.s, d.d, T(1), dout.ptr<T>() + qo, hd, v.ptr<T>() + ko, hd, T(0),
              pds, d.s);
-        for (int64_t i = 0; i < d.t; ++i)
-          softmax_row_backward(p + i * d.s, pds + i * d.s, pds + i * d.s, d.s);
-        if (!dbias.empty()) {
-          T* pb = dbias.ptr<T>() + h * d.t * d.s;
-          for (int64_t i = 0; i < d.t * d.s; ++i) pb[i] += pds[i];
-        }
+        parallel_for(d.t, rows_grain(d.s, kGrainStreaming), [&](int64_t i0, int64_t i1) {
+          for (int64_t i = i0; i < i1; ++i) {
+            softmax_row_backward(p + i * d.s, pds + i * d.s, pds + i * d.s, d.s);
+            if (!dbias.empty()) {
+              T* pb = dbias.ptr<T>() + (h * d.t + i) * d.s;
+              for (int64_t j = 0; j < d.s; ++j) pb[j] += pds[i * d.s + j];
+            }
+          }
+        });
         gemm(false, false, d.t, d.d, d.s, T(1), pds, d.s, k.ptr<T>() + ko, hd, T(0),
              dq.ptr<T>() + qo, hd);
         gemm(true, false, d.s, d.d, d.t, T(1), pds, d.s, q.ptr<T>() + qo, hd, T(0),

@@ -3,6 +3,7 @@
 
 #include "runtime/cpu/cpu_backend.h"
 #include "runtime/cpu/gemm.h"
+#include "runtime/cpu/thread_pool.h"
 #include "runtime/op_checks.h"
 
 namespace mowe::cpu {
@@ -56,6 +57,8 @@ namespace mowe {
 int set_cpu_threads(int threads) {
   MOWE_CHECK(threads >= 1, "CPU threads must be >= 1, not {}", threads);
   openblas_set_num_threads(threads);
+  // The element-wise pool takes the same cores between BLAS calls (thread_pool.h).
+  cpu::set_pool_threads(openblas_get_num_threads());
   return openblas_get_num_threads();
 }
 int cpu_threads() {

@@ -1,9 +1,14 @@
 // Element-wise ops, activations, softmax and dropout on the CPU. The formulas come from
-// runtime/math.h, shared with the CUDA kernels.
+// runtime/math.h, shared with the CUDA kernels; f32 runs the vector kernels of simd_kernels.h on
+// the thread pool, f64 (gradient checks) the scalar formulas.
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "runtime/cpu/cpu_backend.h"
+#include "runtime/cpu/elementwise_grain.h"
+#include "runtime/cpu/simd_kernels.h"
+#include "runtime/cpu/thread_pool.h"
 #include "runtime/math.h"
 #include "runtime/op_checks.h"
 
@@ -11,22 +16,30 @@ namespace mowe::cpu {
 
 template <typename T>
 void softmax_row(T* x, int64_t n) {
-  T mx = x[0];
-  for (int64_t i = 1; i < n; ++i) mx = std::max(mx, x[i]);
-  T sum = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    x[i] = std::exp(x[i] - mx);
-    sum += x[i];
+  if constexpr (std::is_same_v<T, float>) {
+    simd::kernels().softmax_row(x, n);
+  } else {
+    T mx = x[0];
+    for (int64_t i = 1; i < n; ++i) mx = std::max(mx, x[i]);
+    T sum = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      x[i] = std::exp(x[i] - mx);
+      sum += x[i];
+    }
+    T inv = T(1) / sum;
+    for (int64_t i = 0; i < n; ++i) x[i] *= inv;
   }
-  T inv = T(1) / sum;
-  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
 
 template <typename T>
 void softmax_row_backward(const T* y, const T* dy, T* dx, int64_t n) {
-  T dot = 0;
-  for (int64_t i = 0; i < n; ++i) dot += dy[i] * y[i];
-  for (int64_t i = 0; i < n; ++i) dx[i] = y[i] * (dy[i] - dot);
+  if constexpr (std::is_same_v<T, float>) {
+    simd::kernels().softmax_row_backward(y, dy, dx, n);
+  } else {
+    T dot = 0;
+    for (int64_t i = 0; i < n; ++i) dot += dy[i] * y[i];
+    for (int64_t i = 0; i < n; ++i) dx[i] = y[i] * (dy[i] - dot);
+  }
 }
 
 template void softmax_row<float>(float*, int64_t);
@@ -42,7 +55,14 @@ void CpuBackend::fill(const Context&, const Tensor& x, double value) {
   }
   dispatch_float(Device::CPU, "fill", x.dtype, [&](auto zero) {
     using T = decltype(zero);
-    std::fill_n(x.ptr<T>(), x.numel(), static_cast<T>(value));
+    T* p = x.ptr<T>();
+    parallel_for(x.numel(), kGrainStreaming, [&](int64_t b, int64_t e) {
+      if constexpr (std::is_same_v<T, float>) {
+        simd::kernels().fill(p + b, static_cast<float>(value), e - b);
+      } else {
+        std::fill(p + b, p + e, static_cast<T>(value));
+      }
+    });
   });
 }
 
@@ -54,7 +74,13 @@ void CpuBackend::axpy(const Context&, double alpha, const Tensor& x, const Tenso
     const T* px = x.ptr<T>();
     T* py = y.ptr<T>();
     const T a = static_cast<T>(alpha);
-    for (int64_t i = 0, n = x.numel(); i < n; ++i) py[i] += a * px[i];
+    parallel_for(x.numel(), kGrainStreaming, [&](int64_t b, int64_t e) {
+      if constexpr (std::is_same_v<T, float>) {
+        simd::kernels().axpy(a, px + b, py + b, e - b);
+      } else {
+        for (int64_t i = b; i < e; ++i) py[i] += a * px[i];
+      }
+    });
   });
 }
 
@@ -65,7 +91,13 @@ void CpuBackend::gelu_forward(const Context&, const Tensor& x, const Tensor& out
     using T = decltype(zero);
     const T* px = x.ptr<T>();
     T* po = out.ptr<T>();
-    for (int64_t i = 0, n = x.numel(); i < n; ++i) po[i] = math::gelu(px[i]);
+    parallel_for(x.numel(), kGrainTranscendental, [&](int64_t b, int64_t e) {
+      if constexpr (std::is_same_v<T, float>) {
+        simd::kernels().gelu(px + b, po + b, e - b);
+      } else {
+        for (int64_t i = b; i < e; ++i) po[i] = math::gelu(px[i]);
+      }
+    });
   });
 }
 
@@ -77,7 +109,13 @@ void CpuBackend::gelu_backward(const Context&, const Tensor& dout, const Tensor&
     using T = decltype(zero);
     const T *pd = dout.ptr<T>(), *px = x.ptr<T>();
     T* pdx = dx.ptr<T>();
-    for (int64_t i = 0, n = x.numel(); i < n; ++i) pdx[i] = pd[i] * math::gelu_grad(px[i]);
+    parallel_for(x.numel(), kGrainTranscendental, [&](int64_t b, int64_t e) {
+      if constexpr (std::is_same_v<T, float>) {
+        simd::kernels().gelu_backward(pd + b, px + b, pdx + b, e - b);
+      } else {
+        for (int64_t i = b; i < e; ++i) pdx[i] = pd[i] * math::gelu_grad(px[i]);
+      }
+    });
   });
 }
 
@@ -89,7 +127,13 @@ void CpuBackend::gated_gelu_forward(const Context&, const Tensor& gate, const Te
     using T = decltype(zero);
     const T *pg = gate.ptr<T>(), *pl = linear.ptr<T>();
     T* po = out.ptr<T>();
-    for (int64_t i = 0, n = gate.numel(); i < n; ++i) po[i] = math::gelu(pg[i]) * pl[i];
+    parallel_for(gate.numel(), kGrainTranscendental, [&](int64_t b, int64_t e) {
+      if constexpr (std::is_same_v<T, float>) {
+        simd::kernels().gated_gelu(pg + b, pl + b, po + b, e - b);
+      } else {
+        for (int64_t i = b; i < e; ++i) po[i] = math::gelu(pg[i]) * pl[i];
+      }
+    });
   });
 }
 
@@ -102,10 +146,16 @@ void CpuBackend::gated_gelu_backward(const Context&, const Tensor& dout, const T
     using T = decltype(zero);
     const T *pd = dout.ptr<T>(), *pg = gate.ptr<T>(), *pl = linear.ptr<T>();
     T *pdg = dgate.ptr<T>(), *pdl = dlinear.ptr<T>();
-    for (int64_t i = 0, n = gate.numel(); i < n; ++i) {
-      pdg[i] = pd[i] * pl[i] * math::gelu_grad(pg[i]);
-      pdl[i] = pd[i] * math::gelu(pg[i]);
-    }
+    parallel_for(gate.numel(), kGrainTranscendental, [&](int64_t b, int64_t e) {
+      if constexpr (std::is_same_v<T, float>) {
+        simd::kernels().gated_gelu_backward(pd + b, pg + b, pl + b, pdg + b, pdl + b, e - b);
+      } else {
+        for (int64_t i = b; i < e; ++i) {
+          pdg[i] = pd[i] * pl[i] * math::gelu_grad(pg[i]);
+          pdl[i] = pd[i] * math::gelu(pg[i]);
+        }
+      }
+    });
   });
 }
 
@@ -117,8 +167,11 @@ void CpuBackend::softmax_forward(const Context&, const Tensor& x, const Tensor& 
     const int64_t rows = x.rows(), n = x.cols();
     const T* px = x.ptr<T>();
     T* po = out.ptr<T>();
-    if (po != px) std::copy_n(px, x.numel(), po);
-    for (int64_t r = 0; r < rows; ++r) softmax_row(po + r * n, n);
+    if (n == 0) return;
+    parallel_for(rows, rows_grain(n), [&](int64_t b, int64_t e) {
+      if (po != px) std::copy(px + b * n, px + e * n, po + b * n);
+      for (int64_t r = b; r < e; ++r) softmax_row(po + r * n, n);
+    });
   });
 }
 
@@ -129,9 +182,12 @@ void CpuBackend::softmax_backward(const Context&, const Tensor& dout, const Tens
   dispatch_float(Device::CPU, "softmax_backward", out.dtype, [&](auto zero) {
     using T = decltype(zero);
     const int64_t rows = out.rows(), n = out.cols();
-    for (int64_t r = 0; r < rows; ++r) {
-      softmax_row_backward(out.ptr<T>() + r * n, dout.ptr<T>() + r * n, dx.ptr<T>() + r * n, n);
-    }
+    if (n == 0) return;
+    parallel_for(rows, rows_grain(n, kGrainStreaming), [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        softmax_row_backward(out.ptr<T>() + r * n, dout.ptr<T>() + r * n, dx.ptr<T>() + r * n, n);
+      }
+    });
   });
 }
 
@@ -144,8 +200,11 @@ void dropout(const char* op, const Tensor& x, const Tensor& out, float rate, uin
     using T = decltype(zero);
     const T* px = x.ptr<T>();
     T* po = out.ptr<T>();
-    for (int64_t i = 0, n = x.numel(); i < n; ++i)
-      po[i] = px[i] * math::dropout_scale<T>(seed, static_cast<uint64_t>(i), rate);
+    // The counter hash has 64-bit products, which AVX2 lacks: threads only.
+    parallel_for(x.numel(), kGrainTranscendental, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i)
+        po[i] = px[i] * math::dropout_scale<T>(seed, static_cast<uint64_t>(i), rate);
+    });
   });
 }
 }  // namespace

@@ -1,8 +1,12 @@
 // Embedding lookup and softmax cross-entropy (with z-loss) on the CPU.
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "runtime/cpu/cpu_backend.h"
+#include "runtime/cpu/elementwise_grain.h"
+#include "runtime/cpu/simd_kernels.h"
+#include "runtime/cpu/thread_pool.h"
 #include "runtime/op_checks.h"
 
 namespace mowe::cpu {
@@ -60,17 +64,27 @@ void CpuBackend::cross_entropy_forward(const Context&, const Tensor& logits, con
   dispatch_float(Device::CPU, "cross_entropy_forward", logits.dtype, [&](auto zero) {
     using T = decltype(zero);
     const int64_t n = d.n, v = d.v;
-    for (int64_t r = 0; r < n; ++r) {
-      const T* row = logits.ptr<T>() + r * v;
-      T mx = *std::max_element(row, row + v);
-      T sum = 0;
-      for (int64_t j = 0; j < v; ++j) sum += std::exp(row[j] - mx);
-      const T l = mx + std::log(sum);
-      lse.ptr<T>()[r] = l;
-      const T w = weights.ptr<T>()[r];
-      const T target_logit = row[targets.ptr<int32_t>()[r]];
-      losses.ptr<T>()[r] = w == T(0) ? T(0) : w * (l - target_logit + T(z_loss) * l * l);
-    }
+    parallel_for(n, rows_grain(v), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const T* row = logits.ptr<T>() + r * v;
+        T l;
+        if constexpr (std::is_same_v<T, float>) {
+          // logsumexp with the sum in double: the loss itself.
+          const simd::Kernels& k = simd::kernels();
+          const float mx = k.max(row, v);
+          l = static_cast<float>(double(mx) + std::log(k.sum_exp(row, mx, v)));
+        } else {
+          T mx = *std::max_element(row, row + v);
+          T sum = 0;
+          for (int64_t j = 0; j < v; ++j) sum += std::exp(row[j] - mx);
+          l = mx + std::log(sum);
+        }
+        lse.ptr<T>()[r] = l;
+        const T w = weights.ptr<T>()[r];
+        const T target_logit = row[targets.ptr<int32_t>()[r]];
+        losses.ptr<T>()[r] = w == T(0) ? T(0) : w * (l - target_logit + T(z_loss) * l * l);
+      }
+    });
   });
 }
 
@@ -85,19 +99,25 @@ void CpuBackend::cross_entropy_backward(const Context&, const Tensor& logits, co
   dispatch_float(Device::CPU, "cross_entropy_backward", logits.dtype, [&](auto zero) {
     using T = decltype(zero);
     const int64_t n = d.n, v = d.v;
-    for (int64_t r = 0; r < n; ++r) {
-      const T* row = logits.ptr<T>() + r * v;
-      T* drow = dlogits.ptr<T>() + r * v;
-      const T g = T(loss_scale) * weights.ptr<T>()[r];
-      if (g == T(0)) {
-        std::fill_n(drow, v, T(0));
-        continue;
+    parallel_for(n, rows_grain(v), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const T* row = logits.ptr<T>() + r * v;
+        T* drow = dlogits.ptr<T>() + r * v;
+        const T g = T(loss_scale) * weights.ptr<T>()[r];
+        if (g == T(0)) {
+          std::fill_n(drow, v, T(0));
+          continue;
+        }
+        const T l = lse.ptr<T>()[r];
+        const T k = g * (T(1) + T(2) * T(z_loss) * l);
+        if constexpr (std::is_same_v<T, float>) {
+          simd::kernels().scaled_exp(row, l, k, drow, v);
+        } else {
+          for (int64_t j = 0; j < v; ++j) drow[j] = k * std::exp(row[j] - l);
+        }
+        drow[targets.ptr<int32_t>()[r]] -= g;
       }
-      const T l = lse.ptr<T>()[r];
-      const T k = g * (T(1) + T(2) * T(z_loss) * l);
-      for (int64_t j = 0; j < v; ++j) drow[j] = k * std::exp(row[j] - l);
-      drow[targets.ptr<int32_t>()[r]] -= g;
-    }
+    });
   });
 }
 

@@ -1,15 +1,47 @@
 // Reductions and optimizer updates on the CPU: the specification of runtime/cuda/optimizer_ops.cu.
-// Formulas come from runtime/math.h; sums accumulate in double, element by element in index
-// order, so the reductions equal a naive double loop.
+// Formulas come from runtime/math.h; sums accumulate in double. f64 (gradient checks) runs the
+// scalar loops, element by element in index order, so its reductions equal a naive double loop.
+// f32 runs the vector kernels of simd_kernels.h on the thread pool; its sums are per fixed chunk
+// (simd::kSumChunk elements, or a row) combined in index order, so no result depends on the
+// number of threads (docs/cpu_kernels.md).
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
+#include <vector>
 
 #include "runtime/cpu/cpu_backend.h"
+#include "runtime/cpu/elementwise_grain.h"
+#include "runtime/cpu/simd_kernels.h"
+#include "runtime/cpu/thread_pool.h"
 #include "runtime/math.h"
 #include "runtime/op_checks.h"
 
 namespace mowe::cpu {
 namespace {
+
+// Grows to the largest request and is then reused: no allocation in a steady-state step. One per
+// thread, as slices of a stacked parameter run on different threads.
+double* scratch_doubles(int64_t n) {
+  thread_local std::vector<double> buffer;
+  if (int64_t(buffer.size()) < n) buffer.resize(size_t(n));
+  return buffer.data();
+}
+
+// Sums of fixed kSumChunk-element chunks, in parallel, then added in chunk order.
+template <class ChunkSum>
+double chunked_sum(int64_t n, double* partials, ChunkSum chunk_sum) {
+  const int64_t chunks = (n + simd::kSumChunk - 1) / simd::kSumChunk;
+  parallel_for(chunks, std::max<int64_t>(1, kGrainStreaming / simd::kSumChunk),
+               [&](int64_t c0, int64_t c1) {
+                 for (int64_t c = c0; c < c1; ++c) {
+                   const int64_t begin = c * simd::kSumChunk;
+                   partials[c] = chunk_sum(begin, std::min(n, begin + simd::kSumChunk));
+                 }
+               });
+  double total = 0;
+  for (int64_t c = 0; c < chunks; ++c) total += partials[c];
+  return total;
+}
 
 template <bool kSquares>
 double reduce(const char* op, const Tensor& x) {
@@ -19,9 +51,18 @@ double reduce(const char* op, const Tensor& x) {
   dispatch_float(Device::CPU, op, x.dtype, [&](auto zero) {
     using T = decltype(zero);
     const T* p = x.ptr<T>();
-    for (int64_t i = 0, n = x.numel(); i < n; ++i) {
-      const double value = p[i];
-      total += kSquares ? value * value : value;
+    const int64_t n = x.numel();
+    if constexpr (std::is_same_v<T, float>) {
+      const simd::Kernels& k = simd::kernels();
+      double* partials = scratch_doubles((n + simd::kSumChunk - 1) / simd::kSumChunk);
+      total = chunked_sum(n, partials, [&](int64_t b, int64_t e) {
+        return kSquares ? k.sum_squares(p + b, e - b) : k.sum(p + b, e - b);
+      });
+    } else {
+      for (int64_t i = 0; i < n; ++i) {
+        const double value = p[i];
+        total += kSquares ? value * value : value;
+      }
     }
   });
   return total;
@@ -98,6 +139,92 @@ struct AdafactorSlice {
   }
 };
 
+// One f32 [R, C] slice of Adafactor in three passes over the gradient (statistics with the
+// parameter's sum of squares; sum of y^2; the update) with the formulas of AdafactorSlice. Work
+// is split by rows and by fixed column bands, and every sum is per row or per fixed chunk added
+// in index order, so a slice gives the same bits whether its passes run on one thread or many.
+struct AdafactorSliceF32 {
+  float *p, *row, *col, *v;
+  const float* grad;
+  int64_t rows, cols;
+  const math::AdafactorCoeffs& c;
+
+  static constexpr int64_t kColBand = 256;
+
+  void run() const {
+    const simd::Kernels& k = simd::kernels();
+    const float gs = float(c.grad_scale);
+    const int64_t n = rows * cols;
+    double param_ss = 0, y_ss = 0;
+    if (v != nullptr) {
+      const int64_t chunks = (n + simd::kSumChunk - 1) / simd::kSumChunk;
+      double* p2 = scratch_doubles(2 * chunks);
+      double* y2 = p2 + chunks;
+      const float beta2 = float(c.beta2), mix = float(c.one_minus_beta2), eps1 = float(c.eps1);
+      y_ss = chunked_sum(n, y2, [&](int64_t b, int64_t e) {
+        double ps = 0, ys = 0;
+        k.adafactor_v(grad + b, p + b, v + b, e - b, gs, beta2, mix, eps1, &ps, &ys);
+        p2[b / simd::kSumChunk] = ps;
+        return ys;
+      });
+      for (int64_t i = 0; i < chunks; ++i) param_ss += p2[i];
+      const float size = step_size(param_ss, y_ss, n);
+      parallel_for(n, kGrainStreaming, [&](int64_t b, int64_t e) {
+        k.adafactor_v_apply(p + b, grad + b, v + b, e - b, gs, size);
+      });
+      return;
+    }
+    double* p2 = scratch_doubles(2 * rows + cols);
+    double* y2 = p2 + rows;
+    double* col_ss = y2 + rows;
+    const int64_t row_grain = rows_grain(cols, kGrainStreaming);
+    parallel_for(rows, row_grain, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        double g2 = 0;
+        p2[r] = 0;
+        k.adafactor_sums(grad + r * cols, p + r * cols, cols, gs, &g2, &p2[r]);
+        row[r] = float(math::adafactor_moment<double>(row[r], g2 / double(cols), c.beta2,
+                                                      c.one_minus_beta2, c.eps1));
+      }
+    });
+    // Columns by bands of whole rows: each column sums its rows in row order.
+    const int64_t bands = (cols + kColBand - 1) / kColBand;
+    parallel_for(bands, std::max<int64_t>(1, bands * kGrainStreaming / std::max<int64_t>(1, n)),
+                 [&](int64_t b0, int64_t b1) {
+                   const int64_t j0 = b0 * kColBand, j1 = std::min(cols, b1 * kColBand);
+                   std::fill(col_ss + j0, col_ss + j1, 0.0);
+                   for (int64_t r = 0; r < rows; ++r)
+                     k.adafactor_add_squares(grad + r * cols + j0, j1 - j0, gs, col_ss + j0);
+                   for (int64_t j = j0; j < j1; ++j) {
+                     col[j] = float(math::adafactor_moment<double>(
+                         col[j], col_ss[j] / double(rows), c.beta2, c.one_minus_beta2, c.eps1));
+                   }
+                 });
+    double row_sum = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      param_ss += p2[r];
+      row_sum += row[r];
+    }
+    const float inv_row_mean = float(double(rows) / row_sum);
+    parallel_for(rows, row_grain, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r)
+        y2[r] = k.adafactor_row_y2(grad + r * cols, col, cols, gs, row[r] * inv_row_mean);
+    });
+    for (int64_t r = 0; r < rows; ++r) y_ss += y2[r];
+    const float size = step_size(param_ss, y_ss, n);
+    parallel_for(rows, row_grain, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        k.adafactor_row_apply(p + r * cols, grad + r * cols, col, cols, gs, row[r] * inv_row_mean,
+                              size);
+      }
+    });
+  }
+
+  float step_size(double param_ss, double y_ss, int64_t n) const {
+    return float(math::adafactor_step_size(param_ss / double(n), y_ss / double(n), c));
+  }
+};
+
 }  // namespace
 
 double CpuBackend::sum(const Context&, const Tensor& x) {
@@ -117,8 +244,13 @@ void CpuBackend::adamw_update(const Context&, const Tensor& param, const Tensor&
     const math::AdamWCoeffs<T> c = adamw_coeffs<T>(step);
     T *p = param.ptr<T>(), *pm = m.ptr<T>(), *pv = v.ptr<T>();
     const T* g = grad.ptr<T>();
-    for (int64_t i = 0, n = param.numel(); i < n; ++i)
-      math::adamw_update(p[i], pm[i], pv[i], g[i], c);
+    parallel_for(param.numel(), kGrainStreaming, [&](int64_t b, int64_t e) {
+      if constexpr (std::is_same_v<T, float>) {
+        simd::kernels().adamw(p + b, pm + b, pv + b, g + b, e - b, c);
+      } else {
+        for (int64_t i = b; i < e; ++i) math::adamw_update(p[i], pm[i], pv[i], g[i], c);
+      }
+    });
   });
 }
 
@@ -131,6 +263,30 @@ void CpuBackend::adafactor_update(const Context&, const Tensor& param, const Ten
   dispatch_float(Device::CPU, "adafactor_update", param.dtype, [&](auto zero) {
     using T = decltype(zero);
     const int64_t n = d.rows * d.cols;
+    if constexpr (std::is_same_v<T, float>) {
+      auto slice = [&](int64_t b) {
+        AdafactorSliceF32{param.ptr<T>() + b * n,
+                          d.factored ? row.ptr<T>() + b * d.rows : nullptr,
+                          d.factored ? col.ptr<T>() + b * d.cols : nullptr,
+                          d.factored ? nullptr : v.ptr<T>() + b * n,
+                          grad.ptr<T>() + b * n,
+                          d.rows,
+                          d.cols,
+                          c}
+            .run();
+      };
+      // Big slices one after another, each split over the threads; small ones (stacked experts)
+      // a group per task, each whole on one thread. Both give the same bits per slice.
+      if (n >= kGrainStreaming) {
+        for (int64_t b = 0; b < d.batch; ++b) slice(b);
+      } else {
+        parallel_for(d.batch, std::max<int64_t>(1, kGrainStreaming / std::max<int64_t>(1, n)),
+                     [&](int64_t b0, int64_t b1) {
+                       for (int64_t b = b0; b < b1; ++b) slice(b);
+                     });
+      }
+      return;
+    }
     for (int64_t b = 0; b < d.batch; ++b) {
       AdafactorSlice<T> slice{param.ptr<T>() + b * n,
                               d.factored ? row.ptr<T>() + b * d.rows : nullptr,
