@@ -29,6 +29,10 @@ fi
 
 mpi_flags=(--oversubscribe)
 [ "$(id -u)" -eq 0 ] && mpi_flags+=(--allow-run-as-root)
+# Each rank runs cores / ranks BLAS threads. mpirun binds a rank to one core when it starts 2 ranks
+# or fewer, which would put a rank's threads on one core: with more than one thread per rank, no
+# binding (one rank per core stays bound, the best placement then).
+[ $(($(nproc) / ranks)) -gt 1 ] && mpi_flags+=(--bind-to none)
 log=runs/wordnet_small/pretrain.log
 mkdir -p runs/wordnet_small
 mpirun -np "$ranks" "${mpi_flags[@]}" build/bin/mowe_pretrain --config "$config" "$@" 2>&1 |
