@@ -193,6 +193,13 @@ void ExpertBank::backward_bucket(const Context& ctx, int b, const Tensor& dyb, c
   Arena& scratch = *ctx.scratch;
   const Shape hidden = h.shape;
 
+  if (trainable_) {
+    // The experts whose weight gradients this pass writes: the rest stay zero (TouchedRows).
+    for (const ExpertGroup& g : bg.groups) {
+      for (Parameter* w : bk.wi) w->touched.add(g.expert);
+      bk.wo->touched.add(g.expert);
+    }
+  }
   Tensor da = scratch.alloc(hidden, h.dtype);  // d(activation) = dy wo^T
   grouped_matmul(ctx, bg, dyb, bk.wo->value, da, true, 0.0f);
   if (trainable_) {

@@ -49,7 +49,9 @@ class TensorCount {
     const bool factored = d.size() >= 3 || (d.size() == 2 && std::min(d[0], d[1]) >= min_side);
     if (!factored) return numel;
     const double rows = d[d.size() - 2], cols = d[d.size() - 1];
-    return numel / (rows * cols) * (rows + cols);
+    const double slices = numel / (rows * cols);
+    // Stacked slices (experts) also keep the f64 log-decay of their last update: two scalars.
+    return slices * (rows + cols) + (d.size() >= 3 ? 2 * slices : 0);
   }
 
   MemoryTerm* term_;

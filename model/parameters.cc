@@ -40,6 +40,7 @@ Parameter& ParameterStore::add(const std::string& name, Shape shape, ParamKind k
   p->sharding.global_shape = shape;
   p->value = Buffer(allocator_, shape, dtype_);
   if (trainable) p->grad = Buffer(allocator_, shape, dtype_);
+  if (trainable && kind == ParamKind::Expert && shape.ndim() >= 2) p->touched.enable(shape[0]);
   initialise(*p);
   index_[name] = p.get();
   params_.push_back(std::move(p));
@@ -59,14 +60,25 @@ const Parameter& ParameterStore::get(const std::string& name) const {
 }
 
 void ParameterStore::zero_grads() {
-  for (auto& p : params_)
-    if (p->trainable) allocator_.zero(p->grad.tensor().data, p->grad.tensor().nbytes());
+  for (auto& p : params_) {
+    if (!p->trainable) continue;
+    const Tensor& g = p->grad.tensor();
+    if (!p->touched.enabled()) {
+      allocator_.zero(g.data, g.nbytes());
+      continue;
+    }
+    p->touched.for_each_run(g.dim(0), [&](int64_t begin, int64_t end) {
+      const Tensor rows = g.rows_slice(begin, end);
+      allocator_.zero(rows.data, rows.nbytes());
+    });
+    p->touched.clear();
+  }
 }
 
 std::vector<ParamSlot> ParameterStore::slots() const {
   std::vector<ParamSlot> out;
   for (const auto& p : params_)
-    if (p->trainable) out.push_back({p->name, p->value.tensor(), p->grad.tensor()});
+    if (p->trainable) out.push_back({p->name, p->value.tensor(), p->grad.tensor(), &p->touched});
   return out;
 }
 

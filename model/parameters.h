@@ -58,6 +58,9 @@ struct Parameter {
   Sharding sharding;      // global shape == value's shape until a job shards the parameter
   Buffer value;
   Buffer grad;  // empty when !trainable
+  // Trainable expert parameters: the rows (experts) whose gradient this step wrote, so zeroing,
+  // the norm and the optimizer visit those only. Disabled (all rows) for replicated shards.
+  TouchedRows touched;
 };
 
 class ParameterStore {
@@ -74,6 +77,7 @@ class ParameterStore {
 
   // In registration order.
   const std::vector<std::unique_ptr<Parameter>>& all() const { return params_; }
+  // Zeroes the gradients (of expert parameters, the touched rows) and forgets the touched rows.
   void zero_grads();
   // The trainable parameters as optimizer slots, in registration order.
   std::vector<ParamSlot> slots() const;

@@ -1,9 +1,11 @@
 #include "runtime/optimizer.h"
 
+#include "runtime/op_checks.h"
+
 #include <algorithm>
 #include <cmath>
-#include <set>
 #include <string_view>
+#include <vector>
 
 namespace mowe {
 
@@ -32,18 +34,27 @@ void Optimizer::step(const Context& ctx, std::span<const ParamSlot> slots, doubl
                      double grad_scale, int64_t update) {
   MOWE_CHECK(std::isfinite(lr) && lr >= 0, "{}: learning rate {} must be finite and >= 0", name(),
              lr);
-  // Two slots with one name would silently share (and corrupt) one state.
-  std::set<std::string_view> seen;
-  for (const ParamSlot& slot : slots) {
-    MOWE_CHECK(seen.insert(slot.name).second, "{}: parameter '{}' appears twice", name(),
-               slot.name);
-  }
+  check_unique_names(slots);
   MOWE_CHECK(update >= 1, "{}: update number {} must be >= 1", name(), update);
   for (const ParamSlot& slot : slots) {
     if (slot.grad.empty()) continue;
     Entry& entry = state_of(slot);
     this->update(backend_for(slot.value.device), ctx, slot, entry.views, lr, grad_scale, update);
   }
+}
+
+void Optimizer::skip(const Context&, std::span<const ParamSlot>, int64_t) {}
+
+void Optimizer::check_unique_names(std::span<const ParamSlot> slots) {
+  if (slots.data() == checked_slots_ && slots.size() == checked_count_) return;
+  // Two slots with one name would silently share (and corrupt) one state.
+  std::vector<std::string_view> names;
+  for (const ParamSlot& slot : slots) names.push_back(slot.name);
+  std::sort(names.begin(), names.end());
+  const auto twice = std::adjacent_find(names.begin(), names.end());
+  MOWE_CHECK(twice == names.end(), "{}: parameter '{}' appears twice", name(), *twice);
+  checked_slots_ = slots.data();
+  checked_count_ = slots.size();
 }
 
 size_t Optimizer::state_bytes() const {
@@ -87,8 +98,12 @@ Optimizer::Entry& Optimizer::state_of(const ParamSlot& slot) {
   Entry entry{p.shape, p.dtype, {}, {}, {}};
   for (const StateSpec& spec : state_spec(p.shape)) {
     entry.names.push_back(slot.name + "/" + spec.suffix);
-    entry.buffers.emplace_back(allocator_, spec.shape, p.dtype);  // zero-filled
-    entry.views.push_back(entry.buffers.back().tensor());
+    entry.buffers.emplace_back(allocator_, spec.shape, spec.own_dtype ? spec.dtype : p.dtype);
+    entry.views.push_back(entry.buffers.back().tensor());  // zero-filled
+    if (spec.fill != 0) {
+      const Context ctx;
+      backend_for(p.device).fill(ctx, entry.views.back(), spec.fill);
+    }
   }
   return state_.emplace(slot.name, std::move(entry)).first->second;
 }
@@ -108,7 +123,15 @@ void AdamW::update(Backend& backend, const Context& ctx, const ParamSlot& slot,
                     .weight_decay = options_.weight_decay,
                     .step = step,
                     .grad_scale = grad_scale};
-  backend.adamw_update(ctx, slot.value, slot.grad, state[0], state[1], s);
+  if (!options_.lazy_rows || slot.touched == nullptr || !slot.touched->enabled() ||
+      slot.value.shape.ndim() < 2) {
+    backend.adamw_update(ctx, slot.value, slot.grad, state[0], state[1], s);
+    return;
+  }
+  slot.touched->for_each_run(slot.value.dim(0), [&](int64_t begin, int64_t end) {
+    backend.adamw_update(ctx, slot.value.rows_slice(begin, end), slot.grad.rows_slice(begin, end),
+                         state[0].rows_slice(begin, end), state[1].rows_slice(begin, end), s);
+  });
 }
 
 // ---- Adafactor ---------------------------------------------------------------------------------
@@ -122,7 +145,54 @@ std::vector<Optimizer::StateSpec> Adafactor::state_spec(const Shape& shape) cons
   if (!factored(shape)) return {{"v", shape}};
   const int64_t rows = shape[-2], cols = shape[-1];
   const int64_t batch = rows * cols == 0 ? 0 : shape.numel() / (rows * cols);
-  return {{"v_row", {batch, rows}}, {"v_col", {batch, cols}}};
+  std::vector<StateSpec> spec{{"v_row", {batch, rows}}, {"v_col", {batch, cols}}};
+  if (lazy(shape))
+    spec.push_back({.suffix = "decay_log",
+                    .shape = {batch},
+                    .dtype = DType::F64,
+                    .own_dtype = true,
+                    .fill = kNeverUpdated});
+  return spec;
+}
+
+double Adafactor::decay_log(int64_t t) {
+  if (t == decay_t_ - 1 && t >= 1) return decay_prev_;
+  if (t < decay_t_) decay_t_ = 1, decay_sum_ = decay_prev_ = 0;
+  for (; decay_t_ < t; ++decay_t_) {
+    const double i = static_cast<double>(decay_t_ + 1);
+    decay_prev_ = decay_sum_;
+    decay_sum_ += std::log1p(-std::pow(i, -options_.decay_rate));  // beta2_i = 1 - i^-rate
+  }
+  return decay_sum_;
+}
+
+namespace {
+
+// x <- eps1 + (x - eps1) * factor on n statistics: the decay of rows with zero gradient.
+template <typename T>
+void decay_statistics(T* x, int64_t n, double factor, double eps1) {
+  for (int64_t i = 0; i < n; ++i) x[i] = T(eps1 + (double(x[i]) - eps1) * factor);
+}
+
+}  // namespace
+
+void Adafactor::bring_up_to_date(std::span<const Tensor> state, int64_t begin, int64_t end,
+                                 int64_t update) {
+  const Tensor &row = state[0], &col = state[1];
+  double* log = state[2].ptr<double>();
+  MOWE_CHECK(state[2].device == Device::CPU,
+             "adafactor: lazy updates of stacked parameters run on host memory only");
+  const double now = decay_log(update);
+  for (int64_t b = begin; b < end; ++b) {
+    if (log[b] == kNeverUpdated || log[b] == now) continue;
+    const double factor = std::exp(now - log[b]);
+    dispatch_float(Device::CPU, "adafactor", row.dtype, [&](auto zero) {
+      using T = decltype(zero);
+      decay_statistics(row.ptr<T>() + b * row.dim(1), row.dim(1), factor, options_.eps1);
+      decay_statistics(col.ptr<T>() + b * col.dim(1), col.dim(1), factor, options_.eps1);
+    });
+    log[b] = now;
+  }
 }
 
 void Adafactor::update(Backend& backend, const Context& ctx, const ParamSlot& slot,
@@ -135,10 +205,69 @@ void Adafactor::update(Backend& backend, const Context& ctx, const ParamSlot& sl
                         .eps2 = options_.eps2,
                         .multiply_by_parameter_scale = options_.multiply_by_parameter_scale,
                         .grad_scale = grad_scale};
-  if (state.size() == 2) {
-    backend.adafactor_update(ctx, slot.value, slot.grad, state[0], state[1], {}, s);
-  } else {
+  if (state.size() == 1) {
     backend.adafactor_update(ctx, slot.value, slot.grad, {}, {}, state[0], s);
+    return;
+  }
+  if (!lazy(slot.value.shape)) {
+    backend.adafactor_update(ctx, slot.value, slot.grad, state[0], state[1], {}, s);
+    return;
+  }
+  // Slices are whole rows of dim 0 when the stack has one leading dimension (experts [E, C, F]).
+  MOWE_CHECK(slot.value.shape.ndim() == 3, "adafactor: '{}' is {}; stacked parameters are [B,R,C]",
+             slot.name, slot.value.shape.str());
+  MOWE_CHECK(slot.value.device == Device::CPU,
+             "adafactor: '{}' is on {}; lazy Adafactor updates of expert parameters run on the "
+             "host only and are not supported on GPUs yet (use training.optimizer ADAMW there)",
+             slot.name, device_name(slot.value.device));
+  const double* log = state[2].ptr<double>();
+  const int64_t slices = slot.value.dim(0);
+  // Before the first applied update every slice is visited: beta2_1 = 0 restarts the statistics
+  // of all of them, which the closed form (a product of betas) cannot express. Slices are never
+  // partly updated, so the first one tells.
+  const bool first = slices > 0 && log[0] == kNeverUpdated;
+  const TouchedRows* touched = first ? nullptr : slot.touched;
+  const double now = decay_log(step);
+  auto run = [&](int64_t begin, int64_t end) {
+    bring_up_to_date(state, begin, end, step - 1);
+    backend.adafactor_update(ctx, slot.value.rows_slice(begin, end),
+                             slot.grad.rows_slice(begin, end), state[0].rows_slice(begin, end),
+                             state[1].rows_slice(begin, end), {}, s);
+    double* marks = state[2].ptr<double>();
+    std::fill(marks + begin, marks + end, now);
+  };
+  if (touched == nullptr) {
+    if (slices > 0) run(0, slices);
+  } else {
+    touched->for_each_run(slices, run);
+  }
+}
+
+void Adafactor::catch_up_all(std::span<const ParamSlot> slots, int64_t update) {
+  for (const ParamSlot& slot : slots) {
+    if (slot.grad.empty() || !lazy(slot.value.shape)) continue;
+    const std::vector<NamedTensor> all = state_tensors();
+    std::vector<Tensor> state;
+    for (const char* suffix : {"/v_row", "/v_col", "/decay_log"}) {
+      for (const NamedTensor& t : all)
+        if (t.name == slot.name + suffix) state.push_back(t.tensor);
+    }
+    if (state.empty()) continue;  // never updated: nothing to decay
+    MOWE_CHECK(state.size() == 3, "adafactor: incomplete state for '{}'", slot.name);
+    bring_up_to_date(state, 0, slot.value.dim(0), update);
+  }
+}
+
+void Adafactor::skip(const Context&, std::span<const ParamSlot> slots, int64_t update) {
+  // Slices behind the skipped update are brought to update - 1 and marked as if they had
+  // received `update` with no decay: the closed form afterwards starts after it.
+  catch_up_all(slots, update - 1);
+  const double at = decay_log(update);
+  for (const NamedTensor& t : state_tensors()) {
+    if (!t.name.ends_with("/decay_log")) continue;
+    double* log = t.tensor.ptr<double>();
+    for (int64_t b = 0; b < t.tensor.numel(); ++b)
+      if (log[b] != kNeverUpdated) log[b] = at;
   }
 }
 

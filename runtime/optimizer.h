@@ -21,6 +21,7 @@
 
 #include "runtime/backend.h"
 #include "runtime/memory.h"
+#include "runtime/touched_rows.h"
 
 namespace mowe {
 
@@ -29,6 +30,9 @@ namespace mowe {
 struct ParamSlot {
   std::string name;
   Tensor value, grad;
+  // For stacked parameters [E, ...]: the rows whose gradient may be non-zero this step (the
+  // others are exactly zero). Null or disabled: any row may be.
+  const TouchedRows* touched = nullptr;
 };
 
 struct NamedTensor {
@@ -61,6 +65,9 @@ class Optimizer {
   // normalisation) and learning rate lr.
   void step(const Context& ctx, std::span<const ParamSlot> slots, double lr, double grad_scale,
             int64_t update);
+  // Update number `update` was not applied (a non-finite step). Optimizers that bring rows up
+  // to date lazily must know, since the rows they skip meanwhile assume every update ran.
+  virtual void skip(const Context& ctx, std::span<const ParamSlot> slots, int64_t update);
 
   size_t state_bytes() const;
 
@@ -75,6 +82,9 @@ class Optimizer {
   struct StateSpec {
     const char* suffix;
     Shape shape;
+    DType dtype = DType::F32;
+    bool own_dtype = false;  // false: the parameter's dtype
+    double fill = 0;         // initial value
   };
   // The state tensors a parameter of this shape needs (same dtype as the parameter).
   virtual std::vector<StateSpec> state_spec(const Shape& shape) const = 0;
@@ -92,14 +102,23 @@ class Optimizer {
     std::vector<Tensor> views;
   };
   Entry& state_of(const ParamSlot& slot);
+  void check_unique_names(std::span<const ParamSlot> slots);
 
   DeviceAllocator& allocator_;
+  // The slot list whose names were last checked for duplicates: a training loop passes the same
+  // list every step, and checking it once keeps the step free of allocations.
+  const ParamSlot* checked_slots_ = nullptr;
+  size_t checked_count_ = 0;
   std::map<std::string, Entry> state_;  // by parameter name
 };
 
 struct AdamWOptions {
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
   double weight_decay = 0.0;  // decoupled, applied to every parameter
+  // An approximation, off by default: stacked parameters update only the rows with a gradient
+  // this step (ParamSlot::touched). Exact AdamW moves every row, since momentum and weight decay
+  // act without a gradient; lazily, untouched rows keep their values and moments as they are.
+  bool lazy_rows = false;
 };
 
 // Adam with decoupled weight decay and bias correction (Loshchilov & Hutter 2019), as PyTorch's
@@ -135,6 +154,14 @@ struct AdafactorOptions {
 
 // Adafactor (Shazeer & Stern 2018) as in T5X. Factored state: "v_row" [B, R] and "v_col" [B, C];
 // otherwise "v", like the parameter. See Backend::adafactor_update and docs/optimizers.md.
+//
+// Stacked parameters (rank >= 3: expert blocks) are updated lazily, exactly: without momentum a
+// slice with zero gradient keeps its values, and its statistics only decay towards eps1,
+//   x_t = eps1 + (x_u - eps1) * prod_{i=u+1..t} beta2_i,
+// so a slice is brought up to date in closed form when it next has a gradient. "decay_log" [B]
+// (f64) holds, per slice, log prod_{i=2..u} beta2_i of its last update u (kNeverUpdated before
+// the first). Only ParamSlot::touched rows are visited: the cost of a step follows the experts
+// that received tokens. The first applied update visits every slice (beta2_1 = 0).
 class Adafactor final : public Optimizer {
  public:
   explicit Adafactor(DeviceAllocator& allocator, AdafactorOptions options = {})
@@ -143,6 +170,14 @@ class Adafactor final : public Optimizer {
 
   // Whether a parameter of this shape gets factored second moments.
   bool factored(const Shape& shape) const;
+  // Whether a parameter of this shape is updated lazily (stacked slices).
+  static bool lazy(const Shape& shape) { return shape.ndim() >= 3; }
+  static constexpr double kNeverUpdated = 1.0;  // log-decays are <= 0
+
+  void skip(const Context& ctx, std::span<const ParamSlot> slots, int64_t update) override;
+  // Brings every slice of every lazily updated parameter up to date after `update` updates, as
+  // the dense algorithm would have them (tests; exporting statistics).
+  void catch_up_all(std::span<const ParamSlot> slots, int64_t update);
 
  protected:
   std::vector<StateSpec> state_spec(const Shape& shape) const override;
@@ -150,7 +185,16 @@ class Adafactor final : public Optimizer {
               std::span<const Tensor> state, double lr, double grad_scale, int64_t step) override;
 
  private:
+  // log prod_{i=2..t} beta2_i, summed in order from i = 2 whatever was asked before, so a
+  // resumed run computes the same bits. t <= 1 gives 0.
+  double decay_log(int64_t t);
+  // Slices [begin, end) of a lazily updated parameter decayed from their last update to
+  // `update` (statistics only). Host memory.
+  void bring_up_to_date(std::span<const Tensor> state, int64_t begin, int64_t end, int64_t update);
+
   AdafactorOptions options_;
+  int64_t decay_t_ = 1;  // decay_sum_ = decay_log(decay_t_), decay_prev_ = decay_log(decay_t_ - 1)
+  double decay_sum_ = 0, decay_prev_ = 0;
 };
 
 }  // namespace mowe

@@ -41,7 +41,8 @@ inline std::unique_ptr<Optimizer> make_optimizer(const config::TrainingConfig& t
     return std::make_unique<AdamW>(allocator, AdamWOptions{.beta1 = t.adam_beta1(),
                                                            .beta2 = t.adam_beta2(),
                                                            .eps = t.adam_eps(),
-                                                           .weight_decay = t.weight_decay()});
+                                                           .weight_decay = t.weight_decay(),
+                                                           .lazy_rows = t.adamw_lazy_experts()});
   }
   AdafactorOptions options;
   options.decay_rate = t.adafactor_decay_rate();

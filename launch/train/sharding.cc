@@ -25,6 +25,8 @@ void assign_sharding(model::ParameterStore& store,
     s.replicas = plan->replicas(e.bucket);
     s.writer = plan->replica_group(rank, e.bucket).front() == rank;
     s.replica_group = replica_groups.at(e.bucket);
+    // Summing replicas' gradients brings rows the other copies touched: track no rows there.
+    if (s.replicas > 1) e.parameter->touched.disable();
   }
 }
 
@@ -39,8 +41,17 @@ double global_grad_norm(const model::ParameterStore& store, comm::Communicator& 
                         Arena& scratch) {
   const Context ctx{.scratch = &scratch};
   double sum = 0;
-  for (const auto& p : store.all())
-    if (p->trainable && p->sharding.writer) sum += cpu_backend().sum_squares(ctx, p->grad);
+  for (const auto& p : store.all()) {
+    if (!p->trainable || !p->sharding.writer) continue;
+    const Tensor& g = p->grad.tensor();
+    if (!p->touched.enabled()) {
+      sum += cpu_backend().sum_squares(ctx, g);
+      continue;
+    }
+    p->touched.for_each_run(g.dim(0), [&](int64_t begin, int64_t end) {
+      sum += cpu_backend().sum_squares(ctx, g.rows_slice(begin, end));
+    });
+  }
   Tensor total(&sum, DType::F64, Device::CPU, {1});
   comm.allreduce(total, comm::ReduceOp::Sum);
   return std::sqrt(sum);

@@ -180,6 +180,8 @@ StepResult StepRunner::train_step(const data::Batch& batch, TrainState& state) {
   if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm)) {
     r.skipped = true;
     r.first_bad = first_non_finite(job_.parameters(), job_.comm(), scratch_);
+    const Context ctx{.scratch = &scratch_};
+    job_.optimizer().skip(ctx, slots_, state.step + 1);
     PhaseClock::charge(clock, r.times.other, r.times);
     r.times.total = std::chrono::duration<double>(PhaseClock::Clock::now() - start.start).count();
     ++state.step;

@@ -62,14 +62,20 @@ config::Config tiny(const std::string& checkpoint_dir, const char* optimizer) {
 }
 
 // Every tensor a rank holds (parameters, optimizer state), by name and global row.
-using Rows = std::map<int64_t, std::vector<float>>;
+using Rows = std::map<int64_t, std::vector<double>>;
 using Snapshot = std::map<std::string, Rows>;
 
 void add_rows(Snapshot& out, const std::string& name, const Tensor& t, const model::RowMap& rows) {
   const int64_t n = t.shape.ndim() == 0 ? 1 : t.dim(0), width = n ? t.numel() / n : 0;
-  for (int64_t i = 0; i < n; ++i)
-    out[name][rows.global(i)] =
-        std::vector<float>(t.ptr<float>() + i * width, t.ptr<float>() + (i + 1) * width);
+  // f32 parameters and state; Adafactor's per-expert log-decay is f64.
+  for (int64_t i = 0; i < n; ++i) {
+    std::vector<double>& row = out[name][rows.global(i)];
+    if (t.dtype == DType::F64) {
+      row.assign(t.ptr<double>() + i * width, t.ptr<double>() + (i + 1) * width);
+    } else {
+      row.assign(t.ptr<float>() + i * width, t.ptr<float>() + (i + 1) * width);
+    }
+  }
 }
 
 Snapshot snapshot(Job& job) {

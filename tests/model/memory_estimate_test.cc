@@ -76,11 +76,12 @@ TEST(MemoryEstimate, ExpertShareFollowsTheWorldSizeAndAdafactorFactors) {
   config::BucketConfig* b = w.add_buckets();
   b->set_num_blocks(8), b->set_experts_per_block(3), b->set_expert_d_ff(5);
   // 4 ranks: 2 blocks of 3 experts each; gated: two [6, 4, 5] inputs and one [6, 5, 4] output,
-  // 360 scalars, as many gradients, and Adafactor's factored 6 (4 + 5) per tensor.
+  // 360 scalars, as many gradients, and Adafactor's factored 6 x (4 + 5) per tensor plus the
+  // f64 log-decay of each of the 6 experts (2 scalars each).
   const MemoryTerm at4 = term(estimate_memory(c, 4), "experts on this rank");
   EXPECT_EQ(at4.parameters, 360 * 4);
   EXPECT_EQ(at4.gradients, 360 * 4);
-  EXPECT_EQ(at4.optimizer, 3 * 54 * 4);
+  EXPECT_EQ(at4.optimizer, 3 * (54 + 12) * 4);
   EXPECT_NE(at4.drivers.find("model.mowe.buckets[0]: 6 of its 24 experts per rank x expert_d_ff 5"),
             std::string::npos)
       << at4.drivers;

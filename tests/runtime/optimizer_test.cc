@@ -247,8 +247,9 @@ TEST(Adafactor, MatchesIndependentImplementationOverFiveSteps) {
   }
   for (size_t i = 0; i < specs.size(); ++i)
     expect_near(to_vec(params.values[i]), want[i], 1e-12, specs[i].first);
-  // State: v [6]; row [1, 4] + col [1, 5]; v [3, 2]; row [3, 4] + col [3, 5]; v [1].
-  EXPECT_EQ(opt.state_bytes(), (6 + 9 + 6 + 27 + 1) * sizeof(double));
+  // State: v [6]; row [1, 4] + col [1, 5]; v [3, 2]; row [3, 4] + col [3, 5] + decay_log [3];
+  // v [1].
+  EXPECT_EQ(opt.state_bytes(), (6 + 9 + 6 + 27 + 3 + 1) * sizeof(double));
 }
 
 TEST(Adafactor, FactoredEqualsUnfactoredWhenSquaredGradientsHaveRankOne) {
