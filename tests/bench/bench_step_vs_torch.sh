@@ -69,7 +69,7 @@ record() {
 IFS=, read -r -a list <<< "$cases"
 for c in "${list[@]}"; do
   setup "$c"
-  batches=$out/batches-$(basename "$config" .textproto).safetensors
+  batches=$out/batches-$(basename "$config" .textproto)-$((warmup + steps)).safetensors
   # The batches both programs train on: the global batches do not depend on the world size.
   if [ ! -f "$batches" ]; then
     echo "[bench] $c: dumping the batches of $((warmup + steps)) steps to $batches"
