@@ -58,6 +58,11 @@ struct V {
     d.lo = _mm256_fmadd_pd(lo(a), lo(b), d.lo);
     d.hi = _mm256_fmadd_pd(hi(a), hi(b), d.hi);
   }
+  static void add_sq_to(double* acc, F v) {
+    const __m256d l = lo(v), h = hi(v);
+    _mm256_storeu_pd(acc, _mm256_fmadd_pd(l, l, _mm256_loadu_pd(acc)));
+    _mm256_storeu_pd(acc + 4, _mm256_fmadd_pd(h, h, _mm256_loadu_pd(acc + 4)));
+  }
   static double hsum_d(const D& d) {
     alignas(32) double l[4], h[4];
     _mm256_store_pd(l, d.lo);

@@ -6,7 +6,8 @@
 //
 // V provides: type F (L floats), load, store, set1, add, sub, mul, div, sqrt, max, fmadd(a,b,c)
 // = a*b+c, fnmadd(a,b,c) = c-a*b, tanh, exp, keep_first(v, k) (lanes >= k zeroed), hmax, and a
-// double accumulator D (zero_d, add_d, add_sq_d, add_prod_d, hsum_d).
+// double accumulator D (zero_d, add_d, add_sq_d, add_prod_d, hsum_d); add_sq_to(acc, v) adds
+// the squares of v's lanes to acc[0..L).
 #pragma once
 
 #include <cstdint>
@@ -230,13 +231,13 @@ void k_adafactor_sums(const float* grad, const float* p, int64_t n, float grad_s
 void k_adafactor_add_squares(const float* grad, int64_t n, float grad_scale, double* acc) {
   const F gs = V::set1(grad_scale);
   int64_t i = 0;
-  alignas(64) float buf[L];
-  for (; i < n; i += L) {
-    const int64_t valid = n - i < L ? n - i : L;
-    std::memcpy(buf, grad + i, size_t(valid) * sizeof(float));
-    V::store(buf, V::mul(V::load(buf), gs));
-    for (int64_t k = 0; k < valid; ++k) acc[i + k] += double(buf[k]) * double(buf[k]);
-  }
+  for (; i + L <= n; i += L) V::add_sq_to(acc + i, V::mul(V::load(grad + i), gs));
+  if (i == n) return;
+  // The same product and one rounding of the sum as the vector lanes.
+  alignas(64) float buf[L] = {};
+  std::memcpy(buf, grad + i, size_t(n - i) * sizeof(float));
+  V::store(buf, V::mul(V::load(buf), gs));
+  for (int64_t k = 0; i + k < n; ++k) acc[i + k] += double(buf[k]) * double(buf[k]);
 }
 
 void k_adafactor_v(const float* grad, const float* p, float* v, int64_t n, float grad_scale,

@@ -55,6 +55,11 @@ struct V {
     d.lo = _mm_add_pd(d.lo, _mm_mul_pd(lo(a), lo(b)));
     d.hi = _mm_add_pd(d.hi, _mm_mul_pd(hi(a), hi(b)));
   }
+  static void add_sq_to(double* acc, F v) {
+    const __m128d l = lo(v), h = hi(v);
+    _mm_storeu_pd(acc, _mm_add_pd(_mm_loadu_pd(acc), _mm_mul_pd(l, l)));
+    _mm_storeu_pd(acc + 2, _mm_add_pd(_mm_loadu_pd(acc + 2), _mm_mul_pd(h, h)));
+  }
   static double hsum_d(const D& d) {
     alignas(16) double l[2], h[2];
     _mm_store_pd(l, d.lo);
