@@ -1,5 +1,6 @@
 #include "model/expert_bank.h"
 
+#include <algorithm>
 #include <cmath>
 #include <span>
 
@@ -7,6 +8,7 @@
 
 #include "model/expert_gather_ops.h"
 #include "runtime/backend.h"
+#include "runtime/cpu/thread_pool.h"
 
 namespace mowe::model {
 namespace {
@@ -17,29 +19,46 @@ Tensor expert_matrix(const Tensor& w, int64_t e) {
 }
 
 // The groups of one bucket, with rows counted from the bucket's first row, and how they are
-// computed: gemm(group, begin, end) for each group of at least min_rows rows, gather(begin, end)
-// for each maximal run of consecutive smaller groups.
+// computed (for_each_run).
 struct BucketGroups {
   std::span<const ExpertGroup> groups;
   int64_t base = 0;      // the bucket's first permuted row
   Tensor row_expert;     // [R_b] i32: the expert of each row of the bucket
   int64_t min_rows = 1;  // ExpertBank::Options::gemm_min_rows
 
+  // gather(begin, end) for runs of consecutive groups smaller than min_rows, split over the
+  // thread pool by whole groups; then gemm(group, begin, end) for each bigger group, on the
+  // calling thread, where OpenBLAS has its own threads (BLAS never runs inside the pool, so the
+  // two never oversubscribe the cores). A group is always computed whole, by one thread, with the
+  // same kernel, and each writes only its own rows and its own expert's gradient: the results do
+  // not depend on the number of threads or on where a run is cut (gather computes each row, and
+  // sums each expert's rows, in row order whatever the run).
+  // `work_per_row` (multiply-adds of one row, K x M) sizes the pool's tasks.
   template <typename Gemm, typename Gather>
-  void for_each_run(Gemm&& gemm, Gather&& gather) const {
-    int64_t run_begin = -1, run_end = -1;
-    for (const ExpertGroup& g : groups) {
-      if (g.rows() >= min_rows) {
-        if (run_begin >= 0) gather(run_begin - base, run_end - base);
-        run_begin = -1;
-        gemm(g, g.begin - base, g.end - base);
-      } else {
-        if (run_begin < 0) run_begin = g.begin;
-        run_end = g.end;
+  void for_each_run(int64_t work_per_row, Gemm&& gemm, Gather&& gather) const {
+    const int64_t n = static_cast<int64_t>(groups.size());
+    const int64_t grain = std::max<int64_t>(1, kTaskWork / std::max<int64_t>(1, work_per_row));
+    cpu::parallel_for(n, grain, [&](int64_t first, int64_t last) {
+      int64_t run_begin = -1, run_end = -1;
+      for (int64_t i = first; i < last; ++i) {
+        const ExpertGroup& g = groups[i];
+        if (g.rows() < min_rows) {
+          if (run_begin < 0) run_begin = g.begin;
+          run_end = g.end;
+        } else if (run_begin >= 0) {
+          gather(run_begin - base, run_end - base);
+          run_begin = -1;
+        }
       }
-    }
-    if (run_begin >= 0) gather(run_begin - base, run_end - base);
+      if (run_begin >= 0) gather(run_begin - base, run_end - base);
+    });
+    for (const ExpertGroup& g : groups)
+      if (g.rows() >= min_rows) gemm(g, g.begin - base, g.end - base);
   }
+
+  // Multiply-adds per pool task, at least: a few tens of microseconds of gather work, so the
+  // tasks' cost stays small next to it.
+  static constexpr int64_t kTaskWork = int64_t{1} << 18;
 };
 
 // out[rows of e] = in[rows of e] @ op(w[e]) + beta * out, for every expert e of the bucket.
@@ -48,6 +67,7 @@ void grouped_matmul(const Context& ctx, const BucketGroups& bg, const Tensor& in
                     const Tensor& out, bool trans_w, float beta) {
   Backend& backend = backend_for(ctx.device);
   bg.for_each_run(
+      in.cols() * out.cols(),
       [&](const ExpertGroup& g, int64_t begin, int64_t end) {
         backend.matmul(ctx, in.rows_slice(begin, end), expert_matrix(w, g.expert),
                        out.rows_slice(begin, end), false, trans_w, 1.0f, beta);
@@ -65,6 +85,7 @@ void grouped_weight_grad(const Context& ctx, const BucketGroups& bg, const Tenso
                          const Tensor& grad, const Tensor& dw) {
   Backend& backend = backend_for(ctx.device);
   bg.for_each_run(
+      in.cols() * grad.cols(),
       [&](const ExpertGroup& g, int64_t begin, int64_t end) {
         backend.matmul(ctx, in.rows_slice(begin, end), grad.rows_slice(begin, end),
                        expert_matrix(dw, g.expert), true, false, 1.0f, 1.0f);
