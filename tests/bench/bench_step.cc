@@ -8,7 +8,8 @@
 // Printed: real tokens/s (padding excluded), the mean step time split into forward, backward,
 // all-to-all, allreduce, optimizer and other (max over ranks of each rank's mean), model FLOPs
 // per step (launch/train/throughput.h, the progress line's count) and MFU against an sgemm peak
-// measured in this run with every rank measuring at once, each rank's peak RSS; then one JSON line
+// measured in this run with every rank measuring at once (before and after the steps, the
+// better of the two), each rank's peak RSS; then one JSON line
 // starting with "BENCH_STEP " for scripts. --dump-batches writes every global batch it trains on
 // with each token's expert, --dump-weights (one rank) the initial parameters: the inputs of the
 // PyTorch baseline (tests/bench/t5_torch_baseline.py).
@@ -103,9 +104,13 @@ int run(const config::CommonFlags& flags, int rank, int world) {
   if (!dump_weights.empty()) bench::write_parameters(dump_weights, job.parameters(), cfg);
 
   // The peak of this run, every rank measuring at once as they share the node's cores in a step
-  // (not the cached value: the machine's load now is what the steps below meet).
-  comm->barrier();
-  const double peak = sum_over_ranks(cpu::measure_sgemm_gflops() * 1e9);
+  // (not the cached value), before and after the steps: the better of the two, since on a shared
+  // machine another job may run during either measurement.
+  const auto measure_peak = [&] {
+    comm->barrier();
+    return sum_over_ranks(cpu::measure_sgemm_gflops() * 1e9);
+  };
+  double peak = measure_peak();
 
   const model::RoutingTable* table = job.plan() ? &job.plan()->table() : nullptr;
   const int deactivate = cfg.model().mowe().deactivate_routing_ids_above();
@@ -148,6 +153,7 @@ int run(const config::CommonFlags& flags, int rank, int world) {
       *acc += part;
   }
   if (rank == 0 && !dump_batches.empty()) bench::write_batches(dump_batches, dumped, cfg);
+  peak = std::max(peak, measure_peak());
 
   // The slowest rank sets the pace of a synchronous step.
   const double n = steps;

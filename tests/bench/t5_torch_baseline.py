@@ -24,7 +24,8 @@ environment, rendezvous on 127.0.0.1):
 Prints real tokens/s (padding excluded), the mean step time split into forward, backward
 (DDP's allreduce included: it overlaps backward and is not separated) and optimizer, model FLOPs
 per step counted from first principles exactly as the trainer counts them, MFU against a 1024^3
-sgemm peak measured in the same run by every rank at once, peak RSS per rank, and one JSON line
+sgemm peak measured in the same run by every rank at once (before and after the steps, the
+better), peak RSS per rank, and one JSON line
 starting with "BENCH_STEP ". --check prints the parameter count, each batch's FLOPs next to the
 trainer's, and the loss of the --weights parameters on the first batch, as JSON ("CHECK ").
 """
@@ -255,17 +256,26 @@ class T5(torch.nn.Module):
 
     def mowe(self, h, groups, experts):
         """h [N, C] -> [N, C]: each routed token through its expert, zero for the others.
-        experts[b]: (wi, wo) of the experts bucket b uses this step."""
+        experts[b]: per capacity class of bucket b, the (wi, wo) of its experts."""
         n, c = h.shape
         padded = torch.cat([h, h.new_zeros(1, c)])
         out = h.new_zeros(n + 1, c)
-        for (wi, wo), classes in zip(experts, groups):
-            for local, cap, index in classes:
+        for (_, _, classes), (wis, wos) in zip(groups, experts):
+            for (cap, index), wi, wo in zip(classes, wis, wos):
                 x = padded.index_select(0, index).view(-1, cap, c)
-                y = torch.bmm(F.gelu(torch.bmm(x, wi.index_select(0, local)), approximate="tanh"),
-                              wo.index_select(0, local))
+                y = torch.bmm(F.gelu(torch.bmm(x, wi), approximate="tanh"), wo)
                 out = out.index_add(0, index, y.reshape(-1, c))
         return out[:n]
+
+    @staticmethod
+    def stack_experts(used, groups):
+        """Per bucket, the stack's experts out of the step's (used), split by capacity class: one
+        gather and one split per stack, whose gradients are one scatter and one concatenation."""
+        out = []
+        for (wi, wo), (select, sizes, _) in zip(used, groups):
+            out.append((wi.index_select(0, select).split(sizes),
+                        wo.index_select(0, select).split(sizes)))
+        return out
 
     def ffn(self, x, s, routed, experts):
         P = self.params
@@ -298,12 +308,13 @@ class T5(torch.nn.Module):
         dec_bias = P["decoder_bias"][batch["dec_pos"]].permute(2, 0, 1)[None] + batch["dec_mask_add"]
         # The experts this step's tokens use, gathered once for all MoWE layers: the gradient of
         # the whole expert tensor is then formed once per step, not once per layer and class.
-        experts = [(P[f"expert{b}_wi"].index_select(0, used), P[f"expert{b}_wo"].index_select(0, used))
-                   for b, used in enumerate(batch["used_experts"])]
+        used = [(P[f"expert{b}_wi"].index_select(0, u), P[f"expert{b}_wo"].index_select(0, u))
+                for b, u in enumerate(batch["used_experts"])]
         enc = self.stack("encoder", self.embedding[batch["enc_ids"]], enc_bias, batch["enc_groups"],
-                         experts)
+                         self.stack_experts(used, batch["enc_groups"]))
         dec = self.stack("decoder", self.embedding[batch["dec_ids"]], dec_bias, batch["dec_groups"],
-                         experts, memory=enc, cross_bias=batch["cross_mask_add"])
+                         self.stack_experts(used, batch["dec_groups"]), memory=enc,
+                         cross_bias=batch["cross_mask_add"])
         logits = torch.matmul(dec.reshape(-1, self.dims.d), self.lm_head)
         lse = torch.logsumexp(logits, -1)
         target = logits.gather(1, batch["targets"].reshape(-1, 1)).reshape(-1)
@@ -325,7 +336,8 @@ def prepare(raw, dims, rank, world):
     dec_keys = (x["dec_mask"] == 0).float()[:, None, None, :] * neg
     enc_groups = group_tokens(x["enc_bucket"], x["enc_expert"], x["enc_mask"], dims)
     dec_groups = group_tokens(x["dec_bucket"], x["dec_expert"], x["dec_mask"], dims)
-    # Both stacks' experts of each bucket, and every class's experts renumbered into that list.
+    # Both stacks' experts of each bucket (gathered once per step), and per stack the positions in
+    # that list of its classes' experts, class after class.
     used_experts = []
     for b, (experts, _) in enumerate(dims.experts):
         classes = enc_groups[b] + dec_groups[b]
@@ -334,7 +346,11 @@ def prepare(raw, dims, rank, world):
         local = torch.full((experts,), -1, dtype=torch.long)
         local[used] = torch.arange(used.numel())
         for groups in (enc_groups, dec_groups):
-            groups[b] = [(local[e], cap, index) for e, cap, index in groups[b]]
+            classes = groups[b]
+            select = torch.cat([local[e] for e, _, _ in classes]) if classes else \
+                torch.zeros(0, dtype=torch.long)
+            groups[b] = (select, [e.numel() for e, _, _ in classes],
+                         [(cap, index) for _, cap, index in classes])
         used_experts.append(used)
     return {
         "enc_ids": x["enc_ids"].long(), "dec_ids": x["dec_ids"].long(),
@@ -429,9 +445,14 @@ def main():
             dist.all_reduce(t, op=op)
         return t.tolist()
 
-    if world > 1:
-        dist.barrier()
-    peak = all_ranks([sgemm_peak() * 1e9], dist.ReduceOp.SUM if world > 1 else None)[0]
+    def measure_peak():
+        """Every rank at once, as they share the cores in a step."""
+        if world > 1:
+            dist.barrier()
+        return all_ranks([sgemm_peak() * 1e9], dist.ReduceOp.SUM if world > 1 else None)[0]
+
+    # Before and after the steps, the better of the two (another job may run during either).
+    peak = measure_peak()
 
     sums = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0, "wall": 0.0}
     tokens = flops = 0.0
@@ -460,6 +481,7 @@ def main():
         flops += counted[i][0]
         tokens += counted[i][1]
 
+    peak = max(peak, measure_peak())
     n = args.steps
     op_max = dist.ReduceOp.MAX if world > 1 else None
     wall, fwd, bwd, optim = all_ranks([sums["wall"], sums["forward"] / n, sums["backward"] / n,
