@@ -34,13 +34,22 @@ CollectiveStats AllToAll::alltoall_counters() const {
 
 AllToAll::Plan AllToAll::plan(std::span<const int64_t> send_rows,
                               std::span<const int64_t> recv_rows, Arena& scratch) {
+  Plan p;
+  plan(send_rows, recv_rows, scratch, p);
+  return p;
+}
+
+void AllToAll::plan(std::span<const int64_t> send_rows, std::span<const int64_t> recv_rows,
+                    Arena& scratch, Plan& p) {
   const int size = comm_.size();
   MOWE_CHECK(
       static_cast<int>(send_rows.size()) == size && static_cast<int>(recv_rows.size()) == size,
       "[comm] all-to-all plan on group '{}': {} send and {} recv counts for {} ranks", comm_.name(),
       send_rows.size(), recv_rows.size(), size);
-  Plan p;
   p.owner_ = this;
+  p.send_total_ = p.recv_total_ = p.mid_total_ = 0;
+  p.pack_.clear();
+  p.shuffle_.clear();
   p.send_.assign(send_rows.begin(), send_rows.end());
   p.recv_.assign(recv_rows.begin(), recv_rows.end());
   for (int j = 0; j < size; ++j) {
@@ -52,16 +61,17 @@ AllToAll::Plan AllToAll::plan(std::span<const int64_t> send_rows,
     p.recv_total_ += recv_rows[j];
   }
   // One stage suffices when there is one node, or one rank per node.
-  if (algorithm_ == Algorithm::Flat || local_ == 1 || nodes_ == 1) return p;
+  if (algorithm_ == Algorithm::Flat || local_ == 1 || nodes_ == 1) return;
   exchange_counts(p, send_rows, scratch);
-  return p;
 }
 
 // Fills the stage counts and chunk lists. x[l * N + m] (rows local peer l sends to the rank of
 // node m with this rank's local index) comes from a one-row-per-peer exchange inside the node.
 void AllToAll::exchange_counts(Plan& p, std::span<const int64_t> send_rows, Arena& scratch) {
   const int L = local_, N = nodes_;
-  std::vector<int64_t> mine(static_cast<size_t>(L) * N), x(mine.size());
+  std::vector<int64_t>&mine = counts_mine_, &x = counts_peers_;
+  mine.assign(static_cast<size_t>(L) * N, 0);
+  x.assign(mine.size(), 0);
   for (int l = 0; l < L; ++l) {
     for (int m = 0; m < N; ++m) mine[l * N + m] = send_rows[m * L + l];
   }
@@ -71,8 +81,8 @@ void AllToAll::exchange_counts(Plan& p, std::span<const int64_t> send_rows, Aren
     // int64 counts travel bit for bit as pairs of i32: the exchange only moves bytes.
     Tensor out = scratch.alloc({L, 2 * N}, DType::I32), in = scratch.alloc({L, 2 * N}, DType::I32);
     copy_from_host(out, mine.data(), intra_->stream());
-    const std::vector<int64_t> one_row(L, 1);
-    intra_->alltoallv(out, one_row, in, one_row);
+    one_row_.assign(L, 1);
+    intra_->alltoallv(out, one_row_, in, one_row_);
     copy_to_host(x.data(), in, intra_->stream());
     plan_stats_ += intra_->stats()[Collective::AllToAll] - before;
   }
@@ -80,7 +90,8 @@ void AllToAll::exchange_counts(Plan& p, std::span<const int64_t> send_rows, Aren
   p.s1_recv_.assign(L, 0);
   p.s2_send_.assign(N, 0);
   p.s2_recv_.assign(N, 0);
-  std::vector<int64_t> send_off(L * N + 1, 0);
+  std::vector<int64_t>& send_off = send_offsets_;
+  send_off.assign(L * N + 1, 0);
   for (int r = 0; r < L * N; ++r) send_off[r + 1] = send_off[r] + send_rows[r];
   int64_t packed = 0;
   for (int l = 0; l < L; ++l) {
@@ -96,7 +107,8 @@ void AllToAll::exchange_counts(Plan& p, std::span<const int64_t> send_rows, Aren
   }
   // Stage 1 receives by source peer l, then node m; stage 2 sends by node m, then source l, so
   // that each node receives rows in global source order (m' * L + l).
-  std::vector<int64_t> mid_off(L * N + 1, 0);
+  std::vector<int64_t>& mid_off = mid_offsets_;
+  mid_off.assign(L * N + 1, 0);
   for (int i = 0; i < L * N; ++i) mid_off[i + 1] = mid_off[i] + x[i];
   int64_t shuffled = 0;
   for (int m = 0; m < N; ++m) {

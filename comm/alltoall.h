@@ -63,6 +63,9 @@ class AllToAll {
   // counts). Hierarchical exchanges each rank's counts with its node peers once here: stage 2
   // needs the rows each node peer sends to each node, which no rank knows alone.
   Plan plan(std::span<const int64_t> send_rows, std::span<const int64_t> recv_rows, Arena& scratch);
+  // The same into an existing plan, reusing its storage (no allocation once it has grown).
+  void plan(std::span<const int64_t> send_rows, std::span<const int64_t> recv_rows, Arena& scratch,
+            Plan& out);
 
   // send [plan.send_rows(), E] in destination-rank order -> recv [plan.recv_rows(), E] in
   // source-rank order: exactly what comm.alltoallv gives. Temporaries come from scratch.
@@ -92,6 +95,8 @@ class AllToAll {
   std::unique_ptr<Communicator> intra_;  // the L ranks of this node, by local index
   std::unique_ptr<Communicator> inter_;  // the N ranks with this local index, by node
   CollectiveStats stats_, plan_stats_;
+  // exchange_counts' working arrays, kept so that steady-state plans allocate nothing.
+  std::vector<int64_t> counts_mine_, counts_peers_, one_row_, send_offsets_, mid_offsets_;
 };
 
 const char* algorithm_name(AllToAll::Algorithm algorithm);  // "flat", "hierarchical"

@@ -81,10 +81,18 @@ class Request {
     virtual ~Impl() = default;
     virtual bool test() = 0;  // true once complete; drives progress (MPI progresses in calls)
     virtual void wait() = 0;  // blocks under the watchdog
+    // Called instead of delete when the request ends: a communicator may keep the object for
+    // its next collective, so that steady-state steps allocate nothing.
+    virtual void release() { delete this; }
   };
+  struct Release {
+    void operator()(Impl* impl) const { impl->release(); }
+  };
+  using ImplPtr = std::unique_ptr<Impl, Release>;
 
   Request() = default;  // an already complete request
-  explicit Request(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+  explicit Request(std::unique_ptr<Impl> impl) : impl_(impl.release()) {}
+  explicit Request(ImplPtr impl) : impl_(std::move(impl)) {}
   Request(Request&& other) noexcept = default;
   Request& operator=(Request&& other) noexcept;
   Request(const Request&) = delete;
@@ -98,7 +106,7 @@ class Request {
  private:
   void finish_quietly() noexcept;
 
-  std::unique_ptr<Impl> impl_;
+  ImplPtr impl_;
 };
 
 class Communicator {
@@ -132,6 +140,9 @@ class Communicator {
   // Ranks per node as the system placed them (MPI_COMM_TYPE_SHARED). Collective. Throws when
   // nodes hold different numbers of ranks or ranks are not numbered node by node.
   virtual int ranks_per_node() = 0;
+  // Prepares for n non-blocking collectives in flight at once, so that starting them allocates
+  // nothing (steady-state training steps). A hint: more still work.
+  virtual void reserve_requests(int /*n*/) {}
 
   const CommStats& stats() const { return stats_; }
   void reset_stats() { stats_ = {}; }

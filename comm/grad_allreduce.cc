@@ -42,6 +42,8 @@ void BucketedAllreduce::build_buckets(size_t bucket_bytes) {
     setup_flat(b);
     b.pending = b.end - b.first;
   }
+  // Every bucket may be in flight at once, next to a few blocking collectives.
+  comm_.reserve_requests(static_cast<int>(buckets_.size()) + 4);
 }
 
 // In place when the bucket's gradients tile one range of memory (in either order: parameter

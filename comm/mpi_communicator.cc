@@ -1,5 +1,6 @@
 #include "comm/mpi_communicator.h"
 
+#include <algorithm>
 #include <climits>
 #include <cstring>
 
@@ -44,7 +45,8 @@ class HostView {
   std::vector<std::byte> storage_;
 };
 
-// One non-blocking collective on one MPI request.
+// One non-blocking collective on one MPI request. Ended requests go back to their
+// communicator's pool (release) and are reused by the next collective.
 class MpiRequest final : public Request::Impl {
  public:
   MpiRequest(MPI_Request request, WaitInfo info, HostView view, bool copy_out)
@@ -59,6 +61,15 @@ class MpiRequest final : public Request::Impl {
   void wait() override {
     watch(info_, [this] { return test(); });
   }
+  void release() override;
+
+  void reset(MPI_Request request, WaitInfo info, HostView view, bool copy_out) {
+    request_ = request;
+    info_ = info;
+    view_ = std::move(view);
+    copy_out_ = copy_out;
+  }
+  std::shared_ptr<RequestPool> pool;  // where release() puts it; null: deleted
 
  private:
   MPI_Request request_;
@@ -66,6 +77,27 @@ class MpiRequest final : public Request::Impl {
   HostView view_;
   bool copy_out_;
 };
+
+}  // namespace
+
+struct RequestPool {
+  std::vector<MpiRequest*> spare;
+  ~RequestPool() {
+    for (MpiRequest* r : spare) delete r;
+  }
+};
+
+namespace {
+
+void MpiRequest::release() {
+  if (!pool) {
+    delete this;
+    return;
+  }
+  view_ = HostView(Tensor(), false, nullptr);  // drop a device staging copy now
+  std::shared_ptr<RequestPool> keep = std::move(pool);
+  keep->spare.push_back(this);
+}
 
 }  // namespace
 
@@ -120,6 +152,15 @@ void MpiCommunicator::wait_all(std::vector<MPI_Request>& requests, const WaitInf
   });
 }
 
+void MpiCommunicator::reserve_requests(int n) {
+  if (!request_pool_) request_pool_ = std::make_shared<RequestPool>();
+  std::vector<MpiRequest*>& spare = request_pool_->spare;
+  spare.reserve(spare.size() + static_cast<size_t>(std::max(n, 0)));
+  for (int i = static_cast<int>(spare.size()); i < n; ++i)
+    spare.push_back(
+        new MpiRequest(MPI_REQUEST_NULL, {}, HostView(Tensor(), false, nullptr), false));
+}
+
 Request MpiCommunicator::start_allreduce(const Tensor& inout, ReduceOp op) {
   check_tensor("allreduce", "inout", inout);
   MOWE_CHECK(inout.dtype != DType::BF16,
@@ -133,8 +174,20 @@ Request MpiCommunicator::start_allreduce(const Tensor& inout, ReduceOp op) {
   MPI_Request request = MPI_REQUEST_NULL;
   MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, view.data(), count, mpi_type(inout.dtype), mpi_op(op),
                            comm_, &request));
-  return Request(std::make_unique<MpiRequest>(
-      request, wait_info(Collective::Allreduce, call, bytes), std::move(view), true));
+  if (!request_pool_) request_pool_ = std::make_shared<RequestPool>();
+  std::vector<MpiRequest*>& spare = request_pool_->spare;
+  MpiRequest* r = nullptr;
+  const WaitInfo info = wait_info(Collective::Allreduce, call, bytes);
+  if (spare.empty()) {
+    r = new MpiRequest(request, info, std::move(view), true);
+    spare.reserve(spare.capacity() + 1);  // room to take it back without growing later
+  } else {
+    r = spare.back();
+    spare.pop_back();
+    r->reset(request, info, std::move(view), true);
+  }
+  r->pool = request_pool_;
+  return Request(Request::ImplPtr(r));
 }
 
 void MpiCommunicator::alltoallv(const Tensor& send, std::span<const int64_t> send_rows,
@@ -145,7 +198,9 @@ void MpiCommunicator::alltoallv(const Tensor& send, std::span<const int64_t> sen
              "sends {} rows to itself but expects {}",
              name(), rank_, send_rows[rank_], recv_rows[rank_]);
   // Every count is checked before anything is posted, so a failing call leaves no message behind.
-  std::vector<int> send_count(size_), recv_count(size_);
+  std::vector<int>&send_count = send_count_, &recv_count = recv_count_;
+  send_count.resize(size_);
+  recv_count.resize(size_);
   for (int j = 0; j < size_; ++j) {
     send_count[j] = mpi_count(send_rows[j] * row_elems, "alltoallv", name());
     recv_count[j] = mpi_count(recv_rows[j] * row_elems, "alltoallv", name());
@@ -153,7 +208,9 @@ void MpiCommunicator::alltoallv(const Tensor& send, std::span<const int64_t> sen
   const auto row_bytes = static_cast<int64_t>(row_elems * dtype_size(send.dtype));
   const int64_t call = count_alltoallv(send_rows, row_bytes);
   HostView sv(send, true, stream()), rv(recv, false, stream());
-  std::vector<int64_t> send_off(size_ + 1, 0), recv_off(size_ + 1, 0);
+  std::vector<int64_t>&send_off = send_offset_, &recv_off = recv_offset_;
+  send_off.assign(size_ + 1, 0);
+  recv_off.assign(size_ + 1, 0);
   for (int j = 0; j < size_; ++j) {
     send_off[j + 1] = send_off[j] + send_rows[j] * row_bytes;
     recv_off[j + 1] = recv_off[j] + recv_rows[j] * row_bytes;

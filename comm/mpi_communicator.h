@@ -16,6 +16,8 @@
 
 namespace mowe::comm {
 
+struct RequestPool;
+
 class MpiCommunicator final : public Communicator {
  public:
   // Collective over comm. Works on a duplicate of comm (its own message space, with
@@ -39,6 +41,7 @@ class MpiCommunicator final : public Communicator {
   void barrier() override;
   std::unique_ptr<Communicator> split(int color, int key) override;
   int ranks_per_node() override;
+  void reserve_requests(int n) override;
 
  private:
   WaitInfo wait_info(Collective c, int64_t call, int64_t bytes) const;
@@ -48,7 +51,12 @@ class MpiCommunicator final : public Communicator {
   int rank_ = 0;
   int size_ = 1;
   Device device_;
-  std::vector<MPI_Request> requests_;  // reused by alltoallv
+  std::vector<MPI_Request> requests_;               // reused by alltoallv
+  std::vector<int> send_count_, recv_count_;        // alltoallv's per-peer counts, reused
+  std::vector<int64_t> send_offset_, recv_offset_;  // and byte offsets
+  // Ended request objects kept for the next non-blocking collective (Request::Impl::release):
+  // shared with the requests, which may outlive this communicator.
+  std::shared_ptr<RequestPool> request_pool_;
 };
 
 // MPI's int counts: n elements as an int, or Error naming the operation and the limit.

@@ -87,6 +87,11 @@ void ExchangeDispatch::assign(const Context& ctx, const RoutedTokens& routed) {
              "routed tokens for {} ranks, but the communicator has {}", routed.send_rows.size(),
              world);
   num_tokens_ = routed.num_tokens;
+  // Room for the most rows a step can move at once (every token sent; every peer's tokens
+  // received, with slack for uneven local batches), so later steps never grow these buffers.
+  const auto most = static_cast<size_t>(2 * num_tokens_);
+  if (send_order_.capacity() < most) send_order_.reserve(most);
+  if (recv_keys_.capacity() < most * world) recv_keys_.reserve(most * world);
   send_order_ = routed.send_order;
   send_rows_ = routed.send_rows;
   const std::vector<int32_t>& send_keys = routed.send_keys;
@@ -98,12 +103,15 @@ void ExchangeDispatch::assign(const Context& ctx, const RoutedTokens& routed) {
     counts_plan_ = alltoall_.plan(ones, ones, *ctx.scratch);
     counts_plan_ready_ = true;
   }
-  std::vector<int32_t> counts_out(world), counts_in(world);
+  std::vector<int32_t>&counts_out = counts_out_, &counts_in = counts_in_;
+  counts_out.resize(world);
+  counts_in.resize(world);
   for (int j = 0; j < world; ++j) counts_out[j] = static_cast<int32_t>(send_rows_[j]);
   alltoall_.run(counts_plan_, column_view(counts_out), column_view(counts_in), *ctx.scratch);
   recv_rows_.assign(counts_in.begin(), counts_in.end());
-  exchange_plan_ = alltoall_.plan(send_rows_, recv_rows_, *ctx.scratch);
-  std::vector<int32_t> recv_keys(exchange_plan_.recv_rows());
+  alltoall_.plan(send_rows_, recv_rows_, *ctx.scratch, exchange_plan_);
+  std::vector<int32_t>& recv_keys = recv_keys_;
+  recv_keys.resize(exchange_plan_.recv_rows());
   alltoall_.run(exchange_plan_, column_view(send_keys), column_view(recv_keys), *ctx.scratch);
   received_.assign(local_table_, recv_keys);
 }

@@ -69,6 +69,7 @@ class ExchangeDispatch final : public TokenRouter {
   std::vector<int64_t> send_rows_, recv_rows_;  // [P]
   comm::AllToAll::Plan exchange_plan_;
   comm::AllToAll::Plan counts_plan_;  // one row per peer, built on the first assign()
+  std::vector<int32_t> counts_out_, counts_in_, recv_keys_;  // assign()'s, reused
   bool counts_plan_ready_ = false;
   Dispatch received_;    // groups the received rows by local expert
   RoutedTokens routed_;  // reused by assign(routing ids)

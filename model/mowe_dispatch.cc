@@ -61,6 +61,15 @@ void Dispatch::assign(const RoutingTable& table, std::span<const int32_t> routin
   // Route: tokens that reach an expert, with their keys.
   num_tokens_ = static_cast<int64_t>(routing_ids.size());
   routed_.clear(), bucket_.clear(), expert_.clear(), key_.clear();
+  // Grown in one go to twice the tokens seen, so that steps with a few more routed tokens than
+  // any before do not grow them again (steady-state steps allocate nothing).
+  if (routed_.capacity() < routing_ids.size()) {
+    const size_t room = 2 * routing_ids.size();
+    routed_.reserve(room), bucket_.reserve(room), expert_.reserve(room), key_.reserve(room);
+    perm_.reserve(room), tmp_.reserve(room), order_.reserve(room);
+    rows_.row_expert.reserve(room);
+    rows_.groups.reserve(room);
+  }
   const std::vector<int32_t>& bucket_of = table.bucket_array();
   const std::vector<int32_t>& expert_of = table.expert_array();
   for (int64_t n = 0; n < num_tokens_; ++n) {

@@ -202,6 +202,13 @@ T5Model::~T5Model() = default;
 
 T5Model::RoutingLoad T5Model::routing_load() const {
   RoutingLoad load;
+  routing_load(load);
+  return load;
+}
+
+void T5Model::routing_load(RoutingLoad& load) const {
+  load.tokens = load.routed = 0;
+  load.bucket_rows.clear();
   for (const Stack* st : {encoder_.get(), decoder_.get()}) {
     if (routing_ == nullptr || !st->has_mowe) continue;
     load.tokens += st->real_tokens;
@@ -215,7 +222,6 @@ T5Model::RoutingLoad T5Model::routing_load() const {
     for (size_t b = 0; b + 1 < rows.size(); ++b)
       load.bucket_rows[b] += layers * (rows[b + 1] - rows[b]);
   }
-  return load;
 }
 
 std::vector<ExpertParameter> T5Model::expert_parameters() const {

@@ -79,6 +79,7 @@ class T5Model {
     std::vector<int64_t> bucket_rows;  // per bucket: rows this rank's experts computed (all layers)
   };
   RoutingLoad routing_load() const;
+  void routing_load(RoutingLoad& out) const;  // the same into out, reusing its storage
   // Each expert parameter once (shared ones are held by several MoWE layers).
   std::vector<ExpertParameter> expert_parameters() const;
   // The dense parameters in the order backward finalises them: the output projection, one group

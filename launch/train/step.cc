@@ -131,10 +131,13 @@ void StepRunner::gather_routing_load(StepResult& r) {
   if (mowe.encoder_layers_size() + mowe.decoder_layers_size() == 0) return;
   // From the config, not the routing, so every rank passes the same sizes to the collectives.
   const size_t buckets = static_cast<size_t>(mowe.buckets_size());
-  model::T5Model::RoutingLoad load = job_.model().routing_load();
+  model::T5Model::RoutingLoad& load = load_;
+  job_.model().routing_load(load);
   load.bucket_rows.resize(buckets, 0);
   // Sums (exact in f64 below 2^53 rows) and maxima in one buffer each.
-  std::vector<double> sums(buckets + 2), maxima(buckets);
+  std::vector<double>&sums = load_sums_, &maxima = load_maxima_;
+  sums.assign(buckets + 2, 0.0);
+  maxima.assign(buckets, 0.0);
   for (size_t b = 0; b < buckets; ++b) sums[b] = maxima[b] = double(load.bucket_rows[b]);
   sums[buckets] = double(load.tokens);
   sums[buckets + 1] = double(load.routed);
@@ -154,9 +157,10 @@ void StepRunner::gather_routing_load(StepResult& r) {
   r.routed_tokens = static_cast<int64_t>(sums[buckets + 1]);
 }
 
-StepResult StepRunner::train_step(const data::Batch& batch, TrainState& state) {
+const StepResult& StepRunner::train_step(const data::Batch& batch, TrainState& state) {
   MOWE_CHECK(batch.step == state.step, "batch of step {} given at step {}", batch.step, state.step);
-  StepResult r;
+  StepResult& r = result_;
+  r.reset();
   const PhaseClock start;
   job_.parameters().zero_grads();
   PhaseClock::charge(start, r.times.other, r.times);

@@ -43,6 +43,16 @@ struct StepResult {
   bool skipped = false;
   std::string first_bad;
   StepTimes times;
+
+  // Back to a fresh result, keeping the vectors' storage (a step allocates nothing).
+  void reset() {
+    std::vector<int64_t> rows = std::move(bucket_rows), rows_max = std::move(bucket_rows_max);
+    std::string bad = std::move(first_bad);
+    *this = StepResult();
+    rows.clear(), rows_max.clear(), bad.clear();
+    bucket_rows = std::move(rows), bucket_rows_max = std::move(rows_max),
+    first_bad = std::move(bad);
+  }
 };
 
 class StepRunner {
@@ -50,8 +60,9 @@ class StepRunner {
   explicit StepRunner(Job& job);
   ~StepRunner();
 
-  // One optimizer update on this rank's share of a global batch; advances state.step.
-  StepResult train_step(const data::Batch& batch, TrainState& state);
+  // One optimizer update on this rank's share of a global batch; advances state.step. The result
+  // lives until the next call.
+  const StepResult& train_step(const data::Batch& batch, TrainState& state);
   // The global loss sum of a batch without backward; *target_tokens receives the global number
   // of target tokens. Collective.
   double loss_sum(const data::Batch& batch, double* target_tokens);
@@ -74,6 +85,9 @@ class StepRunner {
   std::vector<std::vector<size_t>> group_grads_;  // dense_grad_groups() -> dense_sync_ indices
   Arena scratch_, activations_;
   std::vector<ParamSlot> slots_;
+  StepResult result_;
+  std::vector<double> load_sums_, load_maxima_;  // gather_routing_load's, reused
+  model::T5Model::RoutingLoad load_;
 };
 
 // Mean token loss over the first `batches` global batches of the job's validation split: a mean

@@ -108,8 +108,8 @@ void Trainer::resume(const std::string& how) {
     spdlog::info("[train] initialised from {} (trained {} steps); starting at step 0", path, step);
 }
 
-StepResult Trainer::step() {
-  const StepResult r = runner_->train_step(job_->train_loader().next(), state_);
+const StepResult& Trainer::step() {
+  const StepResult& r = runner_->train_step(job_->train_loader().next(), state_);
   state_.loader = job_->train_loader().state();
   return r;
 }
@@ -154,7 +154,7 @@ RunResult Trainer::run() {
     }
     if (state_.step >= t.steps()) break;
     progress.before_step();
-    const StepResult r = step();
+    const StepResult& r = step();
     progress.after_step(state_.step, r);
     if (r.skipped) {
       ++bad_steps;

@@ -37,7 +37,7 @@ class Trainer {
   // configured; stops early, after a checkpoint, when any rank received a stop signal.
   RunResult run();
   // One step on the next training batch (tests).
-  StepResult step();
+  const StepResult& step();  // valid until the next step
   // Writes a checkpoint of the current state now; returns its path. Collective.
   std::string save();
 

@@ -20,10 +20,13 @@ namespace mowe::cpu {
 namespace {
 
 // Grows to the largest request and is then reused: no allocation in a steady-state step. One per
-// thread, as slices of a stacked parameter run on different threads.
+// thread, as slices of a stacked parameter run on different threads. It starts at 64K doubles
+// (512 KiB: partial sums of tensors up to 2^27 elements) and doubles, because the sizes asked
+// for vary from step to step (runs of touched expert rows) and each growth would allocate.
 double* scratch_doubles(int64_t n) {
   thread_local std::vector<double> buffer;
-  if (int64_t(buffer.size()) < n) buffer.resize(size_t(n));
+  if (int64_t(buffer.size()) < n)
+    buffer.resize(std::max({size_t(n), 2 * buffer.size(), size_t(1) << 16}));
   return buffer.data();
 }
 
