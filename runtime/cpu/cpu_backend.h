@@ -1,5 +1,6 @@
-// The CPU backend: OpenBLAS for products, plain loops for the rest. It is the specification the
-// CUDA backend is tested against.
+// The CPU backend: OpenBLAS for products; for the rest, f32 vector kernels on the thread pool
+// (simd_kernels.h, thread_pool.h; docs/cpu_kernels.md) and the scalar formulas of math.h for f64.
+// It is the specification the CUDA backend is tested against.
 #pragma once
 
 #include "runtime/backend.h"

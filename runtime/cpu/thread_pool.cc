@@ -56,23 +56,26 @@ class Pool {
     body_ = &body;
     n_ = n;
     task_ = task;
-    tasks_ = (n + task - 1) / task;
-    next_.store(0, std::memory_order_relaxed);
+    const uint64_t tasks = uint64_t((n + task - 1) / task);
+    done_.store(0, std::memory_order_relaxed);
     error_ = nullptr;
-    pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
-    generation_.fetch_add(1, std::memory_order_seq_cst);
+    const uint32_t gen = generation_.load(std::memory_order_relaxed) + 1;
+    claim_.store(pack(gen, tasks, 0), std::memory_order_release);
+    generation_.store(gen, std::memory_order_seq_cst);
     if (sleepers_.load(std::memory_order_seq_cst) > 0) {
       { std::lock_guard<std::mutex> lock(mutex_); }
       wake_.notify_all();
     }
     t_in_region = true;
-    work();
+    work(gen);
     t_in_region = false;
-    for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
+    // Only tasks that were claimed are waited for: a worker that wakes late finds none left and
+    // touches nothing of this call.
+    for (int spins = 0; done_.load(std::memory_order_acquire) != tasks; ++spins) {
       if (spins < kSpinPauses) {
         MOWE_CPU_RELAX();
       } else {
-        std::this_thread::yield();  // a descheduled worker on a shared machine
+        std::this_thread::yield();  // a worker descheduled mid-task on a shared machine
       }
     }
     body_ = nullptr;
@@ -80,7 +83,16 @@ class Pool {
   }
 
  private:
+  // claim_ holds the call's generation (24 bits), its task count and the next task (20 bits
+  // each; tasks are at most kTasksPerThread per thread), so a claim succeeds only for the call
+  // the worker woke for.
+  static uint64_t pack(uint32_t gen, uint64_t tasks, uint64_t next) {
+    return (uint64_t(gen & 0xffffff) << 40) | (tasks << 20) | next;
+  }
+
   void start(int threads) {
+    MOWE_CHECK(int64_t{threads} * kTasksPerThread < (1 << 20), "too many pool threads: {}",
+               threads);
     size_ = threads;
     quit_.store(false);
     // The generation is read here, not by the new thread: a stop() before it runs must wake it.
@@ -100,18 +112,26 @@ class Pool {
     size_ = 1;
   }
 
-  // Claims tasks until none is left; the first exception is kept for the caller.
-  void work() {
+  // Claims tasks of call `gen` until none is left; the first exception is kept for the caller.
+  void work(uint32_t gen) {
+    uint64_t c = claim_.load(std::memory_order_acquire);
     for (;;) {
-      const int64_t t = next_.fetch_add(1, std::memory_order_relaxed);
-      if (t >= tasks_) return;
-      const int64_t begin = t * task_;
+      if ((c >> 40) != (gen & 0xffffff)) return;
+      const uint64_t tasks = (c >> 20) & 0xfffff, next = c & 0xfffff;
+      if (next >= tasks) return;
+      if (!claim_.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel,
+                                        std::memory_order_acquire))
+        continue;
+      // The call cannot end before this task is done, so its fields are stable.
+      const int64_t begin = int64_t(next) * task_;
       try {
         (*body_)(begin, std::min(n_, begin + task_));
       } catch (...) {
         std::lock_guard<std::mutex> lock(mutex_);
         if (!error_) error_ = std::current_exception();
       }
+      done_.fetch_add(1, std::memory_order_acq_rel);
+      c = claim_.load(std::memory_order_acquire);
     }
   }
 
@@ -132,8 +152,7 @@ class Pool {
       }
       if (quit_.load(std::memory_order_acquire)) return;
       seen = now;
-      work();
-      pending_.fetch_sub(1, std::memory_order_acq_rel);
+      work(now);
     }
   }
 
@@ -144,11 +163,11 @@ class Pool {
   std::atomic<bool> quit_{false};
   std::atomic<uint32_t> generation_{0};
   std::atomic<int> sleepers_{0};
-  std::atomic<int> pending_{0};
-  std::atomic<int64_t> next_{0};
-  // The current call, published by the release of generation_.
+  std::atomic<uint64_t> claim_{0};
+  std::atomic<uint64_t> done_{0};  // tasks of the current call finished
+  // The current call, published by the release of claim_.
   const RangeFn* body_ = nullptr;
-  int64_t n_ = 0, task_ = 1, tasks_ = 0;
+  int64_t n_ = 0, task_ = 1;
   std::exception_ptr error_;  // under mutex_ while workers run
 };
 
