@@ -142,10 +142,12 @@ struct AdafactorSlice {
   }
 };
 
-// One f32 [R, C] slice of Adafactor in three passes over the gradient (statistics with the
-// parameter's sum of squares; sum of y^2; the update) with the formulas of AdafactorSlice. Work
-// is split by rows and by fixed column bands, and every sum is per row or per fixed chunk added
-// in index order, so a slice gives the same bits whether its passes run on one thread or many.
+// One f32 [R, C] slice of Adafactor with the formulas of AdafactorSlice, the parameter's sum of
+// squares fused into a statistics pass: unfactored in two passes (v, sums of p^2 and y^2; the
+// update), factored in four (row statistics with p^2; column statistics; sum of y^2; the
+// update) instead of five. Work is split by rows, fixed chunks and fixed column bands, and every
+// sum is per row or per chunk added in index order, so a slice gives the same bits whether its
+// passes run on one thread or many.
 struct AdafactorSliceF32 {
   float *p, *row, *col, *v;
   const float* grad;
