@@ -1,5 +1,6 @@
 #include "runtime/optimizer.h"
 
+#include "runtime/math.h"
 #include "runtime/op_checks.h"
 
 #include <algorithm>
@@ -222,25 +223,44 @@ void Adafactor::update(Backend& backend, const Context& ctx, const ParamSlot& sl
              slot.name, device_name(slot.value.device));
   const double* log = state[2].ptr<double>();
   const int64_t slices = slot.value.dim(0);
-  // Before the first applied update every slice is visited: beta2_1 = 0 restarts the statistics
-  // of all of them, which the closed form (a product of betas) cannot express. Slices are never
+  // The first applied update reaches every slice: beta2 restarts all statistics (it is 0 at
+  // update 1), which the closed form (a product of betas) cannot express. Slices are never
   // partly updated, so the first one tells.
   const bool first = slices > 0 && log[0] == kNeverUpdated;
-  const TouchedRows* touched = first ? nullptr : slot.touched;
+  const TouchedRows* touched =
+      slot.touched != nullptr && slot.touched->enabled() ? slot.touched : nullptr;
   const double now = decay_log(step);
+  double* marks = state[2].ptr<double>();
   auto run = [&](int64_t begin, int64_t end) {
     bring_up_to_date(state, begin, end, step - 1);
     backend.adafactor_update(ctx, slot.value.rows_slice(begin, end),
                              slot.grad.rows_slice(begin, end), state[0].rows_slice(begin, end),
                              state[1].rows_slice(begin, end), {}, s);
-    double* marks = state[2].ptr<double>();
     std::fill(marks + begin, marks + end, now);
   };
   if (touched == nullptr) {
     if (slices > 0) run(0, slices);
-  } else {
-    touched->for_each_run(slices, run);
+    return;
   }
+  touched->for_each_run(slices, run);
+  if (!first) return;
+  // The untouched slices' first update, without reading them: with g = 0 the values stay and
+  // every statistic becomes beta2 * 0 + (1 - beta2) * eps1, as the dense update computes it.
+  const math::AdafactorCoeffs c = adafactor_coeffs(s);
+  const double fresh = math::adafactor_moment<double>(0.0, 0.0, c.beta2, c.one_minus_beta2, c.eps1);
+  int64_t next = 0;
+  auto fill_untouched = [&](int64_t begin, int64_t end) {
+    if (begin >= end) return;
+    const Context none;
+    cpu_backend().fill(none, state[0].rows_slice(begin, end), fresh);
+    cpu_backend().fill(none, state[1].rows_slice(begin, end), fresh);
+    std::fill(marks + begin, marks + end, now);
+  };
+  touched->for_each_run(slices, [&](int64_t begin, int64_t end) {
+    fill_untouched(next, begin);
+    next = end;
+  });
+  fill_untouched(next, slices);
 }
 
 void Adafactor::catch_up_all(std::span<const ParamSlot> slots, int64_t update) {
