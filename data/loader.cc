@@ -14,8 +14,11 @@ namespace {
 void corrupt(const int32_t* chunk, int64_t g, const LoaderOptions& o, const SpanLengths& lengths,
              int64_t target_length, std::vector<int32_t>* inputs, std::vector<int32_t>* targets) {
   const uint64_t seed = hash_ints(o.seed, 0x5ba7, static_cast<uint64_t>(g));
-  std::vector<uint8_t> noise = random_spans_noise_mask(lengths.tokens_length, o.noise_density,
-                                                       o.mean_noise_span_length, seed);
+  thread_local std::vector<uint8_t> noise;  // reused: building a batch allocates nothing
+  random_spans_noise_mask(lengths.tokens_length, o.noise_density, o.mean_noise_span_length, seed,
+                          &noise);
+  inputs->clear();
+  targets->clear();
   apply_noise_mask(chunk, noise.data(), lengths.tokens_length, o.sentinels, o.eos_id, inputs,
                    targets);
   MOWE_CHECK(static_cast<int64_t>(inputs->size()) <= o.input_length &&
@@ -58,7 +61,7 @@ class SyntheticSource : public ExampleSource {
         target_length_(target_length) {}
 
   void make(int64_t g, std::vector<int32_t>* inputs, std::vector<int32_t>* targets) const override {
-    std::vector<int32_t> chunk;
+    thread_local std::vector<int32_t> chunk;  // reused: building a batch allocates nothing
     examples_->tokens(g, lengths_.tokens_length, &chunk);
     corrupt(chunk.data(), g, options_, lengths_, target_length_, inputs, targets);
   }
@@ -190,18 +193,23 @@ Loader::~Loader() {
 }
 
 Example Loader::example(int64_t global_index) const {
-  const LoaderOptions& o = options_;
   Example ex;
+  example_into(global_index, &ex);
+  return ex;
+}
+
+void Loader::example_into(int64_t global_index, Example* out) const {
+  const LoaderOptions& o = options_;
+  Example& ex = *out;
   source_->make(global_index, &ex.inputs, &ex.targets);
-  ex.decoder_inputs.reserve(ex.targets.size());
+  ex.decoder_inputs.clear();
   ex.decoder_inputs.push_back(o.pad_id);
   ex.decoder_inputs.insert(ex.decoder_inputs.end(), ex.targets.begin(), ex.targets.end() - 1);
-  if (source_->route(global_index, &ex)) return ex;
+  if (source_->route(global_index, &ex)) return;
   ex.input_routing.resize(ex.inputs.size());
   ex.decoder_routing.resize(ex.decoder_inputs.size());
   table_->route(ex.inputs, ex.input_routing);
   table_->route(ex.decoder_inputs, ex.decoder_routing);
-  return ex;
 }
 
 namespace {
@@ -223,6 +231,12 @@ void put_mask(std::vector<int32_t>* dst, int64_t row, int64_t width, int64_t n) 
 
 Batch Loader::batch_at(int64_t step, int64_t first_global_example) const {
   Batch b;
+  batch_into(step, first_global_example, &b);
+  return b;
+}
+
+void Loader::batch_into(int64_t step, int64_t first_global_example, Batch* batch) const {
+  Batch& b = *batch;
   b.step = step;
   b.batch_size = static_cast<int>(local_batch_);
   b.first_example = first_global_example + options_.rank * local_batch_;
@@ -234,8 +248,9 @@ Batch Loader::batch_at(int64_t step, int64_t first_global_example) const {
     v->resize(B * td);
   b.loss_weights.resize(B * td);
   const int32_t pad = options_.pad_id;
+  thread_local Example ex;  // reused: building a batch allocates nothing
   for (int64_t r = 0; r < B; ++r) {
-    Example ex = example(b.first_example + r);
+    example_into(b.first_example + r, &ex);
     put_row(&b.encoder_input_ids, r, te, ex.inputs, pad);
     put_row(&b.encoder_routing_ids, r, te, ex.input_routing, -1);
     put_mask(&b.encoder_mask, r, te, static_cast<int64_t>(ex.inputs.size()));
@@ -247,23 +262,24 @@ Batch Loader::batch_at(int64_t step, int64_t first_global_example) const {
       b.loss_weights[r * td + i] = i < static_cast<int64_t>(ex.targets.size()) ? 1.0f : 0.0f;
   }
   if (options_.prepare) options_.prepare(b);  // e.g. route tokens with the dispatch plan
-  return b;
 }
 
 void Loader::produce() {
   while (true) {
     int64_t step = 0, first = 0;
+    size_t slot = 0;
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      changed_.wait(lock, [&] {
-        return stopping_ || static_cast<int>(ready_.size()) < options_.prefetch_batches;
-      });
+      changed_.wait(
+          lock, [&] { return stopping_ || static_cast<int>(count_) < options_.prefetch_batches; });
       if (stopping_) return;
       step = produce_step_, first = produce_example_;
+      // After the ready batches; never the one next() handed out last (just before head_),
+      // since count_ < prefetch_batches = slots_.size() - 1.
+      slot = (head_ + count_) % slots_.size();
     }
-    Batch batch;
     try {
-      batch = batch_at(step, first);
+      batch_into(step, first, &slots_[slot]);
     } catch (...) {
       std::lock_guard<std::mutex> lock(mutex_);
       error_ = std::current_exception();
@@ -271,7 +287,7 @@ void Loader::produce() {
       return;
     }
     std::lock_guard<std::mutex> lock(mutex_);
-    ready_.push_back(std::move(batch));
+    ++count_;
     ++produce_step_;
     produce_example_ += options_.global_batch_size;
     changed_.notify_all();
@@ -282,6 +298,8 @@ void Loader::start() {
   stopping_ = false;
   produce_step_ = step_;
   produce_example_ = example_;
+  slots_.resize(static_cast<size_t>(options_.prefetch_batches) + 1);
+  head_ = count_ = 0;
   thread_ = std::thread([this] { produce(); });
 }
 
@@ -292,17 +310,18 @@ void Loader::stop() {
     changed_.notify_all();
   }
   if (thread_.joinable()) thread_.join();
-  ready_.clear();
+  head_ = count_ = 0;  // the batches keep their storage for the next start()
   error_ = nullptr;
 }
 
-Batch Loader::next() {
+const Batch& Loader::next() {
   if (!thread_.joinable()) start();
   std::unique_lock<std::mutex> lock(mutex_);
-  changed_.wait(lock, [&] { return !ready_.empty() || error_; });
-  if (ready_.empty()) std::rethrow_exception(error_);
-  Batch batch = std::move(ready_.front());
-  ready_.pop_front();
+  changed_.wait(lock, [&] { return count_ > 0 || error_; });
+  if (count_ == 0) std::rethrow_exception(error_);
+  const Batch& batch = slots_[head_];
+  head_ = (head_ + 1) % slots_.size();
+  --count_;
   MOWE_CHECK(batch.step == step_, "loader produced step {} while step {} was due", batch.step,
              step_);
   ++step_;

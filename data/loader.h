@@ -17,7 +17,6 @@
 
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -116,8 +115,10 @@ class Loader {
   Loader(const Loader&) = delete;
   Loader& operator=(const Loader&) = delete;
 
-  // The next batch in step order (blocks until the background thread has built it).
-  Batch next();
+  // The next batch in step order (blocks until the background thread has built it). It stays
+  // valid until the following call: its storage is then reused for a later batch, so that a
+  // steady-state step allocates nothing.
+  const Batch& next();
   // Where next() continues; restore() refuses a state from another stream or seed.
   LoaderState state() const;
   void restore(const LoaderState& state);
@@ -125,6 +126,9 @@ class Loader {
   // Built on the calling thread, without touching the position: tests, evaluation.
   Batch batch_at(int64_t step, int64_t first_global_example) const;
   Example example(int64_t global_index) const;
+  // The same into existing storage (vectors keep their capacity).
+  void batch_into(int64_t step, int64_t first_global_example, Batch* batch) const;
+  void example_into(int64_t global_index, Example* example) const;
 
   // Span corruption's lengths (all 0 for question-answer pairs).
   const SpanLengths& lengths() const { return lengths_; }
@@ -154,7 +158,10 @@ class Loader {
 
   mutable std::mutex mutex_;
   std::condition_variable changed_;
-  std::deque<Batch> ready_;
+  // A ring of prefetch_batches + 1 batches: count_ ready ones from head_, the one next() handed
+  // out last just before head_, and the producer filling the slot after the ready ones.
+  std::vector<Batch> slots_;
+  size_t head_ = 0, count_ = 0;
   std::exception_ptr error_;
   bool stopping_ = false;
   std::thread thread_;

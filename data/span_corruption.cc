@@ -11,23 +11,31 @@ namespace {
 
 // _random_segmentation: num_items split into num_segments non-empty runs, uniformly at random
 // (shuffle num_segments - 1 "starts a new segment" marks over the num_items - 1 gaps).
-std::vector<int64_t> random_segmentation(int64_t num_items, int64_t num_segments, Rng& rng) {
-  std::vector<uint8_t> first(num_items > 0 ? num_items - 1 : 0, 0);
+// Into `lengths`, with `first` as working storage (both reused by the caller).
+void random_segmentation(int64_t num_items, int64_t num_segments, Rng& rng,
+                         std::vector<uint8_t>& first, std::vector<int64_t>& lengths) {
+  first.assign(num_items > 0 ? num_items - 1 : 0, 0);
   for (int64_t i = 0; i < num_segments - 1 && i < static_cast<int64_t>(first.size()); ++i)
     first[i] = 1;
   shuffle(first.data(), first.size(), rng);
-  std::vector<int64_t> lengths(1, 1);
+  lengths.assign(1, 1);
   for (uint8_t f : first) {
     if (f) lengths.push_back(0);
     ++lengths.back();
   }
-  return lengths;
 }
 
 }  // namespace
 
 std::vector<uint8_t> random_spans_noise_mask(int64_t length, double noise_density,
                                              double mean_noise_span_length, uint64_t seed) {
+  std::vector<uint8_t> mask;
+  random_spans_noise_mask(length, noise_density, mean_noise_span_length, seed, &mask);
+  return mask;
+}
+
+void random_spans_noise_mask(int64_t length, double noise_density, double mean_noise_span_length,
+                             uint64_t seed, std::vector<uint8_t>* out) {
   const int64_t orig_length = length;
   length = std::max<int64_t>(length, 2);
   auto [noise, spans] = t5_noise_counts(length, noise_density, mean_noise_span_length);
@@ -36,16 +44,18 @@ std::vector<uint8_t> random_spans_noise_mask(int64_t length, double noise_densit
              "noise density {} has {}: lower data.noise_density",
              spans, length, noise_density, length - noise);
   Rng rng(seed);
-  std::vector<int64_t> noise_lengths = random_segmentation(noise, spans, rng);
-  std::vector<int64_t> nonnoise_lengths = random_segmentation(length - noise, spans, rng);
-  std::vector<uint8_t> mask;
-  mask.reserve(length);
+  // Working storage kept per thread: a loader builds every example with it.
+  thread_local std::vector<uint8_t> first;
+  thread_local std::vector<int64_t> noise_lengths, nonnoise_lengths;
+  random_segmentation(noise, spans, rng, first, noise_lengths);
+  random_segmentation(length - noise, spans, rng, first, nonnoise_lengths);
+  std::vector<uint8_t>& mask = *out;
+  mask.clear();
   for (int64_t s = 0; s < spans; ++s) {
     mask.insert(mask.end(), nonnoise_lengths[s], 0);
     mask.insert(mask.end(), noise_lengths[s], 1);
   }
   mask.resize(orig_length);
-  return mask;
 }
 
 void apply_noise_mask(const int32_t* tokens, const uint8_t* noise, int64_t length,

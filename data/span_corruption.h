@@ -23,6 +23,9 @@ using mowe::t5_span_lengths;
 // random_spans_noise_mask: 1 = noise. Deterministic in `seed`.
 std::vector<uint8_t> random_spans_noise_mask(int64_t length, double noise_density,
                                              double mean_noise_span_length, uint64_t seed);
+// The same into `mask` (its storage reused: no allocation once it has grown).
+void random_spans_noise_mask(int64_t length, double noise_density, double mean_noise_span_length,
+                             uint64_t seed, std::vector<uint8_t>* mask);
 
 // Applies a noise mask: inputs = non-noise tokens with each noise span replaced by the next
 // sentinel, then eos; targets = each non-noise span replaced by the next sentinel followed by the

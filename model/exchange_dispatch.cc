@@ -46,13 +46,20 @@ ExchangeDispatch::ExchangeDispatch(const DispatchPlan& plan, comm::AllToAll& all
 // Keys number a rank's local experts bucket-major, as local_table() does.
 void route_tokens(const DispatchPlan& plan, int rank, std::span<const int32_t> routing_ids,
                   int32_t deactivate_above, RoutedTokens* out) {
-  std::vector<int64_t> key_base(plan.num_buckets() + 1, 0);
+  // Working storage per thread (the loader's prefetch thread routes every batch): no allocation
+  // once it has grown.
+  thread_local std::vector<int64_t> key_base;
+  thread_local std::vector<std::pair<int64_t, int32_t>> routed;  // (rank * keys + key, token)
+  key_base.assign(plan.num_buckets() + 1, 0);
   for (int b = 0; b < plan.num_buckets(); ++b)
     key_base[b + 1] = key_base[b] + plan.local_experts(b);
   const int64_t keys = key_base.back();
-  // Route, then sort by (rank, key); stable, so token order is kept inside an expert, as in one
-  // process.
-  std::vector<std::pair<int64_t, int32_t>> routed;  // (rank * keys + key, token)
+  // At most every token is routed: sized for that once, never grown by a busier batch.
+  const size_t most = routing_ids.size();
+  for (auto* v : {&out->send_order, &out->send_keys})
+    if (v->capacity() < most) v->reserve(most);
+  if (routed.capacity() < most) routed.reserve(most);
+  routed.clear();
   out->num_tokens = static_cast<int64_t>(routing_ids.size());
   for (int64_t n = 0; n < out->num_tokens; ++n) {
     const int32_t id = routing_ids[n];
@@ -62,8 +69,9 @@ void route_tokens(const DispatchPlan& plan, int rank, std::span<const int32_t> r
     routed.emplace_back(int64_t{r.rank} * keys + key_base[r.bucket] + r.local_expert,
                         static_cast<int32_t>(n));
   }
-  std::stable_sort(routed.begin(), routed.end(),
-                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  // Sorted by (rank, key), then token: token order is kept inside an expert, as in one process
+  // (what a stable sort by key gives, without its temporary buffer).
+  std::sort(routed.begin(), routed.end());
   out->send_order.resize(routed.size());
   out->send_keys.resize(routed.size());
   out->send_rows.assign(plan.world_size(), 0);

@@ -102,7 +102,13 @@ Job::Job(const config::Config& config, comm::Communicator& comm)
     options.prepare = [plan = plan_.get(), rank = comm.rank(),
                        deactivate =
                            config.model().mowe().deactivate_routing_ids_above()](data::Batch& b) {
-      auto routing = std::make_shared<BatchRouting>();
+      // A recycled batch brings its routing back: reuse it unless someone else still holds it.
+      std::shared_ptr<BatchRouting> routing;
+      if (b.prepared && b.prepared.use_count() == 1)
+        routing = std::const_pointer_cast<BatchRouting>(
+            std::static_pointer_cast<const BatchRouting>(b.prepared));
+      else
+        routing = std::make_shared<BatchRouting>();
       model::route_tokens(*plan, rank, b.encoder_routing_ids, deactivate, &routing->encoder);
       model::route_tokens(*plan, rank, b.decoder_routing_ids, deactivate, &routing->decoder);
       b.prepared = std::move(routing);

@@ -1,18 +1,15 @@
-// A training step in its steady state allocates no heap memory on the training thread: steps
-// 5..10 of a real training loop on the tiny MoWE config (routing, all-to-all exchange, forward,
-// backward, bucketed allreduce, norm, optimizer, step record) make no call to operator new.
-// Counted by replacing the global operator new in this binary; on failure the call stacks of
-// the first allocations are printed (MOWE_ALLOC_TRACE=N for more, MOWE_ALLOC_TRACE_ALL=1 to
-// include other threads). The loader's background thread still allocates while it builds the
-// next batches (per-example vectors, span corruption): it is counted and printed, not yet held
-// to zero (docs/performance.md).
+// A training step in its steady state allocates no heap memory: steps 5..10 of a real training
+// loop on the tiny MoWE config (the loader's prefetch thread building the next batches and
+// routing them, the exchange, forward, backward, bucketed allreduce, norm, optimizer, the step
+// record) make no call to operator new on any thread. Counted by replacing the global operator
+// new in this binary; on failure the call stacks of the first allocations are printed
+// (MOWE_ALLOC_TRACE=N for more, MOWE_ALLOC_TRACE_ALL=1 to include other threads).
 #include <execinfo.h>
 #include <gtest/gtest.h>
 #include <mpi.h>
 #include <unistd.h>
 
 #include <atomic>
-#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <new>
