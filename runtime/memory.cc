@@ -24,8 +24,10 @@ class HostAllocator final : public DeviceAllocator {
 }  // namespace
 
 DeviceAllocator& host_allocator() {
-  static HostAllocator allocator;
-  return allocator;
+  // Never destroyed: buffers in other static or thread-local objects may be freed after this
+  // function's statics would be, at exit.
+  static HostAllocator* allocator = new HostAllocator;
+  return *allocator;
 }
 
 Buffer::Buffer(DeviceAllocator& allocator, Shape shape, DType dtype) : allocator_(&allocator) {
