@@ -14,6 +14,8 @@ packages=(
   # tests/fuzz/run_fuzzers.sh: clang with libFuzzer and the sanitizers' runtimes.
   clang libclang-rt-14-dev
   libsentencepiece-dev sentencepiece
+  # Compressed corpora (.gz, .zst); the command-line tools make the test data.
+  zlib1g-dev libzstd-dev gzip zstd
   # Vectorised math (tanh, exp) for the CPU kernels; small-matrix kernels for expert blocks.
   libsleef-dev libxsmm-dev
   # The PyTorch baseline of the step benchmark and the reference implementation (tests/).
