@@ -5,15 +5,6 @@
 #include <utility>
 
 namespace mowe {
-namespace {
-
-// Python's round() and tf.round: half to even (the default floating-point rounding mode).
-int64_t round_even(double x) {
-  return static_cast<int64_t>(std::nearbyint(x));
-}
-
-}  // namespace
-
 SpanLengths t5_span_lengths(int64_t input_length, double noise_density,
                             double mean_noise_span_length) {
   // The counts of the noise mask itself: T5's helper rounds without the mask's floor of one
@@ -29,9 +20,11 @@ SpanLengths t5_span_lengths(int64_t input_length, double noise_density,
   auto [inputs, targets] = lengths(tokens_length);
   // T5's "minor hack" so that targets do not exceed inputs at noise density 0.5.
   if (noise_density == 0.5 && targets > inputs) --tokens_length, --targets;
-  return {tokens_length, inputs, targets};
+  const NoiseCounts noise = t5_noise_counts(tokens_length, noise_density, mean_noise_span_length);
+  return {tokens_length, inputs, targets, noise.noise_tokens, noise.noise_spans};
 }
 
+// Python's round() and tf.round round half to even: std::nearbyint in the default rounding mode.
 NoiseCounts t5_noise_counts(int64_t length, double noise_density, double mean_noise_span_length) {
   length = std::max<int64_t>(length, 2);
   float noise_f = static_cast<float>(length) * static_cast<float>(noise_density);

@@ -13,9 +13,14 @@ struct SpanLengths {
   int64_t tokens_length;   // raw tokens per example before corruption (568 for 512)
   int64_t inputs_length;   // encoder tokens after corruption, EOS included (<= input_length)
   int64_t targets_length;  // decoder tokens, EOS included (114 for 512)
+  int64_t noise_tokens;    // raw tokens the noise mask corrupts (85 for 512)
+  int64_t noise_spans;     // spans they form: each takes its own sentinel, so this is how many
+                           // sentinels an example needs (28 for 512)
 };
 
-// t5.data.preprocessors.random_spans_helper with one extra token per span on each side.
+// t5.data.preprocessors.random_spans_helper with one extra token per span on each side. The one
+// definition of these numbers: the loader cuts its examples with them and the configuration's
+// validation refuses too few sentinels with them, so the two cannot disagree.
 SpanLengths t5_span_lengths(int64_t input_length, double noise_density,
                             double mean_noise_span_length);
 

@@ -311,22 +311,36 @@ Result check_vocabularies(const Config& c) {
 }
 
 // Span corruption numbers each corrupted span with its own sentinel (T5's
-// random_spans_noise_mask), so the spans of one sequence must not outnumber the sentinels.
+// random_spans_noise_mask), so the spans of one sequence must not outnumber the sentinels; and
+// the mask must exist at all.
 Result check_span_corruption(const Config& c) {
   const DataConfig& d = c.data();
   if (d.task() != DataConfig::SPAN_CORRUPTION) return std::nullopt;
-  // The loader's own arithmetic: spans of the raw chunk that makes one example (568 tokens for
-  // an input length of 512 give 28 spans).
+  // The loader's own arithmetic (runtime/span_lengths.h): the spans of the raw chunk that makes
+  // one example (568 tokens for an input length of 512 give 28 spans).
   const SpanLengths lengths =
       t5_span_lengths(d.input_length(), d.noise_density(), d.mean_noise_span_length());
-  const int64_t spans =
-      t5_noise_counts(lengths.tokens_length, d.noise_density(), d.mean_noise_span_length())
-          .noise_spans;
-  if (spans <= d.num_sentinels()) return std::nullopt;
-  return violation("data.num_sentinels",
-                   fmt::format("data.num_sentinels = {} is too few: data.input_length {} at "
-                               "noise_density {} makes {} spans, each needing its own sentinel",
-                               d.num_sentinels(), d.input_length(), d.noise_density(), spans));
+  // The mask alternates non-noise and noise spans, so every noise span needs a non-noise token
+  // before it: a high density of short spans cannot be laid out at all.
+  const int64_t kept = lengths.tokens_length - lengths.noise_tokens;
+  if (lengths.noise_spans > kept)
+    return violation(
+        "data.noise_density",
+        fmt::format("data.noise_density = {} with data.mean_noise_span_length {} corrupts {} of "
+                    "{} raw tokens in {} spans, but the spans must be separated by uncorrupted "
+                    "tokens and only {} remain: lower data.noise_density or raise "
+                    "data.mean_noise_span_length",
+                    d.noise_density(), d.mean_noise_span_length(), lengths.noise_tokens,
+                    lengths.tokens_length, lengths.noise_spans, kept));
+  if (lengths.noise_spans <= d.num_sentinels()) return std::nullopt;
+  return violation(
+      "data.num_sentinels",
+      fmt::format("data.num_sentinels = {} is too few: data.input_length {} at noise_density {} "
+                  "and mean_noise_span_length {} corrupts {} raw tokens in {} spans, each needing "
+                  "its own sentinel: set data.num_sentinels to at least {}",
+                  d.num_sentinels(), d.input_length(), d.noise_density(),
+                  d.mean_noise_span_length(), lengths.tokens_length, lengths.noise_spans,
+                  lengths.noise_spans));
 }
 
 // SYNTHETIC draws its examples: a file to read or a model to load would be silently ignored.

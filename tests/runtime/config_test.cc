@@ -158,7 +158,8 @@ TEST(ConfigValidate, SentinelsAndEvaluationFollowTheData) {
   }
   EXPECT_EQ(error,
             "--set data.num_sentinels=27: data.num_sentinels = 27 is too few: data.input_length "
-            "512 at noise_density 0.15 makes 28 spans, each needing its own sentinel");
+            "512 at noise_density 0.15 and mean_noise_span_length 3 corrupts 568 raw tokens in 28 "
+            "spans, each needing its own sentinel: set data.num_sentinels to at least 28");
   EXPECT_NO_THROW(config::load_config(base, {"data.num_sentinels=28"}));
   EXPECT_EQ(tiny_error({"data.validation_fraction=0"}),
             "tiny.textproto:53:3: training.eval_every = 5 evaluates on the held-out split, but "
@@ -202,7 +203,14 @@ TEST(ConfigValidate, VocabularyAndSpanRules) {
             "the embedding needs a row for every piece");
   EXPECT_EQ(tiny_error({"data.input_length=512"}),
             "tiny.textproto:31:3: data.num_sentinels = 8 is too few: data.input_length 512 at "
-            "noise_density 0.15 makes 28 spans, each needing its own sentinel");
+            "noise_density 0.15 and mean_noise_span_length 3 corrupts 568 raw tokens in 28 spans, "
+            "each needing its own sentinel: set data.num_sentinels to at least 28");
+  // The noise mask alternates kept and corrupted spans: dense short spans have no layout.
+  EXPECT_EQ(tiny_error({"data.noise_density=0.9", "data.mean_noise_span_length=1"}),
+            "--set data.noise_density=0.9: data.noise_density = 0.9 with "
+            "data.mean_noise_span_length 1 corrupts 28 of 31 raw tokens in 28 spans, but the spans "
+            "must be separated by uncorrupted tokens and only 3 remain: lower data.noise_density "
+            "or raise data.mean_noise_span_length");
   EXPECT_EQ(tiny_error({"data.corpus=TEXT"}),
             "tiny.textproto:27:1: data.corpus_path is empty, but data.corpus = TEXT reads from it");
 }
