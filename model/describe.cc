@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "model/expert_form.h"
+
 namespace mowe::model {
 namespace {
 
@@ -43,10 +45,12 @@ ModelSize describe(const config::ModelConfig& c, int64_t input_length, int64_t t
   for (const auto& comp : s.dense) s.dense_params += comp.params;
 
   const int64_t mowe_layers = w.encoder_layers_size() + w.decoder_layers_size();
-  const int64_t matrices = w.expert_activation() == config::GATED_GELU ? 3 : 2;
-  for (const auto& b : w.buckets()) {
+  for (int i = 0; i < w.buckets_size(); ++i) {
     if (mowe_layers == 0) break;  // buckets without MoWE layers allocate nothing
+    const config::BucketConfig& b = w.buckets(i);
+    const int64_t matrices = expert_matrices(bucket_activation(w, i));
     ModelSize::Bucket bucket;
+    bucket.activation = bucket_activation(w, i);
     bucket.experts = int64_t(b.num_blocks()) * b.experts_per_block();
     bucket.expert_d_ff = b.expert_d_ff();
     bucket.params = matrices * d * bucket.expert_d_ff * bucket.experts;
@@ -85,8 +89,9 @@ std::string describe_report(const ModelSize& s) {
   for (size_t i = 0; i < s.buckets.size(); ++i) {
     const auto& b = s.buckets[i];
     out +=
-        fmt::format("  bucket {} experts {:>7} x width {:>5} {:>12} ({}), {} FLOPs/token\n", i,
-                    b.experts, b.expert_d_ff, b.params, human(b.params), human(b.flops_per_token));
+        fmt::format("  bucket {} experts {:>7} x width {:>5} {:<10} {:>12} ({}), {} FLOPs/token\n",
+                    i, b.experts, b.expert_d_ff, config::Activation_Name(b.activation), b.params,
+                    human(b.params), human(b.flops_per_token));
   }
   out += fmt::format("  {:<26} {:>12} ({})\n", "expert total", s.expert_params,
                      human(s.expert_params));

@@ -6,6 +6,7 @@
 #include <tuple>
 
 #include "data/hash.h"
+#include "model/expert_form.h"
 #include "runtime/check.h"
 
 namespace mowe::model {
@@ -127,7 +128,20 @@ uint64_t bucket_config_hash(const config::MoweConfig& config) {
   for (const auto& b : config.buckets())
     h = data::hash_ints(h, b.num_routing_ids(), b.num_blocks(), b.experts_per_block(),
                         b.expert_d_ff());
-  return data::hash_ints(h, config.expert_activation(), config.share_expert_parameters());
+  // The effective form of every bucket (model/expert_form.h). When all buckets share one form it
+  // enters once, as before per-bucket forms existed, so plans of uniform configs stay valid;
+  // otherwise every bucket's form enters. Either way the hash is a function of the effective
+  // forms only: a bucket's form set explicitly to the layer default hashes like an unset one.
+  const std::vector<config::Activation> forms = bucket_activations(config);
+  const bool uniform =
+      std::all_of(forms.begin(), forms.end(), [&](auto a) { return a == forms.front(); });
+  if (forms.empty() || uniform) {
+    const config::Activation form = forms.empty() ? config.expert_activation() : forms.front();
+    return data::hash_ints(h, form, config.share_expert_parameters());
+  }
+  h = data::hash_ints(h, 0x6d697865642d6666ULL);  // "mixed-ff": no uniform hash takes this path
+  for (config::Activation form : forms) h = data::hash_ints(h, form);
+  return data::hash_ints(h, config.share_expert_parameters());
 }
 
 std::string world_size_refusal(const config::MoweConfig& config, int world_size) {

@@ -51,7 +51,8 @@ struct Route {
 };
 
 // Hash of the model.mowe fields that shape the routing table and the experts: num_unrouted_ids,
-// routing_vocab_size, every bucket, expert_activation and share_expert_parameters.
+// routing_vocab_size, every bucket with its effective expert form (model/expert_form.h) and
+// share_expert_parameters.
 uint64_t bucket_config_hash(const config::MoweConfig& config);
 
 // Empty when `world_size` can serve every bucket of `config`; otherwise why not, naming the

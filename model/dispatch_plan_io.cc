@@ -80,7 +80,7 @@ void DispatchPlan::check(int world_size, uint64_t vocab_hash, uint64_t bucket_ha
   if (bucket_hash != bucket_config_hash())
     throw Error(fmt::format(
         "dispatch plan {} was built for bucket configuration hash {:016x}, this job's model.mowe "
-        "has hash {:016x} (num_unrouted_ids, routing_vocab_size, buckets, expert_activation or "
+        "has hash {:016x} (num_unrouted_ids, routing_vocab_size, buckets, expert forms or "
         "share_expert_parameters differ): {}",
         source_, bucket_config_hash(), bucket_hash, rebuild_hint(*this, world_size)));
 }

@@ -121,19 +121,22 @@ Parameter& add_or_attach(ParameterStore& store, const std::string& name, Shape s
 
 ExpertBank::ExpertBank(ParameterStore& store, const std::string& prefix,
                        std::vector<ExpertShard> buckets, int64_t d_model,
-                       config::Activation activation, bool trainable, bool attach_existing,
-                       Options options)
-    : d_model_(d_model), activation_(activation), trainable_(trainable), options_(options) {
+                       std::vector<config::Activation> activations, bool trainable,
+                       bool attach_existing, Options options)
+    : d_model_(d_model), trainable_(trainable), options_(options) {
   MOWE_CHECK(options.gemm_min_rows >= 1, "ExpertBank: gemm_min_rows must be >= 1, not {}",
              options.gemm_min_rows);
-  const bool gated = activation == config::GATED_GELU;
+  MOWE_CHECK(activations.size() == buckets.size(),
+             "ExpertBank: {} expert forms for {} buckets (one per model.mowe.buckets entry)",
+             activations.size(), buckets.size());
   const int64_t c = d_model;
   for (size_t b = 0; b < buckets.size(); ++b) {
     const ExpertShard& s = buckets[b];
     const RowMap rows = s.experts.empty() ? RowMap(s.first_expert) : RowMap(s.experts);
     MOWE_CHECK(s.num_experts >= 1 && s.d_ff >= 1,
                "ExpertBank: bucket {} has {} experts of width {}", b, s.num_experts, s.d_ff);
-    Bucket bucket{s, {}, nullptr};
+    const bool gated = activations[b] == config::GATED_GELU;
+    Bucket bucket{s, activations[b], {}, nullptr};
     const std::string base = fmt::format("{}bucket{}.", prefix, b);
     const double in_std = 1.0 / std::sqrt(static_cast<double>(c));
     const double out_std = 1.0 / std::sqrt(static_cast<double>(s.d_ff));

@@ -1,4 +1,5 @@
-// The experts of a MoWE layer: per frequency bucket, contiguous weights of all its experts
+// The experts of a MoWE layer: per frequency bucket, contiguous weights of all its experts, in
+// the bucket's own form (model/expert_form.h; buckets of one layer may differ)
 //   GELU:       wi [E,C,F], wo [E,F,C]                      y = gelu(x wi) wo
 //   GATED_GELU: wi_gate, wi_linear [E,C,F], wo [E,F,C]      y = (gelu(x wi_gate) * x wi_linear) wo
 // and their compute over a permuted buffer whose rows are grouped by expert (ExpertRows).
@@ -41,9 +42,10 @@ class ExpertBank {
   // Registers "<prefix>bucket{b}.wi" etc. as ParamKind::Expert with T5 initialisation (truncated
   // normal, stddev C^-0.5 for wi, F^-0.5 for wo). With attach_existing, parameters already in
   // the store (shared experts) are reused after checking their shape and trainability.
+  // `activations`: the form of each bucket (bucket_activations(config)), one per shard.
   ExpertBank(ParameterStore& store, const std::string& prefix, std::vector<ExpertShard> buckets,
-             int64_t d_model, config::Activation activation, bool trainable, bool attach_existing,
-             Options options);
+             int64_t d_model, std::vector<config::Activation> activations, bool trainable,
+             bool attach_existing, Options options);
 
   // What forward keeps for backward: per bucket the pre-activations [R_b, F] (h, and h_linear
   // for the gated activation), in the caller's activation arena.
@@ -62,6 +64,7 @@ class ExpertBank {
   int64_t d_model() const { return d_model_; }
   bool trainable() const { return trainable_; }
   const Options& options() const { return options_; }
+  config::Activation activation(int b) const { return buckets_.at(b).activation; }
   // The bucket's input matrices (wi, or wi_gate and wi_linear) and its output matrix wo.
   const std::vector<Parameter*>& inputs(int b) const { return buckets_.at(b).wi; }
   Parameter& output(int b) const { return *buckets_.at(b).wo; }
@@ -69,6 +72,7 @@ class ExpertBank {
  private:
   struct Bucket {
     ExpertShard shard;
+    config::Activation activation = config::GELU;
     std::vector<Parameter*> wi;  // 1 (GELU) or 2 (GATED_GELU: gate, linear)
     Parameter* wo = nullptr;
   };
@@ -79,7 +83,6 @@ class ExpertBank {
 
   std::vector<Bucket> buckets_;
   int64_t d_model_;
-  config::Activation activation_;
   bool trainable_;
   Options options_;
 };

@@ -11,6 +11,7 @@
 #include <iterator>
 #include <tuple>
 
+#include "model/expert_form.h"
 #include "runtime/check.h"
 #include "runtime/optimizer.h"
 #include "runtime/span_lengths.h"
@@ -147,14 +148,15 @@ MemoryEstimate estimate_memory(const config::Config& config, int world_size) {
   }
 
   MemoryTerm experts{"experts on this rank", ""};
-  double widest_expert = 0;
+  double widest_expert = 0;  // max F over the buckets
+  double widest_saved = 0;   // max (1 or 2) F: the pre-activations one expert row keeps
   if (me + md > 0) {
     TensorCount add(&experts, adamw, nullptr);
     const double sets = w.share_expert_parameters() ? 1 : me + md;
-    const double inputs = w.expert_activation() == config::GATED_GELU ? 2 : 1;
     double largest = -1;
     for (int i = 0; i < w.buckets_size(); ++i) {
       const config::BucketConfig& bucket = w.buckets(i);
+      const double inputs = expert_input_matrices(bucket_activation(w, i));
       const double blocks_here =
           world_size <= bucket.num_blocks() ? std::ceil(bucket.num_blocks() / p) : 1;
       const double local = bucket.experts_per_block() * blocks_here;
@@ -163,6 +165,7 @@ MemoryEstimate estimate_memory(const config::Config& config, int world_size) {
       add.add(sets * inputs, {local, c, ff}, !w.freeze_experts());
       add.add(sets, {local, ff, c}, !w.freeze_experts());
       widest_expert = std::max(widest_expert, ff);
+      widest_saved = std::max(widest_saved, inputs * ff);
       if (experts.bytes() - before <= largest) continue;
       largest = experts.bytes() - before;
       experts.drivers = fmt::format(
@@ -210,10 +213,9 @@ MemoryEstimate estimate_memory(const config::Config& config, int world_size) {
                                "+ {} blocks",
                                batch, e.input_length, e.target_length, m.d_model(), m.d_ff(),
                                m.num_encoder_layers(), m.num_decoder_layers())};
-  const double gated = w.expert_activation() == config::GATED_GELU ? 2 : 1;
   auto attention = [&](double n) { return 2 * n * c + n + 4 * n * hd; };
   auto dense_ffn = [&](double n) { return 2 * n * c + n + 3 * n * f; };
-  auto mowe_ffn = [&](double n) { return 3 * n * c + n + gated * n * widest_expert; };
+  auto mowe_ffn = [&](double n) { return 3 * n * c + n + n * widest_saved; };
   double kept = 0;
   kept += ne * c + le * attention(ne) + (le - me) * dense_ffn(ne) + me * mowe_ffn(ne);
   kept += ne * c + ne;  // final norm

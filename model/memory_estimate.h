@@ -11,8 +11,8 @@
 //                 per attention (Le + 2 Ld of them), 3 C F + C per dense feed-forward block, C per
 //                 MoWE block, K H + C per stack; and this rank's share of the experts: per bucket,
 //                 experts_per_block * ceil(num_blocks / ranks) experts (one block when the ranks
-//                 outnumber the blocks) of (2 or 3) C expert_d_ff, once, or per MoWE layer when
-//                 share_expert_parameters is false.
+//                 outnumber the blocks) of (2 or 3, by the bucket's form) C expert_d_ff, once,
+//                 or per MoWE layer when share_expert_parameters is false.
 //   gradients     the same for every trainable parameter (frozen experts have none).
 //   optimizer     AdamW: 2 per trainable scalar. Adafactor: a matrix [R, X] with both sides at
 //                 least 128, and every stacked [E, R, X] expert matrix, keeps R + X (E (R + X));
@@ -22,12 +22,12 @@
 //   activations   what the forward pass keeps for the backward pass, per stack of N = b L tokens
 //                 (L = T or S): the embedding N C; per attention 2 N C + N + 4 N HD and the
 //                 scores b H L Lk (Lk = L, or T for cross-attention, whose keys and values are 2 b
-//                 T HD); per dense feed-forward 2 N C + N + 3 N F; per MoWE layer 3 N C + N + (1 or
-//                 2) N max(expert_d_ff) (as many expert rows as local tokens, a balanced plan);
-//                 the position bias and its gradient 2 H L^2, the final norm N C + N; the
-//                 gradients the backward pass keeps, N C per stack plus the decoder output's and
-//                 encoder output's; the logits and their gradient 2 b S V; plus the largest
-//                 sub-layer's backward temporaries (scratch).
+//                 T HD); per dense feed-forward 2 N C + N + 3 N F; per MoWE layer 3 N C + N + N
+//                 max over the buckets of (1, or 2 when gated) expert_d_ff (as many expert rows
+//                 as local tokens, a balanced plan); the position bias and its gradient 2 H L^2,
+//                 the final norm N C + N; the gradients the backward pass keeps, N C per stack
+//                 plus the decoder output's and encoder output's; the logits and their gradient
+//                 2 b S V; plus the largest sub-layer's backward temporaries (scratch).
 // Not counted (small for these models): the tokenized corpus every rank holds, routing tables
 // (8 bytes per routing id), loader batches, communication library buffers, allocator slack.
 // Sums are doubles: exact below 2^53 bytes, and never wrapping for the sizes validation allows.

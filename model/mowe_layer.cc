@@ -1,5 +1,6 @@
 #include "model/mowe_layer.h"
 
+#include "model/expert_form.h"
 #include "runtime/backend.h"
 
 namespace mowe::model {
@@ -17,7 +18,7 @@ MoweLayer::MoweLayer(ParameterStore& store, const config::MoweConfig& config,
     : name_(block_name + ".mowe"),
       bank_(store, config.share_expert_parameters() ? "mowe." : name_ + ".",
             shards.empty() ? full_expert_shards(table) : std::move(shards), d_model,
-            config.expert_activation(), !config.freeze_experts(), config.share_expert_parameters(),
+            bucket_activations(config), !config.freeze_experts(), config.share_expert_parameters(),
             options) {}
 
 Tensor MoweLayer::forward(const Context& ctx, const Tensor& x, const TokenRouter& router,

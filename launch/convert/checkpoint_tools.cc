@@ -9,6 +9,7 @@
 #include <map>
 
 #include "launch/convert/names.h"
+#include "model/expert_form.h"
 #include "runtime/check.h"
 #include "runtime/checkpoint/crc32c.h"
 #include "runtime/checkpoint/framed_file.h"
@@ -56,7 +57,7 @@ void print_config_summary(const config::Config& c, std::ostream& out) {
   if (w.encoder_layers_size() + w.decoder_layers_size() > 0) {
     out << fmt::format(
         "  mowe: encoder blocks [{}], decoder blocks [{}], routing vocabulary {} ({} unrouted), "
-        "experts {}{}, activation {}\n",
+        "experts {}{}, default expert form {}\n",
         fmt::join(w.encoder_layers(), ", "), fmt::join(w.decoder_layers(), ", "),
         w.routing_vocab_size(), w.num_unrouted_ids(),
         w.share_expert_parameters() ? "shared by the MoWE layers" : "per MoWE layer",
@@ -64,11 +65,11 @@ void print_config_summary(const config::Config& c, std::ostream& out) {
     for (int b = 0; b < w.buckets_size(); ++b) {
       const auto& k = w.buckets(b);
       out << fmt::format(
-          "    bucket {}: {} routing ids, {} blocks x {} experts = {} experts of d_ff {}\n", b,
+          "    bucket {}: {} routing ids, {} blocks x {} experts = {} experts of d_ff {}, {}\n", b,
           k.num_routing_ids() == 0 ? std::string("all remaining")
                                    : std::to_string(k.num_routing_ids()),
           k.num_blocks(), k.experts_per_block(), int64_t{k.num_blocks()} * k.experts_per_block(),
-          k.expert_d_ff());
+          k.expert_d_ff(), config::Activation_Name(model::bucket_activation(w, b)));
     }
   } else {
     out << "  mowe: none (a dense T5.1.1)\n";

@@ -80,8 +80,15 @@ class Dims:
         self.enc_mowe, self.dec_mowe = list(w["encoder_layers"]), list(w["decoder_layers"])
         self.experts = []  # (experts, width) per bucket
         if self.enc_mowe or self.dec_mowe:
-            if w["expert_activation"] != "GELU" or not w["share_expert_parameters"]:
-                raise SystemExit("the baseline implements shared GELU experts only")
+            # A bucket's form is its own expert_activation, else the layer's (model/expert_form.h).
+            forms = [b.get("expert_activation", w["expert_activation"]) for b in w["buckets"]]
+            bad = [f"model.mowe.buckets[{i}] is {f}" for i, f in enumerate(forms) if f != "GELU"]
+            if bad:
+                raise SystemExit("the baseline implements GELU (two-matrix) experts in every "
+                                 "bucket only; " + ", ".join(bad))
+            if not w["share_expert_parameters"]:
+                raise SystemExit("the baseline implements shared experts only "
+                                 "(model.mowe.share_expert_parameters is false)")
             self.experts = [(b["num_blocks"] * b["experts_per_block"], b["expert_d_ff"])
                             for b in w["buckets"]]
         self.z_loss = t["z_loss"]

@@ -2,6 +2,7 @@
 // the tensors a model actually allocates.
 #include "model/describe.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "model/t5_model.h"
@@ -20,30 +21,120 @@ void expect_about(int64_t value, double quoted, double unit, const char* what) {
   EXPECT_NEAR(value / unit, quoted, 0.0005 * quoted + 0.5e-3) << what << ": " << value;
 }
 
-TEST(Describe, Base2bMatchesTable7) {
-  ModelSize s = size_of("base_2b.textproto");
-  expect_about(s.dense_params, 228.7, 1e6, "dense without the 4 MoWE FFNs");
-  EXPECT_EQ(s.expert_params, 1536LL * (3 * 64 * 2048 + 8192 * 96));  // 2 * d_model * sum E*F
-  expect_about(s.expert_params, 1.812, 1e9, "sparse");
-  expect_about(s.total_params(), 2.04, 1e9, "total");
+// The dense part of a T5.1.1 model whose `mowe_blocks` blocks (over both stacks) have a MoWE
+// layer instead of the FFN, from the tensor shapes: embedding and output projection V C; per
+// stack its relative position bias K H and final norm C; per block q, k, v, o (C HD each) with a
+// pre-norm per attention (the decoder has two attentions), and a gated-GELU FFN (wi_0, wi_1 [C,F],
+// wo [F,C]) with its pre-norm, or only the MoWE layer's pre-norm.
+int64_t dense_params(int64_t c, int64_t hd, int64_t f, int64_t blocks_per_stack,
+                     int64_t mowe_blocks) {
+  const int64_t v = 32128, k = 32, h = hd / 64;
+  const int64_t attention = 4 * c * hd + c;
+  const int64_t ffn = 2 * c * f + f * c + c;
+  const int64_t stacks = 2 * (k * h + c);
+  const int64_t blocks = blocks_per_stack * attention + blocks_per_stack * 2 * attention +
+                         (2 * blocks_per_stack - mowe_blocks) * ffn + mowe_blocks * c;
+  return 2 * v * c + stacks + blocks;
 }
 
+struct BucketShape {
+  int64_t experts, d_ff;
+  bool gated;  // three matrices (wi_gate, wi_linear [C,F], wo [F,C]) instead of two (wi, wo)
+};
+
+int64_t expert_params(int64_t c, const std::vector<BucketShape>& buckets) {
+  int64_t n = 0;
+  for (const BucketShape& b : buckets) n += b.experts * ((b.gated ? 2 : 1) * c * b.d_ff + b.d_ff * c);
+  return n;
+}
+
+// The paper's Table 7 2B model: two-matrix (GELU) experts in every bucket.
+TEST(Describe, Base2bMatchesTable7) {
+  ModelSize s = size_of("base_2b.textproto");
+  const int64_t dense = dense_params(768, 768, 2048, 12, 4);
+  const int64_t experts =
+      expert_params(768, {{64, 2048, false}, {64, 2048, false}, {64, 2048, false},
+                          {64 * 128, 96, false}});
+  EXPECT_EQ(dense, 228703488);
+  EXPECT_EQ(experts, 1811939328);
+  EXPECT_EQ(s.dense_params, dense);
+  EXPECT_EQ(s.expert_params, experts);
+  EXPECT_EQ(s.total_params(), 2040642816);
+  expect_about(s.dense_params, 228.7, 1e6, "dense without the 4 MoWE FFNs");
+  expect_about(s.expert_params, 1.812, 1e9, "sparse");
+  expect_about(s.total_params(), 2.04, 1e9, "total");
+  for (const auto& b : s.buckets) EXPECT_EQ(b.activation, config::GELU);
+}
+
+// MoWE-Base (Table 6, about 31B): gated-GELU experts in buckets 0-2, two-matrix GELU experts in
+// the lookup-table bucket 3.
 TEST(Describe, BaseMatchesTable6) {
   ModelSize s = size_of("base.textproto");
-  expect_about(s.expert_params, 28.488, 1e9, "sparse");
-  expect_about(s.total_params(), 28.72, 1e9, "total");
+  const int64_t dense = dense_params(768, 768, 2048, 12, 4);
+  const int64_t experts = expert_params(
+      768, {{128, 2048, true}, {128 * 7, 2048, true}, {128 * 8, 1024, true}, {128 * 235, 512, false}});
+  EXPECT_EQ(experts, 30903631872);
+  EXPECT_EQ(s.dense_params, dense);
+  EXPECT_EQ(s.expert_params, experts);
+  EXPECT_EQ(s.total_params(), 31132335360);
+  expect_about(s.total_params(), 31.13, 1e9, "total");
+  ASSERT_EQ(s.buckets.size(), 4u);
+  for (int b = 0; b < 3; ++b) EXPECT_EQ(s.buckets[b].activation, config::GATED_GELU) << b;
+  EXPECT_EQ(s.buckets[3].activation, config::GELU);
   // The dense T5.1.1-Base model with all its FFNs is the well-known 247.6M.
-  ModelSize dense =
+  ModelSize full =
       size_of("base.textproto", {"model.mowe.encoder_layers=[]", "model.mowe.decoder_layers=[]"});
-  expect_about(dense.dense_params, 247.6, 1e6, "T5.1.1-Base");
+  EXPECT_EQ(full.dense_params, dense_params(768, 768, 2048, 12, 0));
+  expect_about(full.dense_params, 247.6, 1e6, "T5.1.1-Base");
+}
+
+// MoWE-Large (Table 6, 45.5B sparse): the same per-bucket forms.
+TEST(Describe, LargeMatchesTable6) {
+  ModelSize s = size_of("large.textproto");
+  const int64_t dense = dense_params(1024, 1024, 2816, 24, 4);
+  const int64_t experts = expert_params(1024, {{128, 2816, true}, {128 * 7, 2816, true},
+                                               {128 * 8, 1536, true}, {128 * 235, 512, false}});
+  EXPECT_EQ(dense, 748547072);
+  EXPECT_EQ(experts, 45231374336);
+  EXPECT_EQ(s.dense_params, dense);
+  EXPECT_EQ(s.expert_params, experts);
+  EXPECT_EQ(s.total_params(), 45979921408);
+  expect_about(s.expert_params, 45.23, 1e9, "sparse");
+  expect_about(s.total_params(), 45.98, 1e9, "total");
+  // The dense T5.1.1-Large model with all its FFNs: 783.2M.
+  ModelSize full =
+      size_of("large.textproto", {"model.mowe.encoder_layers=[]", "model.mowe.decoder_layers=[]"});
+  EXPECT_EQ(full.dense_params, dense_params(1024, 1024, 2816, 24, 0));
+  expect_about(full.dense_params, 783.2, 1e6, "T5.1.1-Large");
+}
+
+// The other readings of the paper's sizes, for the record in docs/mowe_layer.md: two-matrix
+// experts everywhere, and gated everywhere.
+TEST(Describe, OtherExpertFormReadings) {
+  auto uniform = [](const char* config, const char* form) {
+    std::vector<std::string> o = {std::string("model.mowe.expert_activation=") + form};
+    for (int b = 0; b < 4; ++b)
+      o.push_back(fmt::format("model.mowe.buckets[{}].expert_activation={}", b, form));
+    return size_of(config, o);
+  };
+  EXPECT_EQ(uniform("base.textproto", "GELU").expert_params, 28487712768);
+  EXPECT_EQ(uniform("base.textproto", "GELU").total_params(), 28716416256);
+  EXPECT_EQ(uniform("large.textproto", "GELU").expert_params, 40667971584);
+  EXPECT_EQ(uniform("large.textproto", "GELU").total_params(), 41416518656);
+  EXPECT_EQ(uniform("base.textproto", "GATED_GELU").total_params(), 42960272640);
+  EXPECT_EQ(uniform("large.textproto", "GATED_GELU").total_params(), 61750504448);
 }
 
 TEST(Describe, GatedExpertsNeedAThirdMatrix) {
   expect_about(
       size_of("base_2b.textproto", {"model.mowe.expert_activation=GATED_GELU"}).expert_params,
       2.718, 1e9, "gated 2B");
-  expect_about(size_of("base.textproto", {"model.mowe.expert_activation=GATED_GELU"}).expert_params,
-               42.73, 1e9, "gated base");
+  // One bucket's own form overrides the layer's: bucket 3 of the 2B model gated adds one
+  // [8192, 768, 96] matrix.
+  EXPECT_EQ(size_of("base_2b.textproto", {"model.mowe.buckets[3].expert_activation=GATED_GELU"})
+                    .expert_params -
+                size_of("base_2b.textproto").expert_params,
+            8192LL * 768 * 96);
 }
 
 // FLOPs from first principles for dense T5.1.1-Base (d 768, 12 x 64 heads, d_ff 2048, vocab
@@ -82,6 +173,7 @@ TEST(Describe, MatchesAllocatedTinyModel) {
        {std::vector<std::string>{},
         {"model.mowe.share_expert_parameters=false"},
         {"model.mowe.expert_activation=GATED_GELU"},
+        {"model.mowe.buckets[1].expert_activation=GATED_GELU"},
         {"model.mowe.encoder_layers=[]", "model.mowe.decoder_layers=[]"}}) {
     auto cfg = config::load_config(path, overrides);
     const auto& m = cfg.model().mowe();

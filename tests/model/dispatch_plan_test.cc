@@ -288,6 +288,8 @@ TEST(DispatchPlan, BucketConfigHashCoversTheRoutingFields) {
       [](auto& c) { c.mutable_buckets(0)->set_expert_d_ff(8); },
       [](auto& c) { c.mutable_buckets(0)->set_num_routing_ids(41); },
       [](auto& c) { c.set_expert_activation(config::GATED_GELU); },
+      [](auto& c) { c.mutable_buckets(0)->set_expert_activation(config::GATED_GELU); },
+      [](auto& c) { c.mutable_buckets(1)->set_expert_activation(config::GATED_GELU); },
       [](auto& c) { c.set_share_expert_parameters(false); },
   };
   for (size_t i = 0; i < changes.size(); ++i) {
@@ -298,7 +300,29 @@ TEST(DispatchPlan, BucketConfigHashCoversTheRoutingFields) {
   config::MoweConfig same = base;
   same.add_encoder_layers(3);              // where the layers sit does not change the plan
   same.set_share_expert_parameters(true);  // explicit default
+  same.mutable_buckets(1)->set_expert_activation(config::GELU);  // a bucket's form = the default
   EXPECT_EQ(bucket_config_hash(same), h);
+}
+
+// The hash depends on the effective form of each bucket only: every bucket set to GATED_GELU is
+// the layer default GATED_GELU, and a mixed layout reached from either default hashes the same.
+TEST(DispatchPlan, BucketConfigHashFollowsEffectiveForms) {
+  config::MoweConfig gated_default = two_buckets();
+  gated_default.set_expert_activation(config::GATED_GELU);
+  config::MoweConfig gated_buckets = two_buckets();
+  for (auto& b : *gated_buckets.mutable_buckets()) b.set_expert_activation(config::GATED_GELU);
+  EXPECT_EQ(bucket_config_hash(gated_default), bucket_config_hash(gated_buckets));
+
+  config::MoweConfig mixed_a = two_buckets();  // default GELU, bucket 0 gated
+  mixed_a.mutable_buckets(0)->set_expert_activation(config::GATED_GELU);
+  config::MoweConfig mixed_b = gated_default;  // default gated, bucket 1 GELU
+  mixed_b.mutable_buckets(1)->set_expert_activation(config::GELU);
+  EXPECT_EQ(bucket_config_hash(mixed_a), bucket_config_hash(mixed_b));
+  config::MoweConfig reversed = two_buckets();  // bucket 1 gated instead
+  reversed.mutable_buckets(1)->set_expert_activation(config::GATED_GELU);
+  EXPECT_NE(bucket_config_hash(mixed_a), bucket_config_hash(reversed));
+  EXPECT_NE(bucket_config_hash(mixed_a), bucket_config_hash(two_buckets()));
+  EXPECT_NE(bucket_config_hash(mixed_a), bucket_config_hash(gated_default));
 }
 
 }  // namespace

@@ -70,7 +70,8 @@ Result run(config::Activation act, DType dtype, int threads, const ExpertRows& r
   set_cpu_threads(threads);
   static std::unique_ptr<ParameterStore> store;
   store = std::make_unique<ParameterStore>(host_allocator(), dtype, 7);
-  ExpertBank bank(*store, "", shards(), kC, act, true, false, ExpertBank::Options{kMinRows});
+  ExpertBank bank(*store, "", shards(), kC, std::vector<config::Activation>(shards().size(), act),
+                  true, false, ExpertBank::Options{kMinRows});
   Arena acts(host_allocator(), 1 << 20), scratch(host_allocator(), 1 << 20);
   const Context ctx{Device::CPU, nullptr, &scratch};
   Buffer x = testing::random_buffer({rows.num_rows, kC}, 1, -1, 1, dtype);

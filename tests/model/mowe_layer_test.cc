@@ -9,8 +9,10 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 
+#include "model/expert_form.h"
 #include "tests/util/gradcheck.h"
 
 namespace mowe::model {
@@ -89,8 +91,12 @@ std::vector<testing::GradInput> expert_inputs(ParameterStore& store) {
   return in;
 }
 
-void check_layer_gradients(config::Activation act, int64_t gemm_min_rows) {
-  Harness h(small_config(act), DType::F64, {"encoder.block1"}, gemm_min_rows);
+// `bucket0`: when set, bucket 0's own form (BucketConfig.expert_activation), overriding `act`.
+void check_layer_gradients(config::Activation act, int64_t gemm_min_rows,
+                           std::optional<config::Activation> bucket0 = std::nullopt) {
+  config::MoweConfig cfg = small_config(act);
+  if (bucket0) cfg.mutable_buckets(0)->set_expert_activation(*bucket0);
+  Harness h(cfg, DType::F64, {"encoder.block1"}, gemm_min_rows);
   const Dispatch d = Dispatch::build(h.table, token_ids());
   Buffer x = testing::random_buffer({kTokens, kC}, 1);
   Buffer w = testing::random_buffer({kTokens, kC}, 2);  // loss = sum(y * w), so dy = w
@@ -106,7 +112,9 @@ void check_layer_gradients(config::Activation act, int64_t gemm_min_rows) {
     return dot(h.layer().forward(h.ctx, x, d, h.acts), w);
   };
   std::vector<testing::GradInput> inputs = expert_inputs(h.store);
-  EXPECT_EQ(inputs.size(), act == config::GATED_GELU ? 6u : 4u);
+  size_t matrices = 0;
+  for (int b = 0; b < 2; ++b) matrices += bucket_activation(cfg, b) == config::GATED_GELU ? 3 : 2;
+  EXPECT_EQ(inputs.size(), matrices);
   inputs.push_back({"x", x, dx});
   testing::check_gradients(loss, inputs, 1e-7);
 }
@@ -125,6 +133,31 @@ TEST(MoweLayer, GradientsGatedGeluGatherPath) {
 }
 TEST(MoweLayer, GradientsMixedPaths) {
   check_layer_gradients(config::GELU, 3);
+}
+// Per-bucket forms (MoWE-Base's layout in small): a gated-GELU bucket 0 next to a GELU bucket 1,
+// and the reverse; both compute paths.
+TEST(MoweLayer, GradientsMixedFormsGatedThenGelu) {
+  check_layer_gradients(config::GELU, kGemmOnly, config::GATED_GELU);
+  check_layer_gradients(config::GELU, kGatherOnly, config::GATED_GELU);
+}
+TEST(MoweLayer, GradientsMixedFormsGeluThenGated) {
+  check_layer_gradients(config::GATED_GELU, 3, config::GELU);
+}
+
+// Each bucket gets the tensors of its own form: three for gated GELU, two for GELU.
+TEST(MoweLayer, MixedFormsRegisterEachBucketsTensors) {
+  config::MoweConfig cfg = small_config(config::GELU);
+  cfg.mutable_buckets(0)->set_expert_activation(config::GATED_GELU);
+  EXPECT_EQ(bucket_activation(cfg, 0), config::GATED_GELU);
+  EXPECT_EQ(bucket_activation(cfg, 1), config::GELU);
+  Harness h(cfg, DType::F64);
+  for (const char* name : {"mowe.bucket0.wi_gate", "mowe.bucket0.wi_linear", "mowe.bucket0.wo",
+                           "mowe.bucket1.wi", "mowe.bucket1.wo"})
+    EXPECT_TRUE(h.store.contains(name)) << name;
+  for (const char* name : {"mowe.bucket0.wi", "mowe.bucket1.wi_gate", "mowe.bucket1.wi_linear"})
+    EXPECT_FALSE(h.store.contains(name)) << name;
+  EXPECT_EQ(h.layer().experts().activation(0), config::GATED_GELU);
+  EXPECT_EQ(h.layer().experts().activation(1), config::GELU);
 }
 
 // Output, dx and every gradient of one forward/backward, as doubles.
