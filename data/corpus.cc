@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "data/document_reader.h"
 #include "data/hash.h"
 #include "runtime/check.h"
 
@@ -127,60 +128,49 @@ Corpus wordnet_corpus(const std::string& dir) {
   return corpus;
 }
 
-Corpus read_text_corpus(const std::string& path) {
+namespace {
+
+// Every document of the files `spec` names, in file order.
+Corpus read_files(const std::string& spec, DocumentReader::Format format,
+                  const std::string& text_field, const char* kind,
+                  const char* field = "data.corpus_path") {
+  const std::vector<std::string> files = resolve_corpus_files(spec, field);
   Corpus corpus;
-  corpus.source = fmt::format("text file {}", path);
-  std::ifstream in = open_or_throw(path, "text corpus");
-  std::string line, paragraph;
-  auto flush = [&] {
-    if (!paragraph.empty()) {
-      corpus.stats.bytes += paragraph.size();
-      corpus.documents.push_back(std::move(paragraph));
-    }
-    paragraph.clear();
-  };
-  while (std::getline(in, line)) {
-    strip_cr(&line);
-    ++corpus.stats.lines;
-    if (!valid_utf8(line)) {
-      ++corpus.stats.skipped_invalid_utf8;
-      continue;
-    }
-    std::string_view text = trim(line);
-    if (text.empty()) {
-      flush();
-      continue;
-    }
-    if (!paragraph.empty()) paragraph += ' ';
-    paragraph += text;
+  corpus.source = files.size() == 1 ? fmt::format("{} file {}", kind, files[0])
+                                    : fmt::format("{} {} files of {}", files.size(), kind, spec);
+  if (format == DocumentReader::Format::kJsonl)
+    corpus.source += fmt::format(" (field \"{}\")", text_field);
+  std::string document;
+  for (const std::string& file : files) {
+    DocumentReader reader(file, format, text_field);
+    while (reader.next(&document)) corpus.documents.push_back(document);
+    const CorpusStats& s = reader.stats();
+    corpus.stats.lines += s.lines;
+    corpus.stats.skipped_invalid_utf8 += s.skipped_invalid_utf8;
+    corpus.stats.skipped_malformed += s.skipped_malformed;
+    corpus.stats.bytes += s.bytes;
   }
-  flush();
   return corpus;
 }
 
+}  // namespace
+
+Corpus read_text_corpus(const std::string& path) {
+  return read_files(path, DocumentReader::Format::kText, "", "text");
+}
+
 Corpus read_jsonl_corpus(const std::string& path, const std::string& text_field) {
-  Corpus corpus;
-  corpus.source = fmt::format("JSON-lines file {} (field \"{}\")", path, text_field);
-  std::ifstream in = open_or_throw(path, "JSON-lines corpus");
-  std::string line, text;
-  while (std::getline(in, line)) {
-    strip_cr(&line);
-    if (trim(line).empty()) continue;
-    ++corpus.stats.lines;
-    if (!valid_utf8(line)) {
-      ++corpus.stats.skipped_invalid_utf8;
-      continue;
-    }
-    // \u escapes can still spell invalid text (NUL, controls): keep only clean UTF-8 documents.
-    if (!json_string_field(line, text_field, &text) || !valid_utf8(text)) {
-      ++corpus.stats.skipped_malformed;
-      continue;
-    }
-    std::string_view kept = trim(text);
-    if (kept.empty()) continue;
-    corpus.stats.bytes += kept.size();
-    corpus.documents.emplace_back(kept);
-  }
+  return read_files(path, DocumentReader::Format::kJsonl, text_field, "JSON-lines");
+}
+
+Corpus read_validation_corpus(const config::DataConfig& config) {
+  const bool text = config.corpus() == config::DataConfig::TEXT;
+  Corpus corpus = read_files(config.validation_path(),
+                             text ? DocumentReader::Format::kText : DocumentReader::Format::kJsonl,
+                             config.jsonl_text_field(), text ? "text" : "JSON-lines",
+                             "data.validation_path");
+  MOWE_CHECK(!corpus.documents.empty(), "data.validation_path: {} holds no document",
+             corpus.source);
   return corpus;
 }
 

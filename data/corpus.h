@@ -53,6 +53,9 @@ Corpus read_jsonl_corpus(const std::string& path, const std::string& text_field)
 // Throws when it holds no document.
 Corpus read_corpus(const config::DataConfig& config);
 
+// The documents of data.validation_path, read like data.corpus_path.
+Corpus read_validation_corpus(const config::DataConfig& config);
+
 // The string value of a top-level `field` of one JSON object line, unescaped; nullopt when the
 // line is not a JSON object or the field is missing or not a string. Exposed for tests.
 bool json_string_field(std::string_view line, std::string_view field, std::string* value);

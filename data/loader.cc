@@ -3,16 +3,14 @@
 #include <algorithm>
 
 #include "data/hash.h"
+#include "data/stream_source.h"
 #include "runtime/check.h"
 
 namespace mowe::data {
 
-namespace {
-
-// T5 span corruption of example g's raw chunk (lengths.tokens_length tokens), its noise mask
-// seeded with hash(seed, g).
-void corrupt(const int32_t* chunk, int64_t g, const LoaderOptions& o, const SpanLengths& lengths,
-             int64_t target_length, std::vector<int32_t>* inputs, std::vector<int32_t>* targets) {
+void corrupt_chunk(const int32_t* chunk, int64_t g, const LoaderOptions& o,
+                   const SpanLengths& lengths, int64_t target_length, std::vector<int32_t>* inputs,
+                   std::vector<int32_t>* targets) {
   const uint64_t seed = hash_ints(o.seed, 0x5ba7, static_cast<uint64_t>(g));
   thread_local std::vector<uint8_t> noise;  // reused: building a batch allocates nothing
   random_spans_noise_mask(lengths.tokens_length, o.noise_density, o.mean_noise_span_length, seed,
@@ -27,6 +25,8 @@ void corrupt(const int32_t* chunk, int64_t g, const LoaderOptions& o, const Span
              targets->size(), o.input_length, target_length);
 }
 
+namespace {
+
 // T5 span corruption of a token stream's chunks.
 class SpanCorruptionSource : public ExampleSource {
  public:
@@ -38,7 +38,7 @@ class SpanCorruptionSource : public ExampleSource {
         target_length_(target_length) {}
 
   void make(int64_t g, std::vector<int32_t>* inputs, std::vector<int32_t>* targets) const override {
-    corrupt(stream_->example(g, lengths_.tokens_length).data(), g, options_, lengths_,
+    corrupt_chunk(stream_->example(g, lengths_.tokens_length).data(), g, options_, lengths_,
             target_length_, inputs, targets);
   }
   uint64_t hash() const override { return stream_->hash(); }
@@ -63,7 +63,7 @@ class SyntheticSource : public ExampleSource {
   void make(int64_t g, std::vector<int32_t>* inputs, std::vector<int32_t>* targets) const override {
     thread_local std::vector<int32_t> chunk;  // reused: building a batch allocates nothing
     examples_->tokens(g, lengths_.tokens_length, &chunk);
-    corrupt(chunk.data(), g, options_, lengths_, target_length_, inputs, targets);
+    corrupt_chunk(chunk.data(), g, options_, lengths_, target_length_, inputs, targets);
   }
   uint64_t hash() const override { return examples_->hash(); }
   bool route(int64_t g, Example* ex) const override {
@@ -182,6 +182,15 @@ Loader::Loader(std::shared_ptr<const QaExamples> pairs,
         "data.input_length = {} and data.target_length = {} leave no room for a question or an "
         "answer besides EOS: set both to at least 2",
         options_.input_length, options_.target_length));
+Loader::Loader(std::shared_ptr<const StreamingCorpus> corpus,
+               std::shared_ptr<const RoutingTokenizer> table, LoaderOptions options)
+    : Loader(std::move(table), std::move(options)) {
+  MOWE_CHECK(corpus, "the loader needs a streaming corpus");
+  set_span_lengths();
+  source_ = make_streaming_source(std::move(corpus), options_, lengths_, target_length_);
+  source_->positions(&positions_);
+}
+
   if (pairs->size() == 0)
     throw Error("there is no question-answer pair to load (no synset with a gloss in this split)");
   target_length_ = options_.target_length;
@@ -293,6 +302,8 @@ void Loader::produce() {
     changed_.notify_all();
   }
 }
+      source_->end_batch(step);
+      source_->positions(&slot_positions_[slot]);
 
 void Loader::start() {
   stopping_ = false;
@@ -312,6 +323,7 @@ void Loader::stop() {
   if (thread_.joinable()) thread_.join();
   head_ = count_ = 0;  // the batches keep their storage for the next start()
   error_ = nullptr;
+  slot_positions_.resize(slots_.size());
 }
 
 const Batch& Loader::next() {
@@ -333,6 +345,7 @@ const Batch& Loader::next() {
 LoaderState Loader::state() const {
   LoaderState s;
   s.set_step(step_);
+  if (source_->streaming()) positions_ = slot_positions_[head_];
   s.set_next_example(example_);
   s.set_seed(options_.seed);
   s.set_stream_hash(source_->hash());
@@ -349,6 +362,10 @@ void Loader::restore(const LoaderState& state) {
         "data it was trained on",
         state.stream_hash(), state.seed(), source_->hash(), options_.seed));
   if (state.step() < 0 || state.next_example() < 0)
+  if (source_->streaming()) {
+    s.set_global_batch_size(options_.global_batch_size);
+    for (const StreamPosition& p : positions_) *s.add_streams() = p;
+  }
     throw Error(fmt::format("the saved loader state has a negative position (step {}, example {})",
                             state.step(), state.next_example()));
   stop();
@@ -365,6 +382,10 @@ std::vector<int64_t> count_routing_ids(const Loader& loader, int64_t num_example
       for (int32_t id : *ids) {
         MOWE_CHECK(id >= 0 && id < num_routing_ids, "routing id {} outside [0, {})", id,
                    num_routing_ids);
+  if (source_->streaming()) {
+    source_->seek(state);
+    source_->positions(&positions_);
+  }
         ++counts[id];
       }
     }

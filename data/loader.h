@@ -34,6 +34,7 @@
 namespace mowe::data {
 
 struct Batch;
+struct StreamingCorpus;
 
 struct LoaderOptions {
   int64_t input_length = 512;   // data.input_length
@@ -57,7 +58,8 @@ struct LoaderOptions {
 // One rank's share of a global batch. Arrays are row-major [B, T] with B = batch_size examples
 // and T = input_length (encoder_*) or target_length (decoder_*, targets, loss_weights).
 // Padding (only when a configured target_length exceeds the derived one) has id pad_id, mask 0,
-// loss weight 0 and routing id -1.
+// loss weight 0 and routing id -1. Pad (the decoder's start token), EOS and the sentinels are
+// real positions with routing id -1 too: not words, so no expert sees them.
 struct Batch {
   int64_t step = 0;
   int64_t first_example = 0;  // global index of this rank's first example
@@ -94,7 +96,23 @@ class ExampleSource {
   // Sets the routing ids of example g's inputs and decoder inputs and returns true when the
   // source draws them itself (SYNTHETIC); false: the routing tokenizer routes the tokens.
   virtual bool route(int64_t /*global_index*/, Example* /*example*/) const { return false; }
+
+  // A streaming source (data.streaming) reads its files forward and has a position; the others
+  // are pure functions of the example index and have none.
+  virtual bool streaming() const { return false; }
+  // After the batch of `step` is built, on the thread that built it: read on to the step boundary.
+  virtual void end_batch(int64_t /*step*/) {}
+  // The position of every stream this source reads.
+  virtual void positions(std::vector<StreamPosition>* out) const { out->clear(); }
+  // Continues at the positions of a saved state (which may hold other streams too).
+  virtual void seek(const LoaderState& /*state*/) {}
 };
+
+// T5 span corruption of global example g's raw chunk (lengths.tokens_length tokens), its noise
+// mask seeded with hash(seed, g).
+void corrupt_chunk(const int32_t* chunk, int64_t g, const LoaderOptions& options,
+                   const SpanLengths& lengths, int64_t target_length, std::vector<int32_t>* inputs,
+                   std::vector<int32_t>* targets);
 
 class Loader {
  public:
@@ -111,6 +129,10 @@ class Loader {
   // the table is not used. Same checks as for a token stream.
   Loader(std::shared_ptr<const SyntheticExamples> synthetic,
          std::shared_ptr<const RoutingTokenizer> table, LoaderOptions options);
+  // Span corruption of a streaming corpus (data.streaming), read forward: batches come only from
+  // next(), and the state holds the position of every stream this rank reads.
+  Loader(std::shared_ptr<const StreamingCorpus> corpus,
+         std::shared_ptr<const RoutingTokenizer> table, LoaderOptions options);
   ~Loader();
   Loader(const Loader&) = delete;
   Loader& operator=(const Loader&) = delete;
@@ -120,6 +142,7 @@ class Loader {
   // steady-state step allocates nothing.
   const Batch& next();
   // Where next() continues; restore() refuses a state from another stream or seed.
+  // Streaming: only this rank's streams; a checkpoint merges all ranks' (see stream_source.h).
   LoaderState state() const;
   void restore(const LoaderState& state);
 
@@ -134,6 +157,7 @@ class Loader {
   const SpanLengths& lengths() const { return lengths_; }
   int64_t target_length() const { return target_length_; }
   int64_t local_batch_size() const { return local_batch_; }
+  bool streaming() const { return source_->streaming(); }
   const LoaderOptions& options() const { return options_; }
 
  private:
@@ -145,7 +169,7 @@ class Loader {
   void stop();
   void produce();
 
-  std::unique_ptr<const ExampleSource> source_;
+  std::unique_ptr<ExampleSource> source_;
   std::shared_ptr<const RoutingTokenizer> table_;
   LoaderOptions options_;
   SpanLengths lengths_;
@@ -161,6 +185,10 @@ class Loader {
   // A ring of prefetch_batches + 1 batches: count_ ready ones from head_, the one next() handed
   // out last just before head_, and the producer filling the slot after the ready ones.
   std::vector<Batch> slots_;
+  // Streaming: the stream positions after each slot's batch, and after the one next() handed out
+  // last (those of the state).
+  std::vector<std::vector<StreamPosition>> slot_positions_;
+  std::vector<StreamPosition> positions_;
   size_t head_ = 0, count_ = 0;
   std::exception_ptr error_;
   bool stopping_ = false;
@@ -168,7 +196,9 @@ class Loader {
 };
 
 // Occurrences of every routing id (size num_routing_ids) in the encoder and decoder inputs of the
-// examples [0, num_examples), padding excluded: the load each id puts on its expert in training.
+// examples [0, num_examples), positions with routing id -1 (padding, pad, EOS, sentinels)
+// excluded: the load each id puts on its expert in training. The routing vocabulary's
+// frequencies are counted on raw text instead (count_routing_ids in routing_vocab.h).
 std::vector<int64_t> count_routing_ids(const Loader& loader, int64_t num_examples,
                                        int32_t num_routing_ids);
 

@@ -49,14 +49,25 @@ Split read_split(const config::DataConfig& config) {
   auto t0 = std::chrono::steady_clock::now();
   Corpus corpus = read_corpus(config);
   const size_t total = corpus.documents.size();
-  Split split = split_corpus(std::move(corpus.documents), config.validation_fraction(),
-                             static_cast<uint64_t>(config.seed()));
+  Split split;
+  if (!config.validation_path().empty()) {
+    split.train = std::move(corpus.documents);
+    split.validation = read_validation_corpus(config).documents;
+  } else {
+    split = split_corpus(std::move(corpus.documents), config.validation_fraction(),
+                         static_cast<uint64_t>(config.seed()));
+  }
   MOWE_CHECK(!split.train.empty(), "{}: all {} documents fell in the validation split",
              corpus.source, total);
   spdlog::info("[data] {}: {} documents ({:.1f} MB), {} for training, {} for validation ({:.1f} s)",
                corpus.source, total, corpus.stats.bytes / 1e6, split.train.size(),
                split.validation.size(), seconds_since(t0));
   return split;
+}
+
+bool has_validation_split(const config::DataConfig& config) {
+  if (!config.validation_path().empty()) return true;
+  return !config.streaming() && config.validation_fraction() > 0;
 }
 
 Tokenizer load_tokenizer(const config::DataConfig& config) {
@@ -161,7 +172,8 @@ DataPipeline open_pipeline(const config::Config& config) {
   const config::DataConfig& d = config.data();
   if (d.corpus() == config::DataConfig::SYNTHETIC) return open_synthetic_pipeline(config);
   DataPipeline p;
-  Split split = read_split(d);
+  // A streaming corpus is only listed here: the loaders read its files while training.
+  Split split = d.streaming() ? Split{} : read_split(d);
   p.tokenizer = std::make_shared<const Tokenizer>(load_tokenizer(d));
   MOWE_CHECK(!d.routing_vocab().empty(),
              "data.routing_vocab is empty: set it to the file mowe_vocab writes");
@@ -189,6 +201,16 @@ DataPipeline open_pipeline(const config::Config& config) {
                  qa.train.size(), qa.validation.size(), seconds_since(t0));
     return p;
   }
+  if (d.streaming()) {
+    p.streaming_train = std::make_shared<const StreamingCorpus>(
+        open_streaming_corpus(config, p.tokenizer));
+    spdlog::info("[data] streaming {} files of {} in {} streams", p.streaming_train->files.size(),
+                 d.corpus_path(), p.streaming_train->num_streams);
+    if (!d.validation_path().empty())
+      p.validation = tokenize_split(read_validation_corpus(d).documents, *p.tokenizer, seed,
+                                    "validation");
+    return p;
+  }
   p.train = tokenize_split(split.train, *p.tokenizer, seed, "training");
   p.validation = tokenize_split(split.validation, *p.tokenizer, seed, "validation");
   return p;
@@ -202,6 +224,9 @@ std::unique_ptr<Loader> make_loader(const DataPipeline& data, bool validation,
   if (data.qa_train)
     return std::make_unique<Loader>(validation ? data.qa_validation : data.qa_train, data.table,
                                     std::move(options));
+  if (data.streaming_train && !validation)
+    return std::make_unique<Loader>(data.streaming_train, data.table, std::move(options));
+  MOWE_CHECK(!validation || data.validation, "this pipeline has no validation split");
   return std::make_unique<Loader>(validation ? data.validation : data.train, data.table,
                                   std::move(options));
 }

@@ -11,6 +11,7 @@
 #include "data/corpus.h"
 #include "data/loader.h"
 #include "data/routing_vocab.h"
+#include "data/stream_source.h"
 #include "data/synthetic.h"
 #include "data/tokenizer.h"
 #include "runtime/proto/config.pb.h"
@@ -18,7 +19,8 @@
 namespace mowe::data {
 
 // The corpus of data.corpus split into training and validation documents (data.seed,
-// data.validation_fraction). Throws when the corpus or its training split is empty.
+// data.validation_fraction), or, with data.validation_path, all of the corpus for training and
+// those files for validation. Throws when the corpus or its training split is empty.
 Split read_split(const config::DataConfig& config);
 
 // Loads data.tokenizer_model, or trains it on split.train and writes it (atomically) when the
@@ -50,15 +52,22 @@ struct DataPipeline {
   std::shared_ptr<const QaExamples> qa_train;
   std::shared_ptr<const QaExamples> qa_validation;
   // ... data.corpus SYNTHETIC: the examples of both splits (streams and pairs are null).
+  // ... data.streaming: the training corpus read while training (train is null; validation is
+  // the in-memory stream of data.validation_path, or null without it).
+  std::shared_ptr<const StreamingCorpus> streaming_train;
   std::shared_ptr<const SyntheticExamples> synthetic_train;
   std::shared_ptr<const SyntheticExamples> synthetic_validation;
+// Whether the config holds documents out for evaluation (a validation split exists).
+bool has_validation_split(const config::DataConfig& config);
+
 };
 
 // Reads the corpus, loads the tokenizer and the routing vocabulary (refusing one built for
 // another tokenizer or another case_variants setting) and tokenizes both splits: their documents
 // for span corruption, their questions and answers for WORDNET_QA. For data.corpus SYNTHETIC:
 // the synthetic vocabulary, the routing vocabulary (refusing one of a text corpus or another
-// Zipf law) and the synthetic examples; nothing else is read.
+// Zipf law) and the synthetic examples; nothing else is read. With data.streaming the training
+// corpus is only listed (its files are read by the loaders) and validation_path is read whole.
 DataPipeline open_pipeline(const config::Config& config);
 
 // The loader of the training or the validation split for the pipeline's task.

@@ -189,11 +189,48 @@ int64_t read_items(const ckpt::CheckpointReader& reader, const std::vector<Item>
   return bytes;
 }
 
+// A streaming loader's state holds the streams its rank reads; the checkpoint needs every stream.
+// A stream read by several ranks is at the same position on each (the loader reads on to the
+// step boundary), so the largest value of each field is the position. Fields travel as doubles:
+// offsets and counts stay exact below 2^53.
+data::LoaderState all_stream_positions(comm::Communicator& comm, const data::Loader& loader,
+                                       data::LoaderState state) {
+  if (!loader.streaming()) return state;
+  int64_t streams = 0;
+  for (const data::StreamPosition& p : state.streams()) streams = std::max(streams, p.stream() + 1);
+  double n = static_cast<double>(streams);
+  comm.allreduce(Tensor(&n, DType::F64, Device::CPU, {1}), comm::ReduceOp::Max);
+  streams = static_cast<int64_t>(n);
+  constexpr int kFields = 5;
+  std::vector<double> fields(static_cast<size_t>(streams * kFields), -1.0);
+  for (const data::StreamPosition& p : state.streams()) {
+    double* f = &fields[static_cast<size_t>(p.stream() * kFields)];
+    f[0] = static_cast<double>(p.epoch()), f[1] = static_cast<double>(p.file());
+    f[2] = static_cast<double>(p.offset()), f[3] = static_cast<double>(p.token());
+    f[4] = static_cast<double>(p.chunk());
+  }
+  comm.allreduce(Tensor(fields.data(), DType::F64, Device::CPU, {streams * kFields}),
+                 comm::ReduceOp::Max);
+  state.clear_streams();
+  for (int64_t s = 0; s < streams; ++s) {
+    const double* f = &fields[static_cast<size_t>(s * kFields)];
+    MOWE_CHECK(f[0] >= 0, "no rank reads stream {} of {}", s, streams);
+    data::StreamPosition* p = state.add_streams();
+    p->set_stream(s);
+    p->set_epoch(static_cast<int64_t>(f[0])), p->set_file(static_cast<int64_t>(f[1]));
+    p->set_offset(static_cast<int64_t>(f[2])), p->set_token(static_cast<int64_t>(f[3]));
+    p->set_chunk(static_cast<int64_t>(f[4]));
+  }
+  return state;
+}
+
 }  // namespace
 
-std::string save_checkpoint(Job& job, const TrainState& state) {
+std::string save_checkpoint(Job& job, const TrainState& given) {
   const auto start = Clock::now();
   comm::Communicator& comm = job.comm();
+  TrainState state = given;
+  state.loader = all_stream_positions(comm, job.train_loader(), given.loader);
   const std::string dir = job.config().training().checkpoint_dir();
   const std::vector<Item> items = checkpoint_items(job);
   const ckpt::Layout layout = layout_of(items);

@@ -115,13 +115,20 @@ Job::Job(const config::Config& config, comm::Communicator& comm)
     };
   }
   train_loader_ = data::make_loader(data_, false, options);
-  // No held-out split (data.validation_fraction = 0, so training.eval_every = 0): no evaluation.
-  if (config.data().validation_fraction() > 0) {
+  // No held-out split (data.validation_fraction = 0 or a streaming corpus without
+  // data.validation_path, so training.eval_every = 0): no evaluation.
+  if (data::has_validation_split(config.data())) {
     try {
       eval_loader_ = data::make_loader(data_, true, options);
     } catch (const Error& e) {
-      throw Error(fmt::format("the validation split (data.validation_fraction = {}): {}",
-                              config.data().validation_fraction(), e.what()));
+      const config::DataConfig& d = config.data();
+      throw Error(fmt::format("the validation split ({}): {}",
+                              d.validation_path().empty()
+                                  ? fmt::format("data.validation_fraction = {}",
+                                                d.validation_fraction())
+                                  : fmt::format("data.validation_path = \"{}\"",
+                                                d.validation_path()),
+                              e.what()));
     }
   }
   model_ = std::make_unique<model::T5Model>(config.model(), store_,

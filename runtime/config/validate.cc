@@ -381,6 +381,48 @@ Result check_corpus(const Config& c) {
                                DataConfig::Corpus_Name(d.corpus())));
 }
 
+// Streaming reads TEXT or JSONL files forward and is never split by documents; held-out
+// documents come from their own files. Settings that would be silently ignored are refused.
+Result check_streaming(const Config& c) {
+  const DataConfig& d = c.data();
+  const bool fraction = d.has_validation_fraction() && d.validation_fraction() > 0;
+  if (!d.validation_path().empty() && fraction)
+    return violation("data.validation_fraction",
+                     fmt::format("data.validation_fraction = {} holds out a share of the corpus, "
+                                 "but data.validation_path = \"{}\" names the held-out files: "
+                                 "set one of them",
+                                 d.validation_fraction(), d.validation_path()));
+  if (!d.validation_path().empty() && d.corpus() != DataConfig::TEXT &&
+      d.corpus() != DataConfig::JSONL)
+    return violation("data.validation_path",
+                     fmt::format("data.validation_path = \"{}\" is read like corpus_path, but "
+                                 "data.corpus = {} reads no file: remove it",
+                                 d.validation_path(), DataConfig::Corpus_Name(d.corpus())));
+  if (!d.streaming()) {
+    if (d.stream_shards() != 0)
+      return violation("data.stream_shards",
+                       fmt::format("data.stream_shards = {} only applies to data.streaming: "
+                                   "remove it or set data.streaming: true",
+                                   d.stream_shards()));
+    return std::nullopt;
+  }
+  if (d.corpus() != DataConfig::TEXT && d.corpus() != DataConfig::JSONL)
+    return violation("data.streaming",
+                     fmt::format("data.streaming reads TEXT or JSONL files, but data.corpus = {}",
+                                 DataConfig::Corpus_Name(d.corpus())));
+  if (d.task() != DataConfig::SPAN_CORRUPTION)
+    return violation("data.streaming", fmt::format("data.streaming serves data.task = "
+                                                   "SPAN_CORRUPTION only, not {}",
+                                                   DataConfig::Task_Name(d.task())));
+  if (fraction)
+    return violation("data.validation_fraction",
+                     fmt::format("data.validation_fraction = {}, but a streaming corpus is never "
+                                 "split: remove it and put held-out documents in "
+                                 "data.validation_path",
+                                 d.validation_fraction()));
+  return std::nullopt;
+}
+
 // Question-answer examples are built from WordNet synsets and have no length to derive.
 Result check_task(const Config& c) {
   const DataConfig& d = c.data();
@@ -398,7 +440,15 @@ Result check_task(const Config& c) {
 }
 
 Result check_evaluation(const Config& c) {
-  if (c.training().eval_every() > 0 && c.data().validation_fraction() == 0)
+  const DataConfig& d = c.data();
+  if (c.training().eval_every() > 0 && d.streaming() && d.validation_path().empty())
+    return violation("training.eval_every",
+                     fmt::format("training.eval_every = {} evaluates on held-out documents, but "
+                                 "a streaming corpus is never split: set data.validation_path, "
+                                 "or training.eval_every to 0",
+                                 c.training().eval_every()));
+  if (c.training().eval_every() > 0 && d.validation_path().empty() &&
+      d.validation_fraction() == 0)
     return violation("training.eval_every",
                      fmt::format("training.eval_every = {} evaluates on the held-out split, but "
                                  "data.validation_fraction = 0 holds nothing out: set "
@@ -426,7 +476,7 @@ std::optional<Violation> find_violation(const Config& config) {
   for (auto rule :
        {check_position_buckets, check_mowe_layers, check_routing_vocab, check_buckets,
         check_expert_counts, check_model_size, check_vocabularies, check_span_corruption,
-        check_corpus, check_task, check_schedule, check_evaluation})
+        check_corpus, check_streaming, check_task, check_schedule, check_evaluation})
     if (Result v = rule(config)) return v;
   return std::nullopt;
 }

@@ -1,0 +1,268 @@
+#include "data/stream_source.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <map>
+
+#include "data/hash.h"
+#include "data/token_stream.h"
+#include "runtime/check.h"
+
+namespace mowe::data {
+
+StreamingCorpus open_streaming_corpus(const config::Config& config,
+                                      std::shared_ptr<const Tokenizer> tokenizer) {
+  const config::DataConfig& d = config.data();
+  StreamingCorpus c;
+  c.files = resolve_corpus_files(d.corpus_path(), "data.corpus_path");
+  c.format = d.corpus() == config::DataConfig::TEXT ? DocumentReader::Format::kText
+                                                     : DocumentReader::Format::kJsonl;
+  c.text_field = d.jsonl_text_field();
+  c.tokenizer = std::move(tokenizer);
+  const int64_t files = static_cast<int64_t>(c.files.size());
+  const int64_t batch = config.training().global_batch_size();
+  c.num_streams = d.stream_shards() > 0 ? d.stream_shards() : std::min(files, batch);
+  if (c.num_streams > files)
+    throw Error(fmt::format(
+        "data.stream_shards = {} but data.corpus_path = \"{}\" names {} files: every stream "
+        "reads files of its own, so split the corpus into at least {} files or lower "
+        "data.stream_shards",
+        c.num_streams, d.corpus_path(), files, c.num_streams));
+  if (c.num_streams > batch)
+    throw Error(fmt::format(
+        "data.stream_shards = {} exceeds training.global_batch_size = {}: every stream fills at "
+        "least one row of each batch",
+        c.num_streams, batch));
+  uint64_t h = hash_ints(0x57e4, static_cast<uint64_t>(c.num_streams),
+                         static_cast<uint64_t>(c.format), c.tokenizer->hash());
+  h = hash_bytes(c.text_field, h);
+  for (const std::string& f : c.files) {
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(f, ec);
+    h = hash_ints(hash_bytes(f, h), ec ? 0 : static_cast<uint64_t>(size));
+  }
+  c.hash = h;
+  return c;
+}
+
+StreamReader::StreamReader(std::shared_ptr<const StreamingCorpus> corpus, int64_t stream,
+                           uint64_t seed)
+    : corpus_(std::move(corpus)), stream_(stream), seed_(seed) {
+  const int64_t n = static_cast<int64_t>(corpus_->files.size());
+  for (int64_t f = stream; f < n; f += corpus_->num_streams) files_.push_back(f);
+  MOWE_CHECK(!files_.empty(), "stream {} of {} has no file", stream, corpus_->num_streams);
+}
+
+int64_t StreamReader::file_at(int64_t epoch, int64_t pos) const {
+  const uint64_t key = hash_ints(seed_, 0x5f11e5, static_cast<uint64_t>(stream_),
+                                 static_cast<uint64_t>(epoch));
+  const uint64_t n = files_.size();
+  return files_[permute_index(static_cast<uint64_t>(pos), n, key)];
+}
+
+void StreamReader::open_file() {
+  reader_ = std::make_unique<DocumentReader>(corpus_->files[file_at(epoch_, file_)],
+                                             corpus_->format, corpus_->text_field);
+}
+
+void StreamReader::next_document() {
+  for (;;) {
+    if (!reader_) open_file();
+    doc_offset_ = reader_->offset();
+    if (reader_->next(&text_)) {
+      doc_tokens_.clear();
+      corpus_->tokenizer->encode(text_, &doc_tokens_);
+      doc_tokens_.push_back(Tokenizer::kEosId);
+      doc_pos_ = 0;
+      ++documents_this_epoch_;
+      return;
+    }
+    const CorpusStats& s = reader_->stats();
+    if (s.skipped_invalid_utf8 > 0 || s.skipped_malformed > 0)
+      spdlog::warn("[data] {}: skipped {} lines that are not valid UTF-8 and {} malformed lines of {}",
+                   reader_->path(), s.skipped_invalid_utf8, s.skipped_malformed, s.lines);
+    reader_.reset();
+    if (++file_ < static_cast<int64_t>(files_.size())) continue;
+    if (documents_this_epoch_ == 0) {
+      std::string names;
+      for (int64_t f : files_) names += (names.empty() ? "" : ", ") + corpus_->files[f];
+      throw Error(fmt::format("stream {} of the streaming corpus holds no document: its files ({}) "
+                              "are empty or hold no valid line",
+                              stream_, names));
+    }
+    file_ = 0;
+    ++epoch_;
+    documents_this_epoch_ = 0;
+  }
+}
+
+void StreamReader::next_chunk(int64_t length, std::vector<int32_t>* chunk) {
+  chunk->clear();
+  while (static_cast<int64_t>(chunk->size()) < length) {
+    if (doc_pos_ == static_cast<int64_t>(doc_tokens_.size())) next_document();
+    const int64_t take = std::min<int64_t>(length - static_cast<int64_t>(chunk->size()),
+                                           static_cast<int64_t>(doc_tokens_.size()) - doc_pos_);
+    chunk->insert(chunk->end(), doc_tokens_.begin() + doc_pos_,
+                  doc_tokens_.begin() + doc_pos_ + take);
+    doc_pos_ += take;
+  }
+  ++chunk_;
+}
+
+StreamPosition StreamReader::position() const {
+  StreamPosition p;
+  p.set_stream(stream_);
+  p.set_epoch(epoch_);
+  p.set_file(file_);
+  p.set_chunk(chunk_);
+  if (doc_pos_ < static_cast<int64_t>(doc_tokens_.size())) {
+    p.set_offset(doc_offset_);
+    p.set_token(doc_pos_);
+  } else {  // the current document is used up: continue after it
+    p.set_offset(reader_ ? reader_->offset() : 0);
+    p.set_token(0);
+  }
+  return p;
+}
+
+void StreamReader::seek(const StreamPosition& p) {
+  MOWE_CHECK(p.stream() == stream_, "position of stream {} given to stream {}", p.stream(),
+             stream_);
+  if (p.epoch() < 0 || p.file() < 0 || p.file() >= static_cast<int64_t>(files_.size()) ||
+      p.offset() < 0 || p.token() < 0 || p.chunk() < 0)
+    throw Error(fmt::format("the saved position of stream {} (epoch {}, file {} of {}, offset {}, "
+                            "token {}) does not fit this corpus: resume with the files it was "
+                            "trained on",
+                            stream_, p.epoch(), p.file(), files_.size(), p.offset(), p.token()));
+  epoch_ = p.epoch();
+  file_ = p.file();
+  chunk_ = p.chunk();
+  // Only tells an empty stream apart: one that has given chunks has documents in every epoch.
+  documents_this_epoch_ = p.chunk() > 0 ? 1 : 0;
+  open_file();
+  reader_->skip_to(p.offset());
+  doc_tokens_.clear();
+  doc_pos_ = 0;
+  if (p.token() > 0) {
+    next_document();
+    if (p.token() >= static_cast<int64_t>(doc_tokens_.size()))
+      throw Error(fmt::format("{}: the document at offset {} has {} tokens, but the saved "
+                              "position is token {} of it: the file or the tokenizer changed",
+                              corpus_->files[file_at(epoch_, file_)], p.offset(),
+                              doc_tokens_.size(), p.token()));
+    doc_pos_ = p.token();
+  }
+}
+
+namespace {
+
+class StreamingSource : public ExampleSource {
+ public:
+  StreamingSource(std::shared_ptr<const StreamingCorpus> corpus, const LoaderOptions& options,
+                  const SpanLengths& lengths, int64_t target_length)
+      : corpus_(std::move(corpus)),
+        options_(options),
+        lengths_(lengths),
+        target_length_(target_length) {
+    const int64_t G = options.global_batch_size, S = corpus_->num_streams;
+    const int64_t B = G / options.world_size;
+    const int64_t first = stream_of_row(options.rank * B, S, G);
+    const int64_t last = stream_of_row((options.rank + 1) * B - 1, S, G);
+    for (int64_t s = first; s <= last; ++s)
+      readers_.emplace(s, StreamReader(corpus_, s, options.seed));
+    if (S < options.world_size)
+      spdlog::warn(
+          "[data] {} streams for {} ranks: several ranks read each stream and keep only their "
+          "rows; split the corpus into at least {} files and set data.stream_shards for each "
+          "rank to read files of its own",
+          S, options.world_size, options.world_size);
+  }
+
+  void make(int64_t g, std::vector<int32_t>* inputs, std::vector<int32_t>* targets) const override {
+    const int64_t G = options_.global_batch_size, S = corpus_->num_streams;
+    const int64_t step = g / G, row = g % G;
+    const int64_t s = stream_of_row(row, S, G);
+    const int64_t first = stream_first_row(s, S, G);
+    const int64_t rows = stream_first_row(s + 1, S, G) - first;
+    const int64_t k = step * rows + (row - first);
+    StreamReader& reader = reader_of(s);
+    if (reader.chunks_read() > k)
+      throw Error(fmt::format(
+          "a streaming corpus is read forward only: example {} needs chunk {} of stream {}, "
+          "which has read {} (batches of a streaming loader come only from next())",
+          g, k, s, reader.chunks_read()));
+    thread_local std::vector<int32_t> chunk;  // reused: building a batch allocates nothing
+    while (reader.chunks_read() <= k) reader.next_chunk(lengths_.tokens_length, &chunk);
+    corrupt_chunk(chunk.data(), g, options_, lengths_, target_length_, inputs, targets);
+  }
+
+  uint64_t hash() const override { return corpus_->hash; }
+  bool streaming() const override { return true; }
+
+  void end_batch(int64_t step) override {
+    thread_local std::vector<int32_t> chunk;
+    const int64_t G = options_.global_batch_size, S = corpus_->num_streams;
+    for (auto& [s, reader] : readers_) {
+      const int64_t rows = stream_first_row(s + 1, S, G) - stream_first_row(s, S, G);
+      while (reader.chunks_read() < (step + 1) * rows)
+        reader.next_chunk(lengths_.tokens_length, &chunk);
+    }
+  }
+
+  void positions(std::vector<StreamPosition>* out) const override {
+    out->resize(readers_.size());
+    size_t i = 0;
+    for (const auto& [s, reader] : readers_) (*out)[i++] = reader.position();
+  }
+
+  void seek(const LoaderState& state) override {
+    const int64_t G = options_.global_batch_size, S = corpus_->num_streams;
+    if (state.global_batch_size() != G)
+      throw Error(fmt::format(
+          "the saved streaming loader state was counted with training.global_batch_size = {}, "
+          "this job has {}: a streaming corpus cannot change its batch size on resume",
+          state.global_batch_size(), G));
+    for (auto& [s, reader] : readers_) {
+      const StreamPosition* found = nullptr;
+      for (const StreamPosition& p : state.streams())
+        if (p.stream() == s) found = &p;
+      if (found == nullptr)
+        throw Error(fmt::format("the saved loader state has no position for stream {} of {}",
+                                s, S));
+      const int64_t rows = stream_first_row(s + 1, S, G) - stream_first_row(s, S, G);
+      if (found->chunk() != state.step() * rows)
+        throw Error(fmt::format("the saved position of stream {} is after {} chunks, but step {} "
+                                "starts at chunk {}",
+                                s, found->chunk(), state.step(), state.step() * rows));
+      reader.seek(*found);
+    }
+  }
+
+ private:
+  StreamReader& reader_of(int64_t s) const {
+    auto it = readers_.find(s);
+    MOWE_CHECK(it != readers_.end(), "rank {} does not read stream {}", options_.rank, s);
+    return it->second;
+  }
+
+  std::shared_ptr<const StreamingCorpus> corpus_;
+  const LoaderOptions& options_;  // the loader's, which outlives its source
+  SpanLengths lengths_;
+  int64_t target_length_;
+  // Only the loader's building thread reads the streams (make is const for the other sources'
+  // sake, which are pure functions of the example index).
+  mutable std::map<int64_t, StreamReader> readers_;
+};
+
+}  // namespace
+
+std::unique_ptr<ExampleSource> make_streaming_source(std::shared_ptr<const StreamingCorpus> corpus,
+                                                     const LoaderOptions& options,
+                                                     const SpanLengths& lengths,
+                                                     int64_t target_length) {
+  return std::make_unique<StreamingSource>(std::move(corpus), options, lengths, target_length);
+}
+
+}  // namespace mowe::data
