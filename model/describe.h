@@ -20,7 +20,7 @@ struct ModelSize {
   struct Bucket {
     int64_t experts = 0, expert_d_ff = 0, params = 0;
     config::Activation activation = config::GELU;  // the bucket's expert form
-    int64_t flops_per_token = 0;  // forward FLOPs of one expert on one token
+    int64_t flops_per_token = 0;                   // forward FLOPs of one expert on one token
   };
   std::vector<Bucket> buckets;
   int64_t dense_params = 0;

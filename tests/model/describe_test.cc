@@ -44,7 +44,8 @@ struct BucketShape {
 
 int64_t expert_params(int64_t c, const std::vector<BucketShape>& buckets) {
   int64_t n = 0;
-  for (const BucketShape& b : buckets) n += b.experts * ((b.gated ? 2 : 1) * c * b.d_ff + b.d_ff * c);
+  for (const BucketShape& b : buckets)
+    n += b.experts * ((b.gated ? 2 : 1) * c * b.d_ff + b.d_ff * c);
   return n;
 }
 
@@ -52,9 +53,8 @@ int64_t expert_params(int64_t c, const std::vector<BucketShape>& buckets) {
 TEST(Describe, Base2bMatchesTable7) {
   ModelSize s = size_of("base_2b.textproto");
   const int64_t dense = dense_params(768, 768, 2048, 12, 4);
-  const int64_t experts =
-      expert_params(768, {{64, 2048, false}, {64, 2048, false}, {64, 2048, false},
-                          {64 * 128, 96, false}});
+  const int64_t experts = expert_params(
+      768, {{64, 2048, false}, {64, 2048, false}, {64, 2048, false}, {64 * 128, 96, false}});
   EXPECT_EQ(dense, 228703488);
   EXPECT_EQ(experts, 1811939328);
   EXPECT_EQ(s.dense_params, dense);
@@ -72,7 +72,8 @@ TEST(Describe, BaseMatchesTable6) {
   ModelSize s = size_of("base.textproto");
   const int64_t dense = dense_params(768, 768, 2048, 12, 4);
   const int64_t experts = expert_params(
-      768, {{128, 2048, true}, {128 * 7, 2048, true}, {128 * 8, 1024, true}, {128 * 235, 512, false}});
+      768,
+      {{128, 2048, true}, {128 * 7, 2048, true}, {128 * 8, 1024, true}, {128 * 235, 512, false}});
   EXPECT_EQ(experts, 30903631872);
   EXPECT_EQ(s.dense_params, dense);
   EXPECT_EQ(s.expert_params, experts);
@@ -92,8 +93,9 @@ TEST(Describe, BaseMatchesTable6) {
 TEST(Describe, LargeMatchesTable6) {
   ModelSize s = size_of("large.textproto");
   const int64_t dense = dense_params(1024, 1024, 2816, 24, 4);
-  const int64_t experts = expert_params(1024, {{128, 2816, true}, {128 * 7, 2816, true},
-                                               {128 * 8, 1536, true}, {128 * 235, 512, false}});
+  const int64_t experts = expert_params(
+      1024,
+      {{128, 2816, true}, {128 * 7, 2816, true}, {128 * 8, 1536, true}, {128 * 235, 512, false}});
   EXPECT_EQ(dense, 748547072);
   EXPECT_EQ(experts, 45231374336);
   EXPECT_EQ(s.dense_params, dense);
