@@ -9,6 +9,8 @@
 #include "model/expert_gather_ops.h"
 #include "runtime/backend.h"
 #include "runtime/cpu/thread_pool.h"
+#include "runtime/math.h"
+#include "runtime/op_checks.h"
 
 namespace mowe::model {
 namespace {
@@ -96,6 +98,34 @@ void grouped_weight_grad(const Context& ctx, const BucketGroups& bg, const Tenso
       });
 }
 
+// a [R_b, F] *= the keep-scales of the bucket's rows (ExpertBank::HiddenDropout); `seeds` [R_b].
+// Each element's scale depends only on its row's seed and its column, so the result is the same
+// for any split over the thread pool.
+void apply_hidden_dropout(const Tensor& a, std::span<const uint64_t> seeds, float rate) {
+  MOWE_CHECK(a.device == Device::CPU, "expert hidden dropout runs on the CPU backend only");
+  MOWE_CHECK(static_cast<int64_t>(seeds.size()) == a.rows(),
+             "expert hidden dropout: {} row seeds for {} rows", seeds.size(), a.rows());
+  const int64_t f = a.cols();
+  dispatch_float(Device::CPU, "expert hidden dropout", a.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    T* pa = a.ptr<T>();
+    cpu::parallel_for(a.rows(), std::max<int64_t>(1, 4096 / std::max<int64_t>(1, f)),
+                      [&](int64_t r0, int64_t r1) {
+                        for (int64_t r = r0; r < r1; ++r)
+                          for (int64_t j = 0; j < f; ++j)
+                            pa[r * f + j] *=
+                                math::dropout_scale<T>(seeds[r], static_cast<uint64_t>(j), rate);
+                      });
+  });
+}
+
+// The row seeds of bucket b's rows.
+std::span<const uint64_t> bucket_seeds(const ExpertBank::HiddenDropout& dropout,
+                                       const ExpertRows& rows, int b) {
+  const int64_t begin = rows.bucket_rows[b], end = rows.bucket_rows[b + 1];
+  return dropout.row_seeds.subspan(static_cast<size_t>(begin), static_cast<size_t>(end - begin));
+}
+
 BucketGroups bucket_groups(const ExpertRows& rows, int b, int64_t min_rows) {
   const int64_t begin = rows.bucket_rows[b], end = rows.bucket_rows[b + 1];
   return {rows.bucket_group_span(b), begin, rows.row_expert_tensor().rows_slice(begin, end),
@@ -152,14 +182,19 @@ ExpertBank::ExpertBank(ParameterStore& store, const std::string& prefix,
 }
 
 void ExpertBank::forward(const Context& ctx, const Tensor& xp, const ExpertRows& rows, Arena& acts,
-                         Saved& saved, const Tensor& yp) const {
+                         Saved& saved, const Tensor& yp, HiddenDropout dropout) const {
   MOWE_CHECK(rows.num_buckets() == num_buckets(),
              "ExpertBank: the dispatch has {} buckets but the bank holds {}", rows.num_buckets(),
              num_buckets());
   check_shape("ExpertBank::forward", "xp", xp, {rows.num_rows, d_model_});
   check_shape("ExpertBank::forward", "yp", yp, {rows.num_rows, d_model_});
+  MOWE_CHECK(
+      dropout.rate <= 0.0f || static_cast<int64_t>(dropout.row_seeds.size()) == rows.num_rows,
+      "ExpertBank::forward: hidden dropout needs one seed per row ({} for {} rows)",
+      dropout.row_seeds.size(), rows.num_rows);
   saved.h.assign(num_buckets(), Tensor());
   saved.h_linear.assign(num_buckets(), Tensor());
+  saved.dropout = dropout;
   for (int b = 0; b < num_buckets(); ++b) {
     const int64_t begin = rows.bucket_rows[b], end = rows.bucket_rows[b + 1];
     if (begin == end) continue;
@@ -185,6 +220,8 @@ void ExpertBank::forward_bucket(const Context& ctx, int b, const Tensor& xb, con
   } else {
     backend.gelu_forward(ctx, saved.h[b], a);
   }
+  if (saved.dropout.rate > 0.0f)
+    apply_hidden_dropout(a, bucket_seeds(saved.dropout, rows, b), saved.dropout.rate);
   grouped_matmul(ctx, bg, a, bk.wo->value, yb, false, 0.0f);
 }
 
@@ -224,15 +261,20 @@ void ExpertBank::backward_bucket(const Context& ctx, int b, const Tensor& dyb, c
       bk.wo->touched.add(g.expert);
     }
   }
-  Tensor da = scratch.alloc(hidden, h.dtype);  // d(activation) = dy wo^T
+  const bool drop = saved.dropout.rate > 0.0f;
+  const std::span<const uint64_t> seeds =
+      drop ? bucket_seeds(saved.dropout, rows, b) : std::span<const uint64_t>();
+  Tensor da = scratch.alloc(hidden, h.dtype);  // d(activation) = M * (dy wo^T), M the mask
   grouped_matmul(ctx, bg, dyb, bk.wo->value, da, true, 0.0f);
+  if (drop) apply_hidden_dropout(da, seeds, saved.dropout.rate);
   if (trainable_) {
-    Tensor a = scratch.alloc(hidden, h.dtype);
+    Tensor a = scratch.alloc(hidden, h.dtype);  // the forward's M * act(h)
     if (gated) {
       backend.gated_gelu_forward(ctx, h, hl, a);
     } else {
       backend.gelu_forward(ctx, h, a);
     }
+    if (drop) apply_hidden_dropout(a, seeds, saved.dropout.rate);
     grouped_weight_grad(ctx, bg, a, dyb, bk.wo->grad);
   }
   Tensor dh = scratch.alloc(hidden, h.dtype);

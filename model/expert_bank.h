@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,16 @@ struct ExpertShard {
   std::vector<int64_t> experts;  // the bucket's expert of each local expert, when not contiguous
 };
 
+// Inverted dropout on the experts' hidden layer, after the activation
+// (model.mowe.expert_dropout_rate): hidden unit f of permuted row r is kept iff
+// uniform01(row_seeds[r], f) >= rate, then scaled by 1/(1-rate). The caller derives each row's
+// seed from its token (MoweLayer), so the mask does not depend on where the row is computed.
+// rate 0 = off.
+struct ExpertHiddenDropout {
+  float rate = 0.0f;
+  std::span<const uint64_t> row_seeds;  // [R]; must stay alive until backward returns
+};
+
 class ExpertBank {
  public:
   struct Options {
@@ -47,15 +58,18 @@ class ExpertBank {
              int64_t d_model, std::vector<config::Activation> activations, bool trainable,
              bool attach_existing, Options options);
 
+  using HiddenDropout = ExpertHiddenDropout;
+
   // What forward keeps for backward: per bucket the pre-activations [R_b, F] (h, and h_linear
-  // for the gated activation), in the caller's activation arena.
+  // for the gated activation), in the caller's activation arena, and the dropout.
   struct Saved {
     std::vector<Tensor> h, h_linear;
+    HiddenDropout dropout;
   };
 
   // xp [R,C] -> yp [R,C] (overwritten).
   void forward(const Context& ctx, const Tensor& xp, const ExpertRows& rows, Arena& acts,
-               Saved& saved, const Tensor& yp) const;
+               Saved& saved, const Tensor& yp, HiddenDropout dropout = {}) const;
   // dyp [R,C] -> dxp [R,C] (overwritten); weight gradients accumulated unless frozen.
   void backward(const Context& ctx, const Tensor& dyp, const Tensor& xp, const ExpertRows& rows,
                 const Saved& saved, const Tensor& dxp) const;

@@ -224,15 +224,19 @@ MemoryEstimate estimate_memory(const config::Config& config, int world_size) {
   kept += nd * c + nd;
   kept += ne * c + nd * c     // the gradient flowing back through each stack
           + nd * c + ne * c;  // of the decoder output and of the encoder output
-  // The largest backward temporaries of one sub-layer (scratch, rewound after each).
+  // The largest backward temporaries of one sub-layer (scratch, rewound after each); attention
+  // dropout adds one [L, Lk] buffer of dropped-out probabilities next to the score gradient.
   double scratch = 0;
+  const double score_buffers = m.dropout_rate() > 0 ? 2 : 1;
   for (const auto& [n, len, dense_blocks, mowe_blocks] :
        {std::tuple{ne, t, le - me, me}, std::tuple{nd, s, ld - md, md}}) {
-    scratch = std::max(scratch, n * (3 * c + 2 * hd) + 2 * b * len * hd + len * len);
+    scratch =
+        std::max(scratch, n * (3 * c + 2 * hd) + 2 * b * len * hd + score_buffers * len * len);
     if (dense_blocks > 0) scratch = std::max(scratch, n * (3 * c + 3 * f));
     if (mowe_blocks > 0) scratch = std::max(scratch, n * (4 * c + 3 * widest_expert));
   }
-  if (ld > 0) scratch = std::max(scratch, nd * (3 * c + 2 * hd) + 2 * b * t * hd + s * t);
+  if (ld > 0)
+    scratch = std::max(scratch, nd * (3 * c + 2 * hd) + 2 * b * t * hd + score_buffers * s * t);
   other.activations = (kept + scratch) * kScalarBytes;
 
   e.terms = {embedding, blocks, experts, staging, logits, scores, other};

@@ -11,13 +11,27 @@
 // gradients sum in one buffer; otherwise each layer owns "<block>.mowe.bucket{b}.*".
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "model/expert_bank.h"
 #include "model/mowe_dispatch.h"
 #include "model/routing_table.h"
 
 namespace mowe::model {
+
+// Dropout on the experts' hidden layer (model.mowe.expert_dropout_rate), during training only.
+// The mask of a token's hidden units is a function of (step seed, site, the token's global
+// example, its position in the example) alone: each token's (example, position) travels with its
+// row to the rank computing its expert, so 1, 2 or 4 ranks drop the same units.
+struct ExpertDropout {
+  float rate = 0.0f;  // 0 = off (evaluation)
+  uint64_t step_seed = 0;
+  uint64_t site = 0;
+  int64_t first_example = 0;  // global index of local example 0
+  int64_t batch = 1;          // local examples: x holds batch x (rows / batch) tokens
+};
 
 class MoweLayer {
  public:
@@ -33,7 +47,10 @@ class MoweLayer {
   // step's activation arena (rewound by the caller after the backward pass), distinct from
   // ctx.scratch. The router (a Dispatch, or an ExchangeDispatch across ranks) must stay alive
   // and unchanged until backward returns.
-  Tensor forward(const Context& ctx, const Tensor& x, const TokenRouter& router, Arena& acts);
+  // With dropout.rate > 0, every rank must pass a positive rate (one more dispatch, a collective
+  // across ranks, carries each token's example and position to its expert).
+  Tensor forward(const Context& ctx, const Tensor& x, const TokenRouter& router, Arena& acts,
+                 const ExpertDropout& dropout = {});
 
   // dy [N,C] -> dx [N,C] (overwritten; zero rows for skipped tokens). Expert gradients are
   // accumulated (+=), or not computed at all when the experts are frozen.
@@ -49,6 +66,11 @@ class MoweLayer {
   const TokenRouter* router_ = nullptr;
   Tensor xp_;
   ExpertBank::Saved saved_;
+  std::vector<uint64_t> row_seeds_;  // [R] with hidden dropout: the mask seed of each row
+
+  // row_seeds_ of the rows `router` gives this rank's experts.
+  void derive_row_seeds(const Context& ctx, const Tensor& x, const TokenRouter& router,
+                        const ExpertDropout& dropout);
 };
 
 // The expert shapes of every bucket of a table (all experts, one process).

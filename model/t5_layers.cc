@@ -4,6 +4,10 @@
 
 namespace mowe::model {
 
+uint64_t dropout_example_seed(uint64_t step_seed, uint64_t site, int64_t example) {
+  return math::mix64(step_seed ^ math::mix64(site * 0x100000001b3ULL + example));
+}
+
 Weight Weight::of(ParameterStore& store, const std::string& name) {
   Parameter& p = store.get(name);
   return {p.value.tensor(), p.trainable ? p.grad.tensor() : Tensor()};
@@ -12,13 +16,25 @@ Weight Weight::of(ParameterStore& store, const std::string& name) {
 namespace {
 
 uint64_t example_seed(const StepContext& s, uint64_t site, int64_t example) {
-  return math::mix64(s.dropout_seed ^ math::mix64(site * 0x100000001b3ULL + example));
+  return dropout_example_seed(s.dropout_seed, site, example);
 }
 
 template <typename F>
 void for_each_example(const Tensor& x, int64_t batch, F&& f) {
   const int64_t rows = x.dim(0) / batch;
   for (int64_t b = 0; b < batch; ++b) f(b, x.rows_slice(b * rows, (b + 1) * rows));
+}
+
+// Attention-probability dropout of a sub-layer whose output dropout is `site` uses site + 1 (the
+// block layout in t5_model.cc leaves it free; the FFN's hidden dropout takes its own site + 1).
+// f(first, end, dropout) over the batch: one call for all examples without dropout, else one
+// call per example with that example's seed, so the mask depends only on (seed, step, site,
+// global example) and never on which rank holds the example or how the batch is split.
+template <typename F>
+void for_each_attention_call(const StepContext& s, int64_t batch, uint64_t site, F&& f) {
+  if (s.dropout_rate <= 0.0f) return f(0, batch, AttentionDropout{});
+  for (int64_t b = 0; b < batch; ++b)
+    f(b, b + 1, AttentionDropout{s.dropout_rate, example_seed(s, site + 1, s.first_example + b)});
 }
 
 }  // namespace
@@ -105,8 +121,13 @@ Tensor AttentionSublayer::forward(const StepContext& s, const Tensor& x_in, cons
   sv.v = linear_forward(s, source, v_).reshape({batch, src_len, h, d});
   sv.probs = s.activations->alloc({batch, h, t, src_len}, x_in.dtype);
   sv.heads = s.activations->alloc({batch, t, h, d}, x_in.dtype);
-  s.backend->attention_forward(s.ctx, sv.q, sv.k, sv.v, bias, key_valid, {.causal = spec_.causal},
-                               sv.probs, sv.heads);
+  for_each_attention_call(s, batch, site, [&](int64_t b0, int64_t b1, AttentionDropout dropout) {
+    s.backend->attention_forward(s.ctx, sv.q.rows_slice(b0, b1), sv.k.rows_slice(b0, b1),
+                                 sv.v.rows_slice(b0, b1), bias,
+                                 key_valid.empty() ? key_valid : key_valid.rows_slice(b0, b1),
+                                 {.causal = spec_.causal, .dropout = dropout},
+                                 sv.probs.rows_slice(b0, b1), sv.heads.rows_slice(b0, b1));
+  });
   Tensor out = linear_forward(s, sv.heads.reshape({batch * t, h * d}), o_);
   dropout_examples_forward(s, out, batch, site);
   s.backend->axpy(s.ctx, 1.0, x_in, out);
@@ -127,8 +148,13 @@ void AttentionSublayer::backward(const StepContext& s, const Saved& sv, const Te
 
   Tensor dq = scratch.alloc(sv.q.shape, dx.dtype), dk = scratch.alloc(sv.k.shape, dx.dtype);
   Tensor dv = scratch.alloc(sv.v.shape, dx.dtype);
-  s.backend->attention_backward(s.ctx, dheads.reshape(sv.q.shape), sv.q, sv.k, sv.v, sv.probs, dq,
-                                dk, dv, dbias);
+  const Tensor dheads4 = dheads.reshape(sv.q.shape);
+  for_each_attention_call(s, batch, site, [&](int64_t b0, int64_t b1, AttentionDropout dropout) {
+    s.backend->attention_backward(s.ctx, dheads4.rows_slice(b0, b1), sv.q.rows_slice(b0, b1),
+                                  sv.k.rows_slice(b0, b1), sv.v.rows_slice(b0, b1),
+                                  sv.probs.rows_slice(b0, b1), dq.rows_slice(b0, b1),
+                                  dk.rows_slice(b0, b1), dv.rows_slice(b0, b1), dbias, dropout);
+  });
 
   const int64_t src_rows = sv.k.dim(0) * sv.k.dim(1);
   Tensor dnormed = scratch.alloc_zeros(dx.shape, dx.dtype);

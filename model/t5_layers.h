@@ -19,11 +19,12 @@ namespace mowe::model {
 // Everything a sub-layer needs besides its parameters, per call.
 struct StepContext {
   Backend* backend = nullptr;
-  Context ctx;                   // device, stream, scratch arena for op temporaries
-  Arena* activations = nullptr;  // lives until the end of the step's backward pass
-  float dropout_rate = 0.0f;     // 0 at evaluation
-  uint64_t dropout_seed = 0;     // per step; each dropout site mixes in its own id
-  int64_t first_example = 0;     // global index of local example 0 (world-size invariance)
+  Context ctx;                       // device, stream, scratch arena for op temporaries
+  Arena* activations = nullptr;      // lives until the end of the step's backward pass
+  float dropout_rate = 0.0f;         // 0 at evaluation
+  float expert_dropout_rate = 0.0f;  // model.mowe.expert_dropout_rate; 0 at evaluation
+  uint64_t dropout_seed = 0;         // per step; each dropout site mixes in its own id
+  int64_t first_example = 0;         // global index of local example 0 (world-size invariance)
   // Called by T5Model::backward with each group of T5Model::dense_grad_groups() as soon as
   // its gradients are final, so their allreduce can overlap the rest of the backward pass.
   std::function<void(size_t group)> on_grads_ready;
@@ -34,6 +35,12 @@ struct Weight {
   Tensor value, grad;  // grad empty when frozen
   static Weight of(ParameterStore& store, const std::string& name);
 };
+
+// The seed of one example's dropout mask at one site: a function of (step seed, site, global
+// example index) only, so the mask of an example does not depend on which rank holds it. Every
+// dropout of the model (residual branches, FFN hidden layer, attention probabilities, expert
+// hidden layer) derives its masks from it.
+uint64_t dropout_example_seed(uint64_t step_seed, uint64_t site, int64_t example);
 
 // Dropout applied per example with a seed from (step seed, site, global example index), so the
 // mask of an example does not depend on which rank holds it.

@@ -59,7 +59,13 @@ class MoweFeedForward final : public FeedForward {
   Tensor forward(const StepContext& s, const Tensor& x_in, int64_t batch, uint64_t site) override {
     x_in_ = x_in;
     normed_ = norm_forward(s, norm_, x_in, eps_, &rstd_);
-    Tensor out = layer_.forward(s.ctx, normed_, router_, *s.activations);
+    // The experts' hidden dropout takes site + 1, as the dense FFN's hidden dropout does.
+    const ExpertDropout dropout{.rate = s.expert_dropout_rate,
+                                .step_seed = s.dropout_seed,
+                                .site = site + 1,
+                                .first_example = s.first_example,
+                                .batch = batch};
+    Tensor out = layer_.forward(s.ctx, normed_, router_, *s.activations, dropout);
     dropout_examples_forward(s, out, batch, site);
     s.backend->axpy(s.ctx, 1.0, x_in, out);
     return out;

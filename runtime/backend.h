@@ -19,11 +19,22 @@
 
 namespace mowe {
 
+// Dropout on the attention probabilities after the softmax, as T5X applies it to the attention
+// weights: element i of probs [B,H,T,S] (its flat index in the op's tensors) is kept iff
+// uniform01(seed, i) >= rate and then scaled by 1/(1-rate), the mask dropout_forward would apply
+// to probs. probs keeps the softmax before dropout; the backward pass recomputes the mask from
+// (rate, seed), so nothing more is stored. rate 0 = off.
+struct AttentionDropout {
+  float rate = 0.0f;
+  uint64_t seed = 0;
+};
+
 struct AttentionArgs {
   bool causal = false;  // query t sees keys s <= t (decoder self-attention)
   // Added to the scores before the softmax instead of -inf, as T5X does, so a fully masked row
   // gives a uniform distribution rather than NaN.
   double mask_value = -1e9;
+  AttentionDropout dropout;
 };
 
 // One AdamW step (Loshchilov & Hutter, as PyTorch's AdamW), see adamw_update.
@@ -110,7 +121,7 @@ class Backend {
   virtual void position_bias_backward(const Context& ctx, const Tensor& dout, const Tensor& dtable,
                                       bool bidirectional, int max_distance) = 0;
   // Multi-head attention without score scaling (T5 folds 1/sqrt(D) into the initialisation):
-  // probs[B,H,T,S] = softmax(q k^T + bias + mask); out[B,T,H,D] = probs v.
+  // probs[B,H,T,S] = softmax(q k^T + bias + mask); out[B,T,H,D] = dropout(probs) v.
   // q [B,T,H,D]; k, v [B,S,H,D]; bias [H,T,S] or empty; key_valid [B,S] i32 (1 = real token,
   // 0 = padding) or empty. probs is saved for the backward pass. Needs ctx.scratch.
   virtual void attention_forward(const Context& ctx, const Tensor& q, const Tensor& k,
@@ -118,10 +129,11 @@ class Backend {
                                  const AttentionArgs& args, const Tensor& probs,
                                  const Tensor& out) = 0;
   // dq, dk, dv are overwritten; dbias [H,T,S] (summed over B) is accumulated, or skipped if empty.
+  // `dropout` must be the forward's args.dropout.
   virtual void attention_backward(const Context& ctx, const Tensor& dout, const Tensor& q,
                                   const Tensor& k, const Tensor& v, const Tensor& probs,
                                   const Tensor& dq, const Tensor& dk, const Tensor& dv,
-                                  const Tensor& dbias) = 0;
+                                  const Tensor& dbias, const AttentionDropout& dropout) = 0;
 
   // ---- embedding and loss ----------------------------------------------------------------------
   // out[N,C] = table[ids[n]]; table [V,C]; ids [N] i32, each in [0, V).

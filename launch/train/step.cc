@@ -104,6 +104,8 @@ double StepRunner::forward_backward(const data::Batch& batch, const TrainState* 
   s.ctx.scratch = &scratch_;
   s.activations = &activations_;
   s.dropout_rate = backward ? static_cast<float>(job_.config().model().dropout_rate()) : 0.0f;
+  s.expert_dropout_rate =
+      backward ? static_cast<float>(job_.config().model().mowe().expert_dropout_rate()) : 0.0f;
   if (backward)
     s.dropout_seed =
         math::mix64(state->dropout_seed ^ math::mix64(static_cast<uint64_t>(batch.step)));

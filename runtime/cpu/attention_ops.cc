@@ -1,5 +1,7 @@
 // T5 relative position bias and multi-head attention on the CPU. Heads are strided views into
 // [B,T,H,D] tensors (row stride H*D), so no transposes are materialised.
+#include <optional>
+
 #include "runtime/cpu/cpu_backend.h"
 #include "runtime/cpu/elementwise_grain.h"
 #include "runtime/cpu/gemm.h"
@@ -47,14 +49,37 @@ void CpuBackend::position_bias_backward(const Context&, const Tensor& dout, cons
   });
 }
 
-void CpuBackend::attention_forward(const Context&, const Tensor& q, const Tensor& k,
+namespace {
+
+// dst[j] = src[j] * keep-scale of probs element first + j (AttentionDropout).
+template <typename T>
+void apply_dropout_row(const AttentionDropout& dropout, int64_t first, const T* src, T* dst,
+                       int64_t n) {
+  for (int64_t j = 0; j < n; ++j)
+    dst[j] = src[j] *
+             math::dropout_scale<T>(dropout.seed, static_cast<uint64_t>(first + j), dropout.rate);
+}
+
+}  // namespace
+
+void CpuBackend::attention_forward(const Context& ctx, const Tensor& q, const Tensor& k,
                                    const Tensor& v, const Tensor& bias, const Tensor& key_valid,
                                    const AttentionArgs& args, const Tensor& probs,
                                    const Tensor& out) {
   for (const Tensor* x : {&q, &k, &v, &bias, &key_valid, &probs, &out})
     check_cpu("attention_forward", *x);
   const AttentionDims d = check_attention_forward(q, k, v, bias, key_valid, probs, out);
+  check_dropout("attention_forward", probs, probs, args.dropout.rate);
   const int64_t hd = d.h * d.d;
+  const bool drop = args.dropout.rate > 0.0f;
+  MOWE_CHECK(!drop || ctx.scratch != nullptr,
+             "attention_forward with dropout needs a scratch arena in the context");
+  std::optional<ArenaScope> scope;
+  Tensor dropped;  // [T,S]: the dropped-out probabilities of one (b, h)
+  if (drop) {
+    scope.emplace(*ctx.scratch);
+    dropped = ctx.scratch->alloc({d.t, d.s}, q.dtype);
+  }
   dispatch_float(Device::CPU, "attention_forward", q.dtype, [&](auto zero) {
     using T = decltype(zero);
     const T mask = static_cast<T>(args.mask_value);
@@ -79,27 +104,34 @@ void CpuBackend::attention_forward(const Context&, const Tensor& q, const Tensor
               if (masked) row[j] += mask;
             }
             if (d.s > 0) softmax_row(row, d.s);
+            if (drop)
+              apply_dropout_row(args.dropout, ((b * d.h + h) * d.t + i) * d.s, row,
+                                dropped.ptr<T>() + i * d.s, d.s);
           }
         });
-        gemm(false, false, d.t, d.d, d.s, T(1), p, d.s, vbh, hd, T(0),
+        gemm(false, false, d.t, d.d, d.s, T(1), drop ? dropped.ptr<T>() : p, d.s, vbh, hd, T(0),
              out.ptr<T>() + b * d.t * hd + h * d.d, hd);
       }
     }
   });
 }
 
-// Per (b, h) with P = probs: dP = dO V^T, dS = softmax'(P) dP, dQ = dS K, dK = dS^T Q,
-// dV = P^T dO, dbias[h] += dS. Masks are constants, and P is ~0 where they apply.
+// Per (b, h) with P = probs and M the dropout mask's keep-scales (1 without dropout):
+// dPm = dO V^T, dP = M * dPm, dS = softmax'(P) dP, dQ = dS K, dK = dS^T Q, dV = (M * P)^T dO,
+// dbias[h] += dS. Masks are constants, and P is ~0 where they apply.
 void CpuBackend::attention_backward(const Context& ctx, const Tensor& dout, const Tensor& q,
                                     const Tensor& k, const Tensor& v, const Tensor& probs,
                                     const Tensor& dq, const Tensor& dk, const Tensor& dv,
-                                    const Tensor& dbias) {
+                                    const Tensor& dbias, const AttentionDropout& dropout) {
   for (const Tensor* x : {&dout, &q, &k, &v, &probs, &dq, &dk, &dv, &dbias})
     check_cpu("attention_backward", *x);
   const AttentionDims d = check_attention_backward(dout, q, k, v, probs, dq, dk, dv, dbias);
+  check_dropout("attention_backward", probs, probs, dropout.rate);
   MOWE_CHECK(ctx.scratch != nullptr, "attention_backward needs a scratch arena in the context");
   ArenaScope scope(*ctx.scratch);
   Tensor ds = ctx.scratch->alloc({d.t, d.s}, q.dtype);
+  const bool drop = dropout.rate > 0.0f;
+  Tensor dropped = drop ? ctx.scratch->alloc({d.t, d.s}, q.dtype) : Tensor();  // M * P
   const int64_t hd = d.h * d.d;
   dispatch_float(Device::CPU, "attention_backward", q.dtype, [&](auto zero) {
     using T = decltype(zero);
@@ -112,6 +144,11 @@ void CpuBackend::attention_backward(const Context& ctx, const Tensor& dout, cons
              pds, d.s);
         parallel_for(d.t, rows_grain(d.s, kGrainStreaming), [&](int64_t i0, int64_t i1) {
           for (int64_t i = i0; i < i1; ++i) {
+            if (drop) {
+              const int64_t first = ((b * d.h + h) * d.t + i) * d.s;
+              apply_dropout_row(dropout, first, pds + i * d.s, pds + i * d.s, d.s);
+              apply_dropout_row(dropout, first, p + i * d.s, dropped.ptr<T>() + i * d.s, d.s);
+            }
             softmax_row_backward(p + i * d.s, pds + i * d.s, pds + i * d.s, d.s);
             if (!dbias.empty()) {
               T* pb = dbias.ptr<T>() + (h * d.t + i) * d.s;
@@ -123,8 +160,8 @@ void CpuBackend::attention_backward(const Context& ctx, const Tensor& dout, cons
              dq.ptr<T>() + qo, hd);
         gemm(true, false, d.s, d.d, d.t, T(1), pds, d.s, q.ptr<T>() + qo, hd, T(0),
              dk.ptr<T>() + ko, hd);
-        gemm(true, false, d.s, d.d, d.t, T(1), p, d.s, dout.ptr<T>() + qo, hd, T(0),
-             dv.ptr<T>() + ko, hd);
+        gemm(true, false, d.s, d.d, d.t, T(1), drop ? dropped.ptr<T>() : p, d.s, dout.ptr<T>() + qo,
+             hd, T(0), dv.ptr<T>() + ko, hd);
       }
     }
   });

@@ -51,7 +51,8 @@ class CpuBackend final : public Backend {
                          const Tensor& probs, const Tensor& out) override;
   void attention_backward(const Context& ctx, const Tensor& dout, const Tensor& q, const Tensor& k,
                           const Tensor& v, const Tensor& probs, const Tensor& dq, const Tensor& dk,
-                          const Tensor& dv, const Tensor& dbias) override;
+                          const Tensor& dv, const Tensor& dbias,
+                          const AttentionDropout& dropout) override;
 
   void embedding_forward(const Context& ctx, const Tensor& table, const Tensor& ids,
                          const Tensor& out) override;

@@ -43,6 +43,14 @@ Offsets offsets(const AttentionDims& d, int64_t b) {
   return {b * d.t * d.h * d.d, b * d.s * d.h * d.d, b * d.h * d.t * d.s};
 }
 
+// Attention dropout has no CUDA kernel yet: refused rather than silently skipped.
+void refuse_dropout(const char* op, const AttentionDropout& dropout) {
+  MOWE_CHECK(dropout.rate <= 0.0f,
+             "{}: attention dropout (model.dropout_rate = {}) is not supported on GPU; train "
+             "with model.dropout_rate: 0 on the CUDA backend, or on the CPU backend",
+             op, dropout.rate);
+}
+
 }  // namespace
 
 void CudaBackend::attention_forward(const Context& ctx, const Tensor& q, const Tensor& k,
@@ -52,6 +60,7 @@ void CudaBackend::attention_forward(const Context& ctx, const Tensor& q, const T
   for (const Tensor* x : {&q, &k, &v, &bias, &key_valid, &probs, &out})
     check_cuda("attention_forward", *x);
   const AttentionDims d = check_attention_forward(q, k, v, bias, key_valid, probs, out);
+  refuse_dropout("attention_forward", args.dropout);
   const int64_t hd = d.h * d.d, ts = d.t * d.s;
   dispatch_float(Device::CUDA, "attention_forward", q.dtype, [&](auto zero) {
     using T = decltype(zero);
@@ -80,10 +89,11 @@ void CudaBackend::attention_forward(const Context& ctx, const Tensor& q, const T
 void CudaBackend::attention_backward(const Context& ctx, const Tensor& dout, const Tensor& q,
                                      const Tensor& k, const Tensor& v, const Tensor& probs,
                                      const Tensor& dq, const Tensor& dk, const Tensor& dv,
-                                     const Tensor& dbias) {
+                                     const Tensor& dbias, const AttentionDropout& dropout) {
   for (const Tensor* x : {&dout, &q, &k, &v, &probs, &dq, &dk, &dv, &dbias})
     check_cuda("attention_backward", *x);
   const AttentionDims d = check_attention_backward(dout, q, k, v, probs, dq, dk, dv, dbias);
+  refuse_dropout("attention_backward", dropout);
   Arena& scratch = cuda_scratch("attention_backward", ctx);
   ArenaScope scope(scratch);
   Tensor ds = scratch.alloc({d.h, d.t, d.s}, q.dtype);

@@ -77,11 +77,18 @@ double total_weight(const Batch& b) {
 
 struct Runner {
   Arena scratch{host_allocator()}, acts{host_allocator()};
-  StepContext step() {
+  // With `dropout`, every dropout of the model is on (residual branches, FFN hidden, attention
+  // probabilities, the experts' hidden layer), its masks drawn from a per-step seed.
+  StepContext step(bool dropout = false, int step = 0) {
     StepContext s;
     s.backend = &cpu_backend();
     s.ctx.scratch = &scratch;
     s.activations = &acts;
+    if (dropout) {
+      s.dropout_rate = 0.1f;
+      s.expert_dropout_rate = 0.25f;
+      s.dropout_seed = 1000 + static_cast<uint64_t>(step);
+    }
     return s;
   }
 };
@@ -103,6 +110,7 @@ struct Case {
   comm::AllToAll::Algorithm algorithm;
   int ranks_per_node;
   bool prerouted;  // tokens routed beforehand (as the loader thread does), not in the step
+  bool dropout = false;
 };
 
 class DistributedEquivalence : public ::testing::TestWithParam<Case> {};
@@ -164,14 +172,14 @@ TEST_P(DistributedEquivalence, LossGradientsAndThreeAdamWStepsMatchOneProcess) {
     double ref_loss = 0;
     {
       ArenaScope a(ref_run.acts);
-      StepContext s = ref_run.step();
+      StepContext s = ref_run.step(c.dropout, step);
       ref_loss = ref_model.forward(s, all.in, 1e-3) * scale;
       ref_model.backward(s, all.in, 1e-3, scale);
     }
     Buffer loss(host_allocator(), {1}, DType::F64);
     {
       ArenaScope a(run.acts);
-      StepContext s = run.step();
+      StepContext s = run.step(c.dropout, step);
       s.first_example = rank * local;
       testing::set(loss, 0, model.forward(s, mine.in, 1e-3) * scale);
       model.backward(s, mine.in, 1e-3, scale);
@@ -204,7 +212,10 @@ TEST_P(DistributedEquivalence, LossGradientsAndThreeAdamWStepsMatchOneProcess) {
 INSTANTIATE_TEST_SUITE_P(AllToAll, DistributedEquivalence,
                          ::testing::Values(Case{comm::AllToAll::Algorithm::Flat, 1, false},
                                            Case{comm::AllToAll::Algorithm::Hierarchical, 2, false},
-                                           Case{comm::AllToAll::Algorithm::Flat, 1, true}));
+                                           Case{comm::AllToAll::Algorithm::Flat, 1, true},
+                                           Case{comm::AllToAll::Algorithm::Flat, 1, false, true},
+                                           Case{comm::AllToAll::Algorithm::Hierarchical, 2, true,
+                                                true}));
 
 // One MoWE layer with K experts: the data all-to-alls of a forward and a backward pass send one
 // message to each peer per pass (dispatch and combine), for K = 1,024 and K = 65,536 alike.

@@ -92,24 +92,29 @@ std::vector<testing::GradInput> expert_inputs(ParameterStore& store) {
 }
 
 // `bucket0`: when set, bucket 0's own form (BucketConfig.expert_activation), overriding `act`.
+// `expert_dropout`: the experts' hidden dropout rate, its mask fixed by a constant seed (4
+// examples of 10 tokens).
 void check_layer_gradients(config::Activation act, int64_t gemm_min_rows,
-                           std::optional<config::Activation> bucket0 = std::nullopt) {
+                           std::optional<config::Activation> bucket0 = std::nullopt,
+                           float expert_dropout = 0.0f) {
   config::MoweConfig cfg = small_config(act);
   if (bucket0) cfg.mutable_buckets(0)->set_expert_activation(*bucket0);
   Harness h(cfg, DType::F64, {"encoder.block1"}, gemm_min_rows);
   const Dispatch d = Dispatch::build(h.table, token_ids());
+  const ExpertDropout dropout{
+      .rate = expert_dropout, .step_seed = 17, .site = 5, .first_example = 3, .batch = 4};
   Buffer x = testing::random_buffer({kTokens, kC}, 1);
   Buffer w = testing::random_buffer({kTokens, kC}, 2);  // loss = sum(y * w), so dy = w
   Buffer dx = testing::host_buffer({kTokens, kC});
   h.store.zero_grads();
   {
     ArenaScope step(h.acts);
-    h.layer().forward(h.ctx, x, d, h.acts);
+    h.layer().forward(h.ctx, x, d, h.acts, dropout);
     h.layer().backward(h.ctx, w, dx);
   }
   auto loss = [&] {
     ArenaScope step(h.acts);
-    return dot(h.layer().forward(h.ctx, x, d, h.acts), w);
+    return dot(h.layer().forward(h.ctx, x, d, h.acts, dropout), w);
   };
   std::vector<testing::GradInput> inputs = expert_inputs(h.store);
   size_t matrices = 0;
@@ -142,6 +147,51 @@ TEST(MoweLayer, GradientsMixedFormsGatedThenGelu) {
 }
 TEST(MoweLayer, GradientsMixedFormsGeluThenGated) {
   check_layer_gradients(config::GATED_GELU, 3, config::GELU);
+}
+
+// Hidden dropout in the experts (model.mowe.expert_dropout_rate), mask fixed: both forms, both
+// compute paths, and a mixed-form layer.
+TEST(MoweLayer, ExpertDropoutGradients) {
+  check_layer_gradients(config::GELU, kGemmOnly, std::nullopt, 0.3f);
+  check_layer_gradients(config::GELU, kGatherOnly, std::nullopt, 0.3f);
+  check_layer_gradients(config::GATED_GELU, 3, std::nullopt, 0.5f);
+  check_layer_gradients(config::GELU, 3, config::GATED_GELU, 0.3f);
+}
+
+// A token's hidden mask depends on its (global example, position), not on its row: the output of
+// a token is the same when its example is computed alone (as on another rank), and the mask
+// acts (the output differs from rate 0).
+TEST(MoweLayer, ExpertDropoutFollowsTheToken) {
+  Harness h(small_config(config::GELU), DType::F64);
+  const std::vector<int32_t> ids = token_ids();
+  Buffer x = testing::random_buffer({kTokens, kC}, 1);
+  auto run = [&](int64_t first, int64_t count, float rate) {
+    std::vector<int32_t> part(ids.begin() + first * 10, ids.begin() + (first + count) * 10);
+    const Dispatch d = Dispatch::build(h.table, part);
+    ArenaScope step(h.acts);
+    Tensor xs = x.tensor().rows_slice(first * 10, (first + count) * 10);
+    const ExpertDropout dropout{
+        .rate = rate, .step_seed = 17, .site = 5, .first_example = first, .batch = count};
+    Tensor y = h.layer().forward(h.ctx, xs, d, h.acts, dropout);
+    std::vector<double> v;
+    for (int64_t i = 0; i < y.numel(); ++i) v.push_back(get(y, i));
+    h.layer().backward(h.ctx, y, h.acts.alloc(y.shape, y.dtype));  // ends the pass
+    return v;
+  };
+  const std::vector<double> all = run(0, 4, 0.4f);
+  std::vector<double> apart;
+  for (int64_t e = 0; e < 4; ++e) {
+    const std::vector<double> one = run(e, 1, 0.4f);
+    apart.insert(apart.end(), one.begin(), one.end());
+  }
+  // Up to rounding: split batches put some groups on the other compute path (GEMM vs gather).
+  ASSERT_EQ(all.size(), apart.size());
+  for (size_t i = 0; i < all.size(); ++i) EXPECT_NEAR(all[i], apart[i], 1e-13) << i;
+  const std::vector<double> no_dropout = run(0, 4, 0.0f);
+  double changed = 0;
+  for (size_t i = 0; i < all.size(); ++i)
+    changed = std::max(changed, std::abs(all[i] - no_dropout[i]));
+  EXPECT_GT(changed, 1e-3) << "dropout must act";
 }
 
 // Each bucket gets the tensors of its own form: three for gated GELU, two for GELU.

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <numeric>
 #include <random>
@@ -100,6 +101,7 @@ struct Harness {
     s.ctx.scratch = &scratch;
     s.activations = &activations;
     s.dropout_rate = dropout;
+    s.expert_dropout_rate = dropout;  // the experts' hidden layer too (model.mowe)
     s.dropout_seed = 99;
     s.first_example = first_example;
     return s;
@@ -167,6 +169,72 @@ TEST(T5Model, ExamplesAreIndependentIncludingDropout) {
   Inputs x = make_inputs(0, 4, DType::F64);
   ArenaScope scope(h.activations);
   EXPECT_NE(model.forward(h.step(0.0f, 0), x.in, 1e-4), together) << "dropout must act";
+}
+
+// The attention sub-layer with dropout on its probabilities (site + 1) and on its output (site):
+// both masks are fixed by (seed, site, global example), so central differences see the same
+// masks as the analytic backward.
+struct AttentionHarness {
+  ParameterStore store{host_allocator(), DType::F64, 8};
+  AttentionSublayer layer{
+      store, "att", {.d_model = 8, .num_heads = 2, .d_kv = 4, .causal = true, .eps = 1e-6}};
+  static constexpr int64_t kBatch = 3, kLen = 5;
+  Buffer x = testing::random_buffer({kBatch * kLen, 8}, 1);
+  Buffer w = testing::random_buffer({kBatch * kLen, 8}, 2);
+  Buffer bias = testing::random_buffer({2, kLen, kLen}, 3);
+  Buffer valid = testing::ids_buffer({1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 0, 0});
+  Harness h;
+  StepContext step(float dropout, uint64_t seed = 99) {
+    StepContext s = h.step(dropout, 7);
+    s.dropout_seed = seed;
+    return s;
+  }
+  Tensor forward(const StepContext& s, AttentionSublayer::Saved* saved) {
+    return layer.forward(s, x, {}, bias, valid.tensor().reshape({kBatch, kLen}), kBatch, 32, saved);
+  }
+};
+
+TEST(AttentionSublayer, DropoutGradientsMatchFiniteDifferences) {
+  AttentionHarness a;
+  auto loss = [&] {
+    ArenaScope scope(a.h.activations);
+    AttentionSublayer::Saved saved;
+    return testing::dot(a.forward(a.step(0.3f), &saved), a.w);
+  };
+  a.store.zero_grads();
+  Buffer dx = testing::random_buffer({AttentionHarness::kBatch * AttentionHarness::kLen, 8}, 2);
+  Buffer dbias = testing::host_buffer({2, AttentionHarness::kLen, AttentionHarness::kLen});
+  {
+    ArenaScope scope(a.h.activations);
+    AttentionSublayer::Saved saved;
+    StepContext s = a.step(0.3f);
+    a.forward(s, &saved);
+    a.layer.backward(s, saved, dx, {}, {}, dbias, AttentionHarness::kBatch, 32);
+  }
+  std::vector<testing::GradInput> inputs = {{"x", a.x, dx}, {"bias", a.bias, dbias}};
+  for (const auto& p : a.store.all()) inputs.push_back({p->name, p->value, p->grad});
+  EXPECT_LT(testing::check_gradients(loss, inputs, 1e-6), 1e-6);
+}
+
+// Evaluation (rate 0) is unchanged: the seed plays no part, and the saved probabilities are the
+// softmax itself; with dropout on, the same probabilities are saved and the output changes.
+TEST(AttentionSublayer, ZeroRateIgnoresTheSeedAndSavesTheSoftmax) {
+  AttentionHarness a;
+  auto run = [&](float rate, uint64_t seed) {
+    ArenaScope scope(a.h.activations);
+    AttentionSublayer::Saved saved;
+    Tensor out = a.forward(a.step(rate, seed), &saved);
+    std::vector<double> v;
+    for (const Tensor* t : {&out, &saved.probs})
+      for (int64_t i = 0; i < t->numel(); ++i) v.push_back(get(*t, i));
+    return std::pair{v, out.numel()};
+  };
+  const auto [eval1, n] = run(0.0f, 1);
+  EXPECT_EQ(run(0.0f, 2).first, eval1);
+  const auto dropped = run(0.3f, 1).first;
+  EXPECT_TRUE(std::equal(dropped.begin() + n, dropped.end(), eval1.begin() + n))
+      << "saved probabilities must be the softmax before dropout";
+  EXPECT_FALSE(std::equal(dropped.begin(), dropped.begin() + n, eval1.begin()));
 }
 
 // Overlapping the gradient allreduce with backward relies on this: when group g is announced,

@@ -129,6 +129,7 @@ TEST(Attention, HandComputedSingleHead) {
 struct AttnCase {
   int64_t b, t, s, h, d;
   bool causal, padding, bias;
+  float dropout = 0.0f;  // attention-probability dropout, with a fixed seed (the mask is fixed)
 };
 
 class AttentionGrad : public ::testing::TestWithParam<AttnCase> {};
@@ -149,14 +150,14 @@ TEST_P(AttentionGrad, GradientsMatchFiniteDifferences) {
   Buffer out = testing::host_buffer({c.b, c.t, c.h, c.d});
   Buffer dq = testing::host_buffer(q.tensor().shape), dk = testing::host_buffer(k.tensor().shape);
   Buffer dv = testing::host_buffer(v.tensor().shape), dbias = testing::host_buffer({c.h, c.t, c.s});
-  AttentionArgs args{.causal = c.causal};
+  AttentionArgs args{.causal = c.causal, .dropout = {c.dropout, 1234}};
   auto loss = [&] {
     cpu_backend().attention_forward(ctx, q, k, v, bias_t, valid2, args, probs, out);
     return testing::dot(out, g);
   };
   loss();
   cpu_backend().attention_backward(ctx, g, q, k, v, probs, dq, dk, dv,
-                                   c.bias ? Tensor(dbias) : Tensor());
+                                   c.bias ? Tensor(dbias) : Tensor(), args.dropout);
   std::vector<testing::GradInput> inputs = {{"q", q, dq}, {"k", k, dk}, {"v", v, dv}};
   if (c.bias) inputs.push_back({"bias", bias, dbias});
   testing::check_gradients(loss, inputs);
@@ -165,14 +166,78 @@ TEST_P(AttentionGrad, GradientsMatchFiniteDifferences) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, AttentionGrad,
-    ::testing::Values(AttnCase{1, 3, 3, 1, 2, false, false, false},   // plain
-                      AttnCase{2, 4, 4, 2, 3, true, true, true},      // decoder self-attention
-                      AttnCase{2, 3, 5, 2, 2, false, true, false},    // cross-attention, T != S
-                      AttnCase{1, 4, 4, 3, 2, false, false, true}));  // encoder with bias
+    ::testing::Values(AttnCase{1, 3, 3, 1, 2, false, false, false},  // plain
+                      AttnCase{2, 4, 4, 2, 3, true, true, true},     // decoder self-attention
+                      AttnCase{2, 3, 5, 2, 2, false, true, false},   // cross-attention, T != S
+                      AttnCase{1, 4, 4, 3, 2, false, false, true},   // encoder with bias
+                      // With dropout on the probabilities (T5X's attention dropout).
+                      AttnCase{2, 4, 4, 2, 3, true, true, true, 0.3f},
+                      AttnCase{2, 3, 5, 2, 2, false, true, false, 0.5f},
+                      AttnCase{1, 6, 6, 3, 2, false, false, true, 0.1f}));
+
+// With v one-hot over the keys (D = S), out[b,t,h,:] is row (t) of head h's dropped-out
+// probabilities: exactly dropout_forward applied to probs with the same (rate, seed), probs
+// itself left undropped. The share of dropped entries matches the rate.
+TEST(Attention, DropoutIsDropoutForwardOfTheProbabilities) {
+  const int64_t b = 4, t = 64, s = 64, h = 4, d = s;
+  Arena arena(host_allocator());
+  Context ctx{.scratch = &arena};
+  // Small scores, so no probability underflows to 0 and every zero in out is a dropped one.
+  Buffer q = random_buffer({b, t, h, d}, 1, -0.2, 0.2);
+  Buffer k = random_buffer({b, s, h, d}, 2, -0.2, 0.2);
+  Buffer v = testing::host_buffer({b, s, h, d});
+  for (int64_t i = 0; i < b * s * h; ++i) set(v, i * d + (i / h) % s, 1.0);  // v[b,j,h,:] = e_j
+  Buffer probs = testing::host_buffer({b, h, t, s}), out = testing::host_buffer({b, t, h, d});
+  Buffer probs_ref = testing::host_buffer({b, h, t, s});
+  Buffer out_ref = testing::host_buffer({b, t, h, d});
+  auto forward = [&](const AttentionArgs& args, const Tensor& p, const Tensor& o) {
+    cpu_backend().attention_forward(ctx, q, k, v, {}, {}, args, p, o);
+  };
+  const float rate = 0.3f;
+  const uint64_t seed = 77;
+  forward({.dropout = {rate, seed}}, probs, out);
+  forward({}, probs_ref, out_ref);
+  Buffer dropped = testing::host_buffer({b, h, t, s});
+  cpu_backend().dropout_forward(ctx, probs_ref, dropped, rate, seed);
+  int64_t zeros = 0;
+  for (int64_t bi = 0; bi < b; ++bi)
+    for (int64_t hi = 0; hi < h; ++hi)
+      for (int64_t ti = 0; ti < t; ++ti)
+        for (int64_t j = 0; j < s; ++j) {
+          const int64_t pi = ((bi * h + hi) * t + ti) * s + j;
+          const int64_t oi = ((bi * t + ti) * h + hi) * d + j;
+          ASSERT_EQ(get(probs, pi), get(probs_ref, pi)) << "probs must stay undropped";
+          ASSERT_NEAR(get(out, oi), get(dropped, pi), 1e-15) << pi;
+          ASSERT_NEAR(get(out_ref, oi), get(probs_ref, pi), 1e-15) << pi;
+          zeros += get(out, oi) == 0.0;
+        }
+  const double share = double(zeros) / double(b * h * t * s);
+  EXPECT_NEAR(share, rate, 0.01) << zeros << " of " << b * h * t * s;
+}
+
+// Rate 0 (evaluation) is the attention without dropout, bit for bit, whatever the seed.
+TEST(Attention, ZeroDropoutRateIsNoDropout) {
+  Arena arena(host_allocator());
+  Context ctx{.scratch = &arena};
+  Buffer q = random_buffer({2, 5, 2, 3}, 1), k = random_buffer({2, 5, 2, 3}, 2);
+  Buffer v = random_buffer({2, 5, 2, 3}, 3), g = random_buffer({2, 5, 2, 3}, 4);
+  Buffer p1 = testing::host_buffer({2, 2, 5, 5}), o1 = testing::host_buffer({2, 5, 2, 3});
+  Buffer p2 = testing::host_buffer({2, 2, 5, 5}), o2 = testing::host_buffer({2, 5, 2, 3});
+  cpu_backend().attention_forward(ctx, q, k, v, {}, {}, {.causal = true}, p1, o1);
+  cpu_backend().attention_forward(ctx, q, k, v, {}, {}, {.causal = true, .dropout = {0.0f, 9}}, p2,
+                                  o2);
+  Buffer dq1 = testing::host_buffer({2, 5, 2, 3}), dk1 = testing::host_buffer({2, 5, 2, 3});
+  Buffer dv1 = testing::host_buffer({2, 5, 2, 3}), dq2 = testing::host_buffer({2, 5, 2, 3});
+  Buffer dk2 = testing::host_buffer({2, 5, 2, 3}), dv2 = testing::host_buffer({2, 5, 2, 3});
+  cpu_backend().attention_backward(ctx, g, q, k, v, p1, dq1, dk1, dv1, {}, {});
+  cpu_backend().attention_backward(ctx, g, q, k, v, p2, dq2, dk2, dv2, {}, {0.0f, 9});
+  for (auto [a, b] : {std::pair{&o1, &o2}, {&p1, &p2}, {&dq1, &dq2}, {&dk1, &dk2}, {&dv1, &dv2}})
+    for (int64_t i = 0; i < a->tensor().numel(); ++i) ASSERT_EQ(get(*a, i), get(*b, i)) << i;
+}
 
 TEST(Attention, BackwardWithoutScratchIsAnError) {
   Buffer q = random_buffer({1, 2, 1, 2}, 1), p = testing::host_buffer({1, 1, 2, 2});
-  expect_error([&] { cpu_backend().attention_backward({}, q, q, q, q, p, q, q, q, {}); },
+  expect_error([&] { cpu_backend().attention_backward({}, q, q, q, q, p, q, q, q, {}, {}); },
                {"scratch arena"});
 }
 

@@ -118,7 +118,7 @@ TEST_F(CpuThreadsDeterminism, SoftmaxAttentionAndLoss) {
   const Context ctx{.scratch = &arena};
   expect_same_bits("attention", {probs, out, dq, dk, dv, dbias}, [&] {
     cpu.attention_forward(ctx, q, k, v, bias, {}, {.causal = true}, probs, out);
-    cpu.attention_backward(ctx, dout, q, k, v, probs, dq, dk, dv, dbias);
+    cpu.attention_backward(ctx, dout, q, k, v, probs, dq, dk, dv, dbias, {});
     return std::vector<double>{};
   });
 

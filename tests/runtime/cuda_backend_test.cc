@@ -90,8 +90,13 @@ TEST(CudaBackend, ValidatesOnTheHostLikeTheCpu) {
   const Tensor q = fake_device({1, 2, 1, 4}), p = fake_device({1, 1, 2, 2});
   Arena host_arena(host_allocator());
   expect_error(
-      [&] { gpu.attention_backward({.scratch = &host_arena}, q, q, q, q, p, q, q, q, {}); },
+      [&] { gpu.attention_backward({.scratch = &host_arena}, q, q, q, q, p, q, q, q, {}, {}); },
       {"needs a device arena"});
+  // Attention dropout has no CUDA kernel: refused, never silently skipped.
+  expect_error([&] { gpu.attention_forward({}, q, q, q, {}, {}, {.dropout = {0.1f, 1}}, p, q); },
+               {"attention dropout", "not supported on GPU"});
+  expect_error([&] { gpu.attention_backward({}, q, q, q, q, p, q, q, q, {}, {0.1f, 1}); },
+               {"attention dropout", "not supported on GPU"});
 }
 
 // ---- CUDA against CPU: needs a GPU -------------------------------------------------------------
@@ -289,9 +294,9 @@ TEST_F(CudaVsCpu, AttentionWithCausalPaddingAndBias) {
     Pair dq = zeros_pair(q.cpu.tensor().shape), dk = zeros_pair(k.cpu.tensor().shape);
     Pair dv = zeros_pair(v.cpu.tensor().shape);
     cpu.attention_backward(cctx, g.cpu, q.cpu, k.cpu, v.cpu, probs.cpu, dq.cpu, dk.cpu, dv.cpu,
-                           dbias.cpu);
+                           dbias.cpu, {});
     gpu.attention_backward(gctx, g.gpu, q.gpu, k.gpu, v.gpu, probs.gpu, dq.gpu, dk.gpu, dv.gpu,
-                           dbias.gpu);
+                           dbias.gpu, {});
     expect_close(dq, "attention dq");
     expect_close(dk, "attention dk");
     expect_close(dv, "attention dv");
@@ -310,8 +315,10 @@ TEST_F(CudaVsCpu, AttentionWithoutBiasOrMaskInDoublePrecision) {
   expect_close(out, "attention out f64", 1e-12);
   Pair dq = zeros_pair({b, t, h, d}, f64), dk = zeros_pair({b, s, h, d}, f64);
   Pair dv = zeros_pair({b, s, h, d}, f64);
-  cpu.attention_backward(cctx, out.cpu, q.cpu, k.cpu, v.cpu, probs.cpu, dq.cpu, dk.cpu, dv.cpu, {});
-  gpu.attention_backward(gctx, out.gpu, q.gpu, k.gpu, v.gpu, probs.gpu, dq.gpu, dk.gpu, dv.gpu, {});
+  cpu.attention_backward(cctx, out.cpu, q.cpu, k.cpu, v.cpu, probs.cpu, dq.cpu, dk.cpu, dv.cpu, {},
+                         {});
+  gpu.attention_backward(gctx, out.gpu, q.gpu, k.gpu, v.gpu, probs.gpu, dq.gpu, dk.gpu, dv.gpu, {},
+                         {});
   expect_close(dq, "attention dq f64", 1e-12);
   expect_close(dk, "attention dk f64", 1e-12);
   expect_close(dv, "attention dv f64", 1e-12);
