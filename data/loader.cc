@@ -66,6 +66,15 @@ class SyntheticSource : public ExampleSource {
     corrupt_chunk(chunk.data(), g, options_, lengths_, target_length_, inputs, targets);
   }
   uint64_t hash() const override { return examples_->hash(); }
+  void not_routed(const std::vector<int32_t>& tokens, std::vector<int32_t>* routing) const {
+    const LoaderOptions& o = options_;
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      const int32_t t = tokens[i];
+      if (t == o.pad_id || t == o.eos_id ||
+          std::find(o.sentinels.begin(), o.sentinels.end(), t) != o.sentinels.end())
+        (*routing)[i] = RoutingTokenizer::kNotRouted;
+    }
+  }
   bool route(int64_t g, Example* ex) const override {
     ex->input_routing.resize(ex->inputs.size());
     ex->decoder_routing.resize(ex->decoder_inputs.size());
@@ -73,6 +82,10 @@ class SyntheticSource : public ExampleSource {
                            ex->input_routing.data());
     examples_->routing_ids(g, 1, static_cast<int64_t>(ex->decoder_routing.size()),
                            ex->decoder_routing.data());
+    // As with text, pad (the decoder's start), EOS and the sentinels reach no expert: the drawn
+    // ids follow their law over the word positions, and the expert load matches real data's.
+    not_routed(ex->inputs, &ex->input_routing);
+    not_routed(ex->decoder_inputs, &ex->decoder_routing);
     return true;
   }
 
@@ -380,6 +393,7 @@ std::vector<int64_t> count_routing_ids(const Loader& loader, int64_t num_example
     Example ex = loader.example(g);
     for (const auto* ids : {&ex.input_routing, &ex.decoder_routing}) {
       for (int32_t id : *ids) {
+        if (id == RoutingTokenizer::kNotRouted) continue;  // pad, EOS, sentinels
         MOWE_CHECK(id >= 0 && id < num_routing_ids, "routing id {} outside [0, {})", id,
                    num_routing_ids);
   if (source_->streaming()) {

@@ -105,8 +105,7 @@ Tokenizer train_or_load_tokenizer(const config::DataConfig& config, const Split&
 }
 
 RoutingVocab build_routing_vocab(const config::Config& config, const Split& split,
-                                 const Tokenizer& tokenizer, int64_t max_examples,
-                                 int64_t* examples) {
+                                 const Tokenizer& tokenizer) {
   const config::DataConfig& d = config.data();
   auto t0 = std::chrono::steady_clock::now();
   TokenizedCorpus tokens =
@@ -116,26 +115,21 @@ RoutingVocab build_routing_vocab(const config::Config& config, const Split& spli
   spdlog::info("[vocab] training split: {} tokens ({:.1f} s)", tokens.tokens.size(),
                seconds_since(t0));
   t0 = std::chrono::steady_clock::now();
+  const RoutingVocabOptions options{.max_routing_ids = config.model().mowe().routing_vocab_size(),
+                                    .case_variants = config.model().mowe().case_variants()};
+  if (!d.routing_word_list().empty()) {
+    RoutingVocab vocab = RoutingVocab::build_from_word_list(tokenizer, d.routing_word_list(),
+                                                            split.train, tokens, options);
+    spdlog::info("[vocab] {} auxiliary entries from {} ({:.1f} s)", vocab.file().entries_size(),
+                 d.routing_word_list(), seconds_since(t0));
+    return vocab;
+  }
   std::vector<std::string> names;
   for (const Synset& s : read_wordnet(d.wordnet_dir()))
     names.insert(names.end(), s.lemmas.begin(), s.lemmas.end());
-  const bool variants = config.model().mowe().case_variants();
-  RoutingVocab vocab = RoutingVocab::build(
-      tokenizer, names, split.train, tokens,
-      {.max_routing_ids = config.model().mowe().routing_vocab_size(), .case_variants = variants});
+  RoutingVocab vocab = RoutingVocab::build(tokenizer, names, split.train, tokens, options);
   spdlog::info("[vocab] {} auxiliary words ({:.1f} s)", vocab.file().entries_size(),
                seconds_since(t0));
-  t0 = std::chrono::steady_clock::now();
-  auto table = std::make_shared<const RoutingTokenizer>(vocab.table(variants));
-  auto stream = std::make_shared<const TokenStream>(tokens, Tokenizer::kEosId,
-                                                    static_cast<uint64_t>(d.seed()));
-  Loader loader(stream, table, loader_options(config, tokenizer, 0, 1));
-  int64_t n = stream->num_chunks(loader.lengths().tokens_length);
-  if (max_examples >= 0) n = std::min(n, max_examples);
-  vocab.set_frequencies(count_routing_ids(loader, n, vocab.size()),
-                        fmt::format("{} training examples of {} tokens", n, d.input_length()));
-  spdlog::info("[vocab] counted routing ids on {} examples ({:.1f} s)", n, seconds_since(t0));
-  if (examples) *examples = n;
   return vocab;
 }
 

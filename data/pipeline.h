@@ -33,13 +33,11 @@ Tokenizer train_or_load_tokenizer(const config::DataConfig& config, const Split&
 // synthetic vocabulary (no file).
 Tokenizer load_tokenizer(const config::DataConfig& config);
 
-// Builds the routing vocabulary for `config`: candidates from the WordNet lemma names in
-// data.wordnet_dir, ordered by frequency in split.train, limited by model.mowe.routing_vocab_size;
-// then counts routing-id frequencies on the first `max_examples` training examples (< 0: one
-// epoch), returned in *examples.
+// Builds the routing vocabulary for `config`: candidates from data.routing_word_list, or else
+// the WordNet lemma names in data.wordnet_dir, ordered by frequency in split.train, limited by
+// model.mowe.routing_vocab_size; routing-id frequencies counted on the raw training documents.
 RoutingVocab build_routing_vocab(const config::Config& config, const Split& split,
-                                 const Tokenizer& tokenizer, int64_t max_examples,
-                                 int64_t* examples = nullptr);
+                                 const Tokenizer& tokenizer);
 
 struct DataPipeline {
   std::shared_ptr<const Tokenizer> tokenizer;

@@ -63,9 +63,11 @@ bool RoutingTokenizer::insert(std::span<const int32_t> key, int32_t routing_id) 
              "got {}",
              kMaxKeyLength, length);
   MOWE_CHECK(routing_id >= 0, "negative routing id {}", routing_id);
-  for (int32_t t : key)
+  for (int32_t t : key) {
     MOWE_CHECK(t >= 0 && t < default_vocab_size_, "key piece {} is outside [0, {})", t,
                default_vocab_size_);
+    MOWE_CHECK(!unrouted(t), "key piece {} is unrouted (pad, EOS or a sentinel)", t);
+  }
   if (find(key) >= 0) return false;
   if (2 * (num_keys_ + 1) > static_cast<int64_t>(slots_.size())) grow();
   uint64_t h = 0;
@@ -91,6 +93,15 @@ int32_t RoutingTokenizer::find(std::span<const int32_t> key) const {
   return probe(finish(h), key.data() + length - 1, length);
 }
 
+void RoutingTokenizer::set_unrouted(std::span<const int32_t> pieces) {
+  for (int32_t t : pieces) {
+    MOWE_CHECK(t >= 0 && t < default_vocab_size_, "unrouted piece {} is outside [0, {})", t,
+               default_vocab_size_);
+    MOWE_CHECK(end_masks_[t] == 0, "piece {} ends a key and cannot be unrouted", t);
+    end_masks_[t] = kUnroutedBit;
+  }
+}
+
 void RoutingTokenizer::route(const int32_t* tokens, int64_t n, int32_t* routing_ids) const {
   for (int64_t i = 0; i < n; ++i) {
     const int32_t t = tokens[i];
@@ -99,6 +110,10 @@ void RoutingTokenizer::route(const int32_t* tokens, int64_t n, int32_t* routing_
                default_vocab_size_);
     // Lengths of keys ending in t that fit in the left context (bit L = length L).
     uint32_t lengths = end_masks_[t];
+    if (lengths & kUnroutedBit) {
+      routing_ids[i] = kNotRouted;
+      continue;
+    }
     if (i + 1 < kMaxKeyLength) lengths &= (2u << (i + 1)) - 1;
     int32_t id = t;
     if (lengths >> 2) {

@@ -7,6 +7,9 @@
 // Lookups are filtered by the lengths of the keys that end in t[i] (a 9-bit mask per piece) and
 // tried longest first, so most positions cost no probe at all. Only left context is used: the
 // same function serves encoder inputs and decoder inputs.
+//
+// Pieces marked unrouted (pad, EOS, the sentinels: not words) get routing id -1 wherever they
+// occur, as padding: no expert sees them. No key contains one, so they also cut the context.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +21,7 @@ namespace mowe::data {
 class RoutingTokenizer {
  public:
   static constexpr int kMaxKeyLength = 9;
+  static constexpr int32_t kNotRouted = -1;  // the routing id of unrouted pieces and of padding
 
   // Routing ids [0, default_vocab_size) are the default pieces.
   explicit RoutingTokenizer(int32_t default_vocab_size = 0);
@@ -29,8 +33,12 @@ class RoutingTokenizer {
   // The routing id of exactly this key (length 1 = the piece itself), or -1.
   int32_t find(std::span<const int32_t> key) const;
 
-  // routing_ids[i] = id of the longest suffix of tokens[0..i] of at most 9 pieces in the table.
-  // Throws when a token is not a default piece id.
+  // Marks `pieces` unrouted: route() gives them kNotRouted. Keys must not contain them.
+  void set_unrouted(std::span<const int32_t> pieces);
+  bool unrouted(int32_t piece) const { return end_masks_[piece] & kUnroutedBit; }
+
+  // routing_ids[i] = id of the longest suffix of tokens[0..i] of at most 9 pieces in the table,
+  // or kNotRouted for an unrouted piece. Throws when a token is not a default piece id.
   void route(const int32_t* tokens, int64_t n, int32_t* routing_ids) const;
   void route(std::span<const int32_t> tokens, std::span<int32_t> routing_ids) const {
     route(tokens.data(), static_cast<int64_t>(tokens.size()), routing_ids.data());
@@ -60,7 +68,10 @@ class RoutingTokenizer {
   int shift_ = 64;
   std::vector<Slot> slots_;
   std::vector<int32_t> keys_;        // every key's pieces, back to back
-  std::vector<uint16_t> end_masks_;  // per piece: bit L set when a key of length L ends with it
+  // Per piece: bit L set when a key of length L ends with it; bit 0 (no key has length 0) marks
+  // an unrouted piece, so route() reads one word per position for both.
+  static constexpr uint16_t kUnroutedBit = 1;
+  std::vector<uint16_t> end_masks_;
 };
 
 }  // namespace mowe::data

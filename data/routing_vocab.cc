@@ -7,6 +7,7 @@
 #include <unordered_map>
 
 #include "data/derived_file.h"
+#include "data/word_list.h"
 #include "runtime/check.h"
 #include "runtime/checkpoint/crc32c.h"
 #include "runtime/config/config.h"
@@ -29,6 +30,13 @@ bool word_byte(unsigned char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c >= 0x80;
 }
 
+struct Candidate {
+  std::string word;
+  int64_t count;
+  int64_t list_frequency = 0;
+  int32_t routing_id = -1;  // a piece id for single-piece words, else the auxiliary id
+};
+
 // Heterogeneous lookup, so counting words needs no string per word.
 struct StringHash {
   using is_transparent = void;
@@ -36,11 +44,6 @@ struct StringHash {
 };
 using WordCounts = std::unordered_map<std::string, int64_t, StringHash, std::equal_to<>>;
 
-struct Candidate {
-  std::string word;
-  int64_t count;
-  int32_t routing_id = -1;  // a piece id for single-piece words, else the auxiliary id
-};
 
 std::vector<Candidate> ranked_candidates(const std::vector<std::string>& names,
                                          const std::vector<std::string>& documents,
@@ -68,15 +71,27 @@ bool has_unknown(const std::vector<int32_t>& tokens) {
   return std::find(tokens.begin(), tokens.end(), Tokenizer::kUnkId) != tokens.end();
 }
 
+bool has_unrouted(const std::vector<int32_t>& tokens, const RoutingTokenizer& table) {
+  return std::any_of(tokens.begin(), tokens.end(), [&](int32_t t) { return table.unrouted(t); });
+}
+
 // Entries in frequency order; single-piece words keep their piece id for the variant keys.
-void add_entries(const Tokenizer& tokenizer, std::vector<Candidate>* ranked, int64_t max_words,
-                 RoutingTokenizer* table, RoutingVocabFile* file) {
+// Returns how many candidates were examined: all of them, unless `stop_when_full` stops at the
+// first one after the last id is given (a word list's tail is never tokenized).
+size_t add_entries(const Tokenizer& tokenizer, std::vector<Candidate>* ranked, int64_t max_words,
+                   bool stop_when_full, RoutingTokenizer* table, RoutingVocabFile* file) {
   RoutingVocabStats* stats = file->mutable_stats();
   const int32_t v = tokenizer.vocab_size();
-  for (Candidate& c : *ranked) {
+  for (size_t i = 0; i < ranked->size(); ++i) {
+    if (stop_when_full && file->entries_size() >= max_words) return i;
+    Candidate& c = (*ranked)[i];
     std::vector<int32_t> tokens = tokenizer.encode(c.word);
     if (has_unknown(tokens)) {
       stats->set_dropped_unknown(stats->dropped_unknown() + 1);
+    } else if (has_unrouted(tokens, *table)) {
+      // A sentinel written out in the text ("<extra_id_0>" is a user-defined piece that
+      // SentencePiece matches in text): not a word, and keys never contain one.
+      stats->set_dropped_special(stats->dropped_special() + 1);
     } else if (tokens.size() == 1) {
       stats->set_single_piece_words(stats->single_piece_words() + 1);
       c.routing_id = tokens[0];
@@ -92,9 +107,11 @@ void add_entries(const Tokenizer& tokenizer, std::vector<Candidate>* ranked, int
       RoutingEntry* e = file->add_entries();
       e->set_word(c.word);
       e->set_word_count(c.count);
+      if (c.list_frequency > 0) e->set_list_frequency(c.list_frequency);
       e->mutable_tokens()->Add(tokens.begin(), tokens.end());
     }
   }
+  return ranked->size();
 }
 
 std::string capitalised(const std::string& w) {
@@ -110,18 +127,44 @@ std::string upper(const std::string& w) {
   return out;
 }
 
+std::string lower(const std::string& w) {
+  std::string out = w;
+  for (char& ch : out)
+    if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch + 32);
+  return out;
+}
+
+// Every space-separated word capitalised: "new york" -> "New York".
+std::string title(const std::string& w) {
+  std::string out = lower(w);
+  for (size_t i = 0; i < out.size(); ++i)
+    if ((i == 0 || out[i - 1] == ' ') && out[i] >= 'a' && out[i] <= 'z')
+      out[i] = static_cast<char>(out[i] - 32);
+  return out;
+}
+
+// The case variants of a word or name other than itself, in insertion order: capitalised,
+// title case, upper case, lower case. For a lower-case word that is "Word", "WORD" (title case
+// and lower case repeat it); a listed "Barack Obama" gets "BARACK OBAMA" and "barack obama".
+std::vector<std::string> case_variants_of(const std::string& w) {
+  std::vector<std::string> forms;
+  for (std::string form : {capitalised(w), title(w), upper(w), lower(w)})
+    if (form != w && std::find(forms.begin(), forms.end(), form) == forms.end())
+      forms.push_back(std::move(form));
+  return forms;
+}
+
 // Variant keys come after every word's own key, so a word never loses its key to a variant.
 void add_variant_keys(const Tokenizer& tokenizer, const std::vector<Candidate>& ranked,
                       RoutingTokenizer* table, RoutingVocabFile* file) {
   RoutingVocabStats* stats = file->mutable_stats();
   for (const Candidate& c : ranked) {
     if (c.routing_id < 0) continue;
-    for (const std::string& form : {capitalised(c.word), upper(c.word)}) {
-      if (form == c.word) continue;
+    for (const std::string& form : case_variants_of(c.word)) {
       std::vector<int32_t> tokens = tokenizer.encode(form);
       if (tokens.size() < 2) continue;  // a piece of its own: its piece id is its routing id
       if (tokens.size() > RoutingTokenizer::kMaxKeyLength || has_unknown(tokens) ||
-          !table->insert(tokens, c.routing_id)) {
+          has_unrouted(tokens, *table) || !table->insert(tokens, c.routing_id)) {
         stats->set_variant_keys_skipped(stats->variant_keys_skipped() + 1);
         continue;
       }
@@ -156,6 +199,15 @@ void coverage(const Tokenizer& tokenizer, const TokenizedCorpus& corpus,
   *token_share = *tokens ? double(aux_tokens) / *tokens : 0.0;
 }
 
+// The pieces that are not words: pad (also the decoder's start token), EOS, every sentinel.
+std::vector<int32_t> special_pieces(const Tokenizer& tokenizer) {
+  std::vector<int32_t> pieces = {Tokenizer::kPadId, Tokenizer::kEosId};
+  for (int k = 0; k < tokenizer.num_sentinels(); ++k) pieces.push_back(tokenizer.sentinel(k));
+  std::sort(pieces.begin(), pieces.end());
+  pieces.erase(std::unique(pieces.begin(), pieces.end()), pieces.end());
+  return pieces;
+}
+
 }  // namespace
 
 void for_each_word(std::string_view text, const std::function<void(std::string_view)>& emit) {
@@ -177,10 +229,7 @@ std::vector<std::string> split_words(std::string_view text) {
   return words;
 }
 
-RoutingVocab RoutingVocab::build(const Tokenizer& tokenizer, const std::vector<std::string>& names,
-                                 const std::vector<std::string>& documents,
-                                 const TokenizedCorpus& tokens,
-                                 const RoutingVocabOptions& options) {
+RoutingVocab RoutingVocab::start(const Tokenizer& tokenizer, const RoutingVocabOptions& options) {
   RoutingVocab vocab;
   RoutingVocabFile& f = vocab.file_;
   f.set_format_version(kFormatVersion);
@@ -190,23 +239,99 @@ RoutingVocab RoutingVocab::build(const Tokenizer& tokenizer, const std::vector<s
   f.set_case_variants(options.case_variants);
   f.set_tokenizer_bytes(static_cast<int64_t>(tokenizer.model().size()));
   for (uint32_t crc : piece_crcs(tokenizer)) f.add_tokenizer_piece_crc32c(crc);
-  RoutingVocabStats* stats = f.mutable_stats();
-  std::vector<Candidate> ranked = ranked_candidates(names, documents, stats);
-  const int64_t max_words = std::max<int64_t>(0, options.max_routing_ids - tokenizer.vocab_size());
-  RoutingTokenizer table(tokenizer.vocab_size());
-  add_entries(tokenizer, &ranked, max_words, &table, &f);
-  RoutingTokenizer without = table;
-  add_variant_keys(tokenizer, ranked, &table, &f);
+  for (int32_t piece : special_pieces(tokenizer)) f.add_unrouted_pieces(piece);
+  return vocab;
+}
+
+void RoutingVocab::finish(const Tokenizer& tokenizer, const TokenizedCorpus& tokens,
+                          const RoutingTokenizer& without, const RoutingTokenizer& with) {
+  RoutingVocabStats* stats = file_.mutable_stats();
   double word_share = 0, token_share = 0;
   int64_t words = 0, corpus_tokens = 0;
   coverage(tokenizer, tokens, without, &word_share, &token_share, &words, &corpus_tokens);
   stats->set_word_share_without_variants(word_share);
   stats->set_token_share_without_variants(token_share);
-  coverage(tokenizer, tokens, table, &word_share, &token_share, &words, &corpus_tokens);
+  coverage(tokenizer, tokens, with, &word_share, &token_share, &words, &corpus_tokens);
   stats->set_word_share_with_variants(word_share);
   stats->set_token_share_with_variants(token_share);
   stats->set_corpus_words(words);
   stats->set_corpus_tokens(corpus_tokens);
+  set_frequencies(count_routing_ids(case_variants() ? with : without, tokens, size()),
+                  fmt::format("{} training documents ({} tokens) as raw text",
+                              tokens.num_documents(), tokens.tokens.size()));
+}
+
+RoutingVocab RoutingVocab::build(const Tokenizer& tokenizer, const std::vector<std::string>& names,
+                                 const std::vector<std::string>& documents,
+                                 const TokenizedCorpus& tokens,
+                                 const RoutingVocabOptions& options) {
+  RoutingVocab vocab = start(tokenizer, options);
+  RoutingVocabFile& f = vocab.file_;
+  std::vector<Candidate> ranked = ranked_candidates(names, documents, f.mutable_stats());
+  const int64_t max_words = std::max<int64_t>(0, options.max_routing_ids - tokenizer.vocab_size());
+  RoutingTokenizer table(tokenizer.vocab_size());
+  table.set_unrouted({f.unrouted_pieces().data(), static_cast<size_t>(f.unrouted_pieces_size())});
+  add_entries(tokenizer, &ranked, max_words, /*stop_when_full=*/false, &table, &f);
+  RoutingTokenizer without = table;
+  add_variant_keys(tokenizer, ranked, &table, &f);
+  vocab.finish(tokenizer, tokens, without, table);
+  return vocab;
+}
+
+RoutingVocab RoutingVocab::build_from_word_list(const Tokenizer& tokenizer,
+                                                const std::string& word_list,
+                                                const std::vector<std::string>& documents,
+                                                const TokenizedCorpus& tokens,
+                                                const RoutingVocabOptions& options) {
+  RoutingVocab vocab = start(tokenizer, options);
+  RoutingVocabFile& f = vocab.file_;
+  f.set_word_list(word_list);
+  RoutingVocabStats* stats = f.mutable_stats();
+  const int64_t max_words = std::max<int64_t>(0, options.max_routing_ids - tokenizer.vocab_size());
+  RoutingTokenizer table(tokenizer.vocab_size());
+  table.set_unrouted({f.unrouted_pieces().data(), static_cast<size_t>(f.unrouted_pieces_size())});
+  const CorpusWords corpus(documents);
+  // The best entries, a quarter more than the ids to fill (single-piece, too long and duplicate
+  // entries take none); when that was not enough, another pass takes the next ones.
+  const int64_t keep = max_words + max_words / 4 + 1024;
+  std::vector<Candidate> kept;  // entries with a routing id, for their variant keys
+  int64_t examined = 0;
+  WordListEntry last;
+  for (int pass = 0;; ++pass) {
+    WordListStats list;
+    std::vector<WordListEntry> ranked =
+        rank_word_list(word_list, corpus, keep, pass ? &last : nullptr, &list);
+    if (pass == 0) {
+      stats->set_list_lines(list.lines);
+      stats->set_list_invalid_utf8(list.invalid_utf8);
+      stats->set_list_malformed(list.malformed);
+      stats->set_dropped_too_long(list.too_many_words);
+      stats->set_candidate_words(list.entries);
+      stats->set_occurring_words(list.in_corpus);
+    }
+    std::vector<Candidate> candidates;
+    candidates.reserve(ranked.size());
+    for (WordListEntry& e : ranked)
+      candidates.push_back({std::move(e.text), e.corpus_count, e.list_frequency});
+    const size_t used = add_entries(tokenizer, &candidates, max_words, /*stop_when_full=*/true,
+                                    &table, &f);
+    examined += static_cast<int64_t>(used);
+    if (!ranked.empty()) last = std::move(ranked.back());
+    const bool exhausted = static_cast<int64_t>(ranked.size()) < keep;
+    std::vector<WordListEntry>().swap(ranked);  // memory for the variant keys' pass
+    for (size_t i = 0; i < used; ++i)
+      if (candidates[i].routing_id >= 0) kept.push_back(std::move(candidates[i]));
+    spdlog::info("[vocab] word list pass {}: {} entries ranked, {} tokenized, {} ids so far",
+                 pass + 1, candidates.size(), used, f.entries_size());
+    if (f.entries_size() >= max_words || exhausted) break;
+  }
+  stats->set_dropped_over_limit(stats->candidate_words() - examined);
+  int64_t absent = 0;
+  for (const RoutingEntry& e : f.entries()) absent += e.word_count() == 0;
+  stats->set_entries_not_in_corpus(absent);
+  RoutingTokenizer without = table;
+  add_variant_keys(tokenizer, kept, &table, &f);
+  vocab.finish(tokenizer, tokens, without, table);
   return vocab;
 }
 
@@ -289,6 +414,12 @@ void RoutingVocab::save(const std::string& path) const {
 
 RoutingTokenizer RoutingVocab::table(bool case_variants) const {
   RoutingTokenizer table(default_vocab_size());
+  for (int32_t piece : file_.unrouted_pieces())
+    MOWE_CHECK(piece >= 0 && piece < default_vocab_size(),
+               "routing vocabulary {}: unrouted piece {} outside [0, {})", path_, piece,
+               default_vocab_size());
+  table.set_unrouted(
+      {file_.unrouted_pieces().data(), static_cast<size_t>(file_.unrouted_pieces_size())});
   for (int k = 0; k < file_.entries_size(); ++k) {
     const auto& tokens = file_.entries(k).tokens();
     MOWE_CHECK(
@@ -333,6 +464,24 @@ std::vector<int32_t> RoutingVocab::frequency_order() const {
   if (f.size() != size()) return order;
   std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return f[a] > f[b]; });
   return order;
+}
+
+std::vector<int64_t> count_routing_ids(const RoutingTokenizer& table, const TokenizedCorpus& corpus,
+                                       int32_t num_routing_ids) {
+  std::vector<int64_t> counts(num_routing_ids, 0);
+  std::vector<int32_t> ids;
+  for (int64_t d = 0; d < corpus.num_documents(); ++d) {
+    auto doc = corpus.document(d);
+    ids.resize(doc.size());
+    table.route(doc, ids);
+    for (int32_t id : ids) {
+      if (id == RoutingTokenizer::kNotRouted) continue;
+      MOWE_CHECK(id >= 0 && id < num_routing_ids, "routing id {} outside [0, {})", id,
+                 num_routing_ids);
+      ++counts[id];
+    }
+  }
+  return counts;
 }
 
 double frequency_share(const std::vector<int64_t>& frequency, const std::vector<int32_t>& order,

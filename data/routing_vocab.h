@@ -36,16 +36,25 @@ struct RoutingVocabOptions {
 
 class RoutingVocab {
  public:
-  // 2: framed with a CRC32C, with the tokenizer's piece checksums; 1 was a bare protobuf.
-  static constexpr uint32_t kFormatVersion = 2;
+  // 3: unrouted pieces (pad, EOS, sentinels) and frequencies counted on raw text; 2 counted
+  // them on span-corrupted examples and routed the specials; 1 was a bare protobuf.
+  static constexpr uint32_t kFormatVersion = 3;
   static constexpr std::string_view kMagic = "MOWEVOCB";
 
   // Builds entries and keys from the candidate names (e.g. WordNet lemma names) and the
-  // training documents (raw text for word counts, tokenized for the coverage statistics).
-  // Frequencies are left empty: set_frequencies() fills them.
+  // training documents (raw text for word counts, tokenized for the coverage statistics and the
+  // frequencies: every document routed as running text, see count_routing_ids below).
   static RoutingVocab build(const Tokenizer& tokenizer, const std::vector<std::string>& names,
                             const std::vector<std::string>& documents,
                             const TokenizedCorpus& tokens, const RoutingVocabOptions& options);
+  // The same with the entries of a word list (data/word_list.h, streamed: memory grows with
+  // max_routing_ids, not with the list) instead of names: each entry as written is a key, so a
+  // multi-word name becomes one routing id at its last piece.
+  static RoutingVocab build_from_word_list(const Tokenizer& tokenizer,
+                                           const std::string& word_list,
+                                           const std::vector<std::string>& documents,
+                                           const TokenizedCorpus& tokens,
+                                           const RoutingVocabOptions& options);
 
   // Contents built elsewhere (tests, tools); `file` is taken as it is.
   static RoutingVocab from_file(RoutingVocabFile file);
@@ -61,7 +70,8 @@ class RoutingVocab {
   std::string tokenizer_damage(const Tokenizer& tokenizer) const;
   void save(const std::string& path) const;  // atomically
 
-  // The routing tokenizer: pieces, the words' keys and, when asked, their case variants.
+  // The routing tokenizer: pieces, the words' keys and, when asked, their case variants; pad,
+  // EOS and the sentinels unrouted (routing id -1).
   RoutingTokenizer table(bool case_variants) const;
 
   // Routing ids: the pieces and the words, or a synthetic vocabulary's routing_ids.
@@ -83,9 +93,21 @@ class RoutingVocab {
   std::vector<int32_t> frequency_order() const;
 
  private:
+  // The file's header: format, tokenizer identity, options, unrouted pieces.
+  static RoutingVocab start(const Tokenizer& tokenizer, const RoutingVocabOptions& options);
+  // Coverage statistics and frequencies once the entries and keys are in the tables.
+  void finish(const Tokenizer& tokenizer, const TokenizedCorpus& tokens,
+              const RoutingTokenizer& without_variants, const RoutingTokenizer& with_variants);
+
   RoutingVocabFile file_;
   std::string path_;
 };
+
+// Occurrences of every routing id (size num_routing_ids) in the routing tokenization of the
+// documents, each routed on its own as running text; unrouted pieces (routing id -1) are not
+// counted. This is how routing-id frequencies are defined (the paper's frequency in raw text).
+std::vector<int64_t> count_routing_ids(const RoutingTokenizer& table, const TokenizedCorpus& corpus,
+                                       int32_t num_routing_ids);
 
 // Share of all counted tokens taken by `count` routing ids starting at rank `first` of the
 // frequency order (count < 0: all the rest).

@@ -4,8 +4,9 @@
 //
 // Reads the corpus (data.corpus), splits it, trains SentencePiece on the training split unless
 // data.tokenizer_model exists (--retrain forces it), builds the routing vocabulary from the
-// WordNet lemma names ordered by corpus frequency, counts the frequency of every routing id in
-// one epoch of training examples, writes data.routing_vocab and prints a report on stdout.
+// word list data.routing_word_list (or the WordNet lemma names) ordered by corpus frequency,
+// counts the frequency of every routing id in the raw training documents, writes
+// data.routing_vocab and prints a report on stdout.
 // For data.corpus SYNTHETIC it writes only data.routing_vocab: the synthetic vocabulary needs
 // no model, and the frequencies are the routing Zipf law's expected counts.
 #include <spdlog/spdlog.h>
@@ -34,8 +35,6 @@ Trains the SentencePiece model (data.tokenizer_model) on the training split if i
 then builds the routing vocabulary (data.routing_vocab) and prints its report. With
 data.corpus SYNTHETIC: writes only data.routing_vocab, with the Zipf law's expected counts.
   --retrain            Train the SentencePiece model even if data.tokenizer_model exists.
-  --max-examples N     Count routing-id frequencies on at most N training examples
-                       (default: one epoch).
 )";
 
 double seconds_since(Clock::time_point t0) {
@@ -68,7 +67,7 @@ void print_shares(const mowe::config::Config& config, const data::Tokenizer& tok
 }
 
 void print_report(const mowe::config::Config& config, const data::Tokenizer& tokenizer,
-                  const data::RoutingVocab& vocab, int64_t examples, double seconds) {
+                  const data::RoutingVocab& vocab, double seconds) {
   const auto& f = vocab.file();
   const auto& s = f.stats();
   int64_t counted = 0;
@@ -78,13 +77,22 @@ void print_report(const mowe::config::Config& config, const data::Tokenizer& tok
              tokenizer.vocab_size(), data::format_hash(tokenizer.hash()));
   fmt::print("  routing ids        {} = {} pieces + {} auxiliary words\n", vocab.size(),
              vocab.default_vocab_size(), f.entries_size());
-  fmt::print("  candidate words    {} from the lemma names, {} occur in the training split\n",
-             s.candidate_words(), s.occurring_words());
+  if (f.word_list().empty()) {
+    fmt::print("  candidate words    {} from the lemma names, {} occur in the training split\n",
+               s.candidate_words(), s.occurring_words());
+  } else {
+    fmt::print(
+        "  word list          {}: {} lines, {} entries ({} not UTF-8, {} malformed skipped), {} "
+        "occur in the training split; {} kept entries do not\n",
+        f.word_list(), s.list_lines(), s.candidate_words(), s.list_invalid_utf8(),
+        s.list_malformed(), s.occurring_words(), s.entries_not_in_corpus());
+  }
   fmt::print("  single-piece words {} (routed by their piece id)\n", s.single_piece_words());
   fmt::print(
-      "  dropped            {} longer than 9 pieces, {} with <unk>, {} duplicate, {} over "
-      "model.mowe.routing_vocab_size\n",
-      s.dropped_too_long(), s.dropped_unknown(), s.dropped_duplicate(), s.dropped_over_limit());
+      "  dropped            {} longer than 9 pieces, {} with <unk>, {} with a sentinel, {} "
+      "duplicate, {} over model.mowe.routing_vocab_size\n",
+      s.dropped_too_long(), s.dropped_unknown(), s.dropped_special(), s.dropped_duplicate(),
+      s.dropped_over_limit());
   fmt::print("  case-variant keys  {} ({} skipped: taken or too long); in use: {}\n",
              f.variant_keys_size(), s.variant_keys_skipped(), f.case_variants() ? "yes" : "no");
   fmt::print(
@@ -93,10 +101,8 @@ void print_report(const mowe::config::Config& config, const data::Tokenizer& tok
       100 * s.word_share_with_variants(), 100 * s.word_share_without_variants(),
       100 * s.token_share_with_variants(), 100 * s.token_share_without_variants(),
       s.corpus_words());
-  fmt::print(
-      "  frequencies        {} routing tokens: encoder and decoder inputs of {} training "
-      "examples\n",
-      counted, examples);
+  fmt::print("  frequencies        {} routing tokens: {} (pad, EOS, sentinels unrouted)\n",
+             counted, f.corpus());
   print_shares(config, tokenizer, vocab);
   fmt::print("  built in {:.1f} s\n", seconds);
 }
@@ -105,12 +111,10 @@ void print_report(const mowe::config::Config& config, const data::Tokenizer& tok
 // whose expected counts are the frequencies (seconds for a million ids).
 int write_synthetic(const mowe::config::Config& config, const mowe::config::CommonFlags& flags) {
   const auto& d = config.data();
-  for (const char* flag : {"--retrain", "--max-examples"})
-    if (flags.has(flag) || flags.values.count(flag))
-      throw mowe::Error(fmt::format(
-          "{} does not apply to data.corpus SYNTHETIC: there is no SentencePiece model to train "
-          "and no example to count (the frequencies are the Zipf law's expected counts)",
-          flag));
+  if (flags.has("--retrain"))
+    throw mowe::Error(
+        "--retrain does not apply to data.corpus SYNTHETIC: there is no SentencePiece model to "
+        "train (the frequencies are the Zipf law's expected counts)");
   const auto t0 = Clock::now();
   const data::Tokenizer tokenizer = data::synthetic_tokenizer(d);
   const data::RoutingVocab vocab = data::synthetic_routing_vocab(config, tokenizer);
@@ -130,7 +134,7 @@ int write_synthetic(const mowe::config::Config& config, const mowe::config::Comm
 }
 
 int run(int argc, char** argv) {
-  auto flags = mowe::config::parse_common_flags(argc, argv, {"--retrain"}, {"--max-examples"});
+  auto flags = mowe::config::parse_common_flags(argc, argv, {"--retrain"}, {});
   if (flags.help) {
     std::cout << mowe::config::help_text("mowe_vocab", kUsage);
     return 0;
@@ -146,13 +150,14 @@ int run(int argc, char** argv) {
     throw mowe::Error(
         "data.routing_vocab is empty: set where to write it (--set data.routing_vocab=PATH)");
   if (d.corpus() == mowe::config::DataConfig::SYNTHETIC) return write_synthetic(config, flags);
+  if (!d.routing_word_list().empty() && !std::filesystem::is_regular_file(d.routing_word_list()))
+    throw mowe::Error(fmt::format(
+        "data.routing_word_list = \"{}\" is not a file: give a word list (one entry per line, "
+        "optionally a TAB and a frequency; .gz and .zst allowed), or leave it empty for WordNet",
+        d.routing_word_list()));
   if (d.tokenizer_model().empty())
     throw mowe::Error(
         "data.tokenizer_model is empty: set where to write it (--set data.tokenizer_model=PATH)");
-  int64_t max_examples = -1;
-  if (flags.values.count("--max-examples"))
-    max_examples =
-        mowe::config::parse_int_flag(flags.values.at("--max-examples"), "--max-examples", 1);
   const auto t0 = Clock::now();
 
   data::Split split = data::read_split(d);
@@ -170,12 +175,10 @@ int run(int argc, char** argv) {
     }
     if (!damage.empty()) throw mowe::Error(damage);
   }
-  int64_t examples = 0;
-  data::RoutingVocab vocab =
-      data::build_routing_vocab(config, split, tokenizer, max_examples, &examples);
+  data::RoutingVocab vocab = data::build_routing_vocab(config, split, tokenizer);
   vocab.save(d.routing_vocab());
   spdlog::info("[vocab] wrote {}", d.routing_vocab());
-  print_report(config, tokenizer, vocab, examples, seconds_since(t0));
+  print_report(config, tokenizer, vocab, seconds_since(t0));
   return 0;
 }
 

@@ -78,6 +78,40 @@ TEST(Loader, BatchLayoutFollowsT5) {
   for (float w : b.loss_weights) EXPECT_EQ(w, 1.0f);
 }
 
+TEST(Loader, PadEosAndSentinelsCarryRoutingIdMinusOne) {
+  // The table a routing vocabulary makes: pad, EOS and the sentinels unrouted.
+  auto table = std::make_shared<RoutingTokenizer>(*synthetic_table());
+  std::vector<int32_t> specials = {0, 1};
+  for (int k = 0; k < 16; ++k) specials.push_back(3 + k);
+  table->set_unrouted(specials);
+  Loader loader(synthetic_stream(5000, 1), table, options(4));
+  const Batch& b = loader.next();
+  auto is_special = [&](int32_t t) {
+    return std::find(specials.begin(), specials.end(), t) != specials.end();
+  };
+  int64_t special_positions = 0;
+  for (auto [ids, routing] : {std::pair{&b.encoder_input_ids, &b.encoder_routing_ids},
+                              std::pair{&b.decoder_input_ids, &b.decoder_routing_ids}}) {
+    for (size_t i = 0; i < ids->size(); ++i) {
+      if (is_special((*ids)[i])) {
+        EXPECT_EQ((*routing)[i], -1) << i;
+        ++special_positions;
+      } else {
+        EXPECT_GE((*routing)[i], 0) << i;
+      }
+    }
+  }
+  // Each row: the encoder's sentinels and EOS, the decoder's start, sentinels (and no EOS: the
+  // decoder inputs stop before the targets' EOS).
+  EXPECT_GT(special_positions, 4 * 3);
+  for (int r = 0; r < b.batch_size; ++r) EXPECT_EQ(b.decoder_routing_ids[r * b.target_length], -1);
+  // The load count skips them.
+  int64_t counted = 0;
+  for (int64_t c : count_routing_ids(loader, 4, kVocab + 500)) counted += c;
+  EXPECT_EQ(counted, static_cast<int64_t>(b.encoder_input_ids.size() + b.decoder_input_ids.size()) -
+                         special_positions);
+}
+
 TEST(Loader, PadsAConfiguredTargetLengthAndMasksIt) {
   LoaderOptions o = options(2);
   const int64_t derived = t5_span_lengths(64, 0.15, 3.0).targets_length;

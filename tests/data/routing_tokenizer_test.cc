@@ -45,6 +45,21 @@ TEST(RoutingTokenizer, LongestSuffixWins) {
   EXPECT_EQ(ids, (std::vector<int32_t>{1, 100, 101, 4, 5, 1, 100, 101, 103, 9}));
 }
 
+TEST(RoutingTokenizer, UnroutedPiecesGetMinusOneAndCutTheContext) {
+  RoutingTokenizer table(20);
+  table.set_unrouted(std::vector<int32_t>{0, 1, 3});
+  EXPECT_TRUE(table.unrouted(3));
+  EXPECT_FALSE(table.unrouted(5));
+  ASSERT_TRUE(table.insert(Key{5, 6}, 100));
+  std::vector<int32_t> t = {5, 6, 3, 6, 1, 5, 6, 0};
+  std::vector<int32_t> ids(t.size());
+  table.route(t, ids);
+  EXPECT_EQ(ids, (std::vector<int32_t>{5, 100, -1, 6, -1, 5, 100, -1}));
+  // Keys never contain an unrouted piece, and a piece ending a key cannot become one.
+  EXPECT_THROW(table.insert(Key{3, 6}, 101), Error);
+  EXPECT_THROW(table.set_unrouted(std::vector<int32_t>{6}), Error);
+}
+
 TEST(RoutingTokenizer, RejectsBadKeysAndTokens) {
   RoutingTokenizer t(10);
   EXPECT_THROW(t.insert(Key{1}, 5), Error);      // pieces own length 1

@@ -60,7 +60,7 @@ TEST_F(RoutingVocabFileTest, RoundTripThroughTheFrame) {
   RoutingVocab::from_file(file_).save(path_);
   const std::string bytes = read_file(path_, "test file");
   EXPECT_EQ(bytes.substr(0, 8), "MOWEVOCB");
-  EXPECT_EQ(bytes[8], 2);  // format version 2, little-endian
+  EXPECT_EQ(bytes[8], RoutingVocab::kFormatVersion);  // little-endian
   const RoutingVocab back = RoutingVocab::load(path_);
   EXPECT_EQ(back.file().SerializeAsString(), file_.SerializeAsString());
   EXPECT_EQ(back.size(), 70);

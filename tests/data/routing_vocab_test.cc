@@ -5,7 +5,10 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
+#include <map>
+#include <set>
 
 #include "data/corpus.h"
 #include "data/loader.h"
@@ -142,9 +145,15 @@ TEST_F(RoutingVocabTest, SavesLoadsAndCountsFrequencies) {
   for (int k = 0; k < 8; ++k) o.sentinels.push_back(tokenizer_->sentinel(k));
   Loader loader(std::make_shared<const TokenStream>(tokens_, 1, 3), table, o);
   std::vector<int64_t> freq = count_routing_ids(loader, 50, vocab.size());
-  int64_t total = 0;
+  int64_t total = 0, words = 0;
   for (int64_t c : freq) total += c;
-  EXPECT_EQ(total, 50 * (loader.lengths().inputs_length + loader.lengths().targets_length));
+  for (int64_t g = 0; g < 50; ++g) {
+    const Example ex = loader.example(g);
+    for (const auto* ids : {&ex.inputs, &ex.decoder_inputs})
+      for (int32_t t : *ids) words += !table->unrouted(t);
+  }
+  EXPECT_EQ(total, words) << "every position but pad, EOS and the sentinels";
+  EXPECT_LT(total, 50 * (loader.lengths().inputs_length + loader.lengths().targets_length));
   vocab.set_frequencies(freq, "test");
   const std::string path = (dir_ / "sub" / "vocab.pb").string();
   vocab.save(path);
@@ -156,6 +165,73 @@ TEST_F(RoutingVocabTest, SavesLoadsAndCountsFrequencies) {
   EXPECT_DOUBLE_EQ(frequency_share(freq, order, 0, -1), 1.0);
   const std::vector<int32_t> t = tokenizer_->encode(docs_[10]);
   EXPECT_EQ(route(loaded.table(true), t), route(vocab.table(true), t));
+}
+
+// The specification of routing, independently of the hash table: each position's longest
+// suffix of 2..9 pieces among the keys (words first, then case variants; the first insertion of
+// a key wins), else the piece; pad, EOS and the sentinels -1.
+using Keys = std::map<std::vector<int32_t>, int32_t>;
+
+Keys all_keys(const RoutingVocab& vocab, bool variants) {
+  Keys keys;
+  const auto& f = vocab.file();
+  for (int k = 0; k < f.entries_size(); ++k)
+    keys.emplace(std::vector<int32_t>(f.entries(k).tokens().begin(), f.entries(k).tokens().end()),
+                 vocab.default_vocab_size() + k);
+  if (variants)
+    for (const RoutingKey& key : f.variant_keys())
+      keys.emplace(std::vector<int32_t>(key.tokens().begin(), key.tokens().end()),
+                   key.routing_id());
+  return keys;
+}
+
+std::vector<int32_t> brute_force_route(const Keys& keys, const Tokenizer& tokenizer,
+                                       std::span<const int32_t> tokens) {
+  std::set<int32_t> specials = {Tokenizer::kPadId, Tokenizer::kEosId};
+  for (int k = 0; k < tokenizer.num_sentinels(); ++k) specials.insert(tokenizer.sentinel(k));
+  std::vector<int32_t> out(tokens.size());
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    out[i] = specials.count(tokens[i]) ? -1 : tokens[i];
+    if (out[i] < 0) continue;
+    for (size_t len = 2; len <= 9 && len <= i + 1; ++len) {
+      std::vector<int32_t> suffix(tokens.begin() + (i + 1 - len), tokens.begin() + i + 1);
+      if (auto it = keys.find(suffix); it != keys.end()) out[i] = it->second;
+    }
+  }
+  return out;
+}
+
+TEST_F(RoutingVocabTest, FrequenciesAreCountedOnRawTextWithoutSpecials) {
+  const RoutingVocab& vocab = *vocab_;
+  // A brute-force count over the tokenized training documents, routed as running text.
+  std::vector<int64_t> want(vocab.size(), 0);
+  const Keys keys = all_keys(vocab, true);
+  for (int64_t d = 0; d < tokens_.num_documents(); ++d)
+    for (int32_t id : brute_force_route(keys, *tokenizer_, tokens_.document(d)))
+      if (id >= 0) ++want[id];
+  EXPECT_EQ(vocab.frequencies(), want);
+  // Pad, EOS and the sentinels are never routed: frequency 0, so none of them is among the 16
+  // unrouted (most frequent) ids, nor in any bucket's head.
+  std::vector<int32_t> specials = {Tokenizer::kPadId, Tokenizer::kEosId};
+  for (int k = 0; k < tokenizer_->num_sentinels(); ++k) specials.push_back(tokenizer_->sentinel(k));
+  EXPECT_EQ(std::vector<int32_t>(vocab.file().unrouted_pieces().begin(),
+                                 vocab.file().unrouted_pieces().end()),
+            specials);
+  const std::vector<int32_t> order = vocab.frequency_order();
+  std::string top;
+  for (int r = 0; r < 16; ++r) {
+    top += " " + (order[r] < vocab.default_vocab_size() ? tokenizer_->piece(order[r])
+                                                         : vocab.word(order[r]));
+    EXPECT_EQ(std::find(specials.begin(), specials.end(), order[r]), specials.end())
+        << tokenizer_->piece(order[r]) << " is among the 16 most frequent ids";
+  }
+  std::printf("top 16 routing ids on raw text:%s\n", top.c_str());
+  for (int32_t id : specials) EXPECT_EQ(vocab.frequencies()[id], 0) << id;
+  // The table the trainer uses routes them to -1 in running text with sentinels in it.
+  const std::vector<int32_t> t = tokenizer_->encode("a <extra_id_3> mathematician");
+  std::vector<int32_t> ids = route(vocab.table(true), t);
+  EXPECT_EQ(ids, brute_force_route(keys, *tokenizer_, t));
+  EXPECT_NE(std::find(ids.begin(), ids.end(), -1), ids.end());
 }
 
 TEST_F(RoutingVocabTest, VocabularyOfAnotherTokenizerIsRefused) {
