@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "runtime/check.h"
 #include "runtime/config/config.h"
@@ -80,10 +81,10 @@ TEST_F(PipelineTest, BuildsFilesThenLoadsBatches) {
   EXPECT_EQ(b.input_length, 64);
   for (int32_t id : b.encoder_routing_ids) EXPECT_LT(id, data.vocab->size());
   // Pad, EOS and the sentinels are not words: routing id -1 wherever they are, as padding.
+  std::set<int32_t> specials = {Tokenizer::kPadId, Tokenizer::kEosId};
+  for (int k = 0; k < tokenizer.num_sentinels(); ++k) specials.insert(tokenizer.sentinel(k));
   for (size_t i = 0; i < b.encoder_input_ids.size(); ++i) {
-    const bool special = b.encoder_input_ids[i] == Tokenizer::kEosId ||
-                         b.encoder_input_ids[i] == tokenizer.sentinel(0) ||
-                         b.encoder_mask[i] == 0;
+    const bool special = specials.count(b.encoder_input_ids[i]) || b.encoder_mask[i] == 0;
     if (special) EXPECT_EQ(b.encoder_routing_ids[i], -1) << i;
     if (!special) EXPECT_GE(b.encoder_routing_ids[i], 0) << i;
   }

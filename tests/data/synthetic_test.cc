@@ -108,7 +108,17 @@ TEST(Synthetic, ExamplesHaveTheShapeOfSpanCorruption) {
     EXPECT_EQ(ex.targets.front(), tok.sentinel(0));
     EXPECT_EQ(ex.input_routing.size(), ex.inputs.size());
     EXPECT_EQ(ex.decoder_routing.size(), ex.decoder_inputs.size());
-    for (int32_t id : ex.input_routing) ASSERT_TRUE(id >= 0 && id < 1000);
+    // Drawn ids at word positions; pad, EOS and the sentinels unrouted (-1), as with text.
+    for (const auto& [ids, routing] : {std::pair{&ex.inputs, &ex.input_routing},
+                                       std::pair{&ex.decoder_inputs, &ex.decoder_routing}}) {
+      for (size_t i = 0; i < ids->size(); ++i) {
+        if ((*ids)[i] >= examples.first_ordinary_id())
+          ASSERT_TRUE((*routing)[i] >= 0 && (*routing)[i] < 1000) << i;
+        else
+          ASSERT_EQ((*routing)[i], -1) << "token " << (*ids)[i];
+      }
+    }
+    EXPECT_EQ(ex.decoder_routing.front(), -1);  // the decoder's start token
   }
 }
 
