@@ -6,8 +6,10 @@
 // ("▁" + word); words that are a single piece already have that piece's id, words of more than 9
 // pieces cannot be matched and are dropped. Case-variant keys (capitalised, upper case) map the
 // cased forms to the same id. The file (data/proto/routing_vocab.proto in a checksummed frame,
-// data/derived_file.h) also holds the frequency of every routing id in the training batches and
-// the tokenizer's hash, size and a checksum of each of its pieces.
+// data/derived_file.h) also holds the frequency of every routing id in the raw training
+// documents, the unrouted pieces (pad, EOS, sentinels: routing id -1) and the tokenizer's hash,
+// size and a checksum of each of its pieces. A word list (build_from_word_list) can replace the
+// WordNet names.
 #pragma once
 
 #include <cstdint>
