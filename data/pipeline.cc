@@ -17,15 +17,52 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// A user's model (T5's, say) is refused with what makes it usable, never with --retrain, which
+// would replace it; a model mowe_vocab trained may be retrained.
 void check_tokenizer(const Tokenizer& t, const config::DataConfig& config) {
-  MOWE_CHECK(t.vocab_size() == config.sp_vocab_size(),
-             "{} has {} pieces but data.sp_vocab_size is {}: retrain it (mowe_vocab --retrain) "
-             "or set data.sp_vocab_size",
-             t.source(), t.vocab_size(), config.sp_vocab_size());
-  MOWE_CHECK(t.num_sentinels() >= config.num_sentinels(),
-             "{} has {} sentinel pieces <extra_id_N> but data.num_sentinels is {}: retrain it "
-             "(mowe_vocab --retrain)",
-             t.source(), t.num_sentinels(), config.num_sentinels());
+  const std::string retrain =
+      t.trained_by_mowe_vocab()
+          ? "; or retrain it: " + config::command_for_this_config("mowe_vocab", "--retrain")
+          : "";
+  // Sentinels first: adding them changes the piece count the second check asks for.
+  if (t.num_sentinels() < config.num_sentinels()) {
+    const std::filesystem::path source = t.source();
+    const std::string copy =
+        (source.parent_path() / (source.stem().string() + ".sentinels.model")).string();
+    throw Error(fmt::format(
+        "SentencePiece model {} has {} sentinel pieces (<extra_id_0>, <extra_id_1>, ...), but "
+        "data.num_sentinels needs {}: write a copy with the missing ones appended at the top of "
+        "its vocabulary, as T5 does, with {}, then set data.tokenizer_model={} and "
+        "data.sp_vocab_size={}{}",
+        t.source(), t.num_sentinels(), config.num_sentinels(),
+        config::command_for_this_config("mowe_vocab", "--add-sentinels " + copy), copy,
+        t.vocab_size() + t.missing_sentinels(config.num_sentinels()), retrain));
+  }
+  if (t.vocab_size() != config.sp_vocab_size())
+    throw Error(fmt::format(
+        "SentencePiece model {} has {} pieces, but data.sp_vocab_size is {}: it must be the "
+        "model's piece count, sentinels included: set data.sp_vocab_size={} (and model.vocab_size "
+        "to at least that){}",
+        t.source(), t.vocab_size(), config.sp_vocab_size(), t.vocab_size(), retrain));
+}
+
+// --retrain writes data.tokenizer_model: never over a model mowe_vocab did not train (a user's
+// T5 model). A file that is no SentencePiece model at all (damaged) may be replaced.
+void refuse_replacing_a_foreign_model(const std::string& path) {
+  const std::string bytes = read_file(path, "SentencePiece model");
+  if (!Tokenizer::is_sentencepiece_model(bytes)) return;
+  bool ours = false;
+  try {
+    ours = Tokenizer::from_model(bytes, path).trained_by_mowe_vocab();
+  } catch (const Error&) {
+    // Other special ids: not one of ours either.
+  }
+  if (!ours)
+    throw Error(fmt::format(
+        "--retrain would replace SentencePiece model {}, which mowe_vocab did not train (its "
+        "sentinels are not right after pad, eos and unk): to train a new one, set "
+        "data.tokenizer_model to another path",
+        path));
 }
 
 std::shared_ptr<const TokenStream> tokenize_split(const std::vector<std::string>& docs,
@@ -88,6 +125,7 @@ Tokenizer train_or_load_tokenizer(const config::DataConfig& config, const Split&
     spdlog::info("[vocab] using the existing tokenizer {} (--retrain to train a new one)", path);
     return load_tokenizer(config);
   }
+  if (retrain && std::filesystem::exists(path)) refuse_replacing_a_foreign_model(path);
   auto t0 = std::chrono::steady_clock::now();
   spdlog::info("[vocab] training SentencePiece ({} pieces, {} sentinels) on {} documents ...",
                config.sp_vocab_size(), config.num_sentinels(), split.train.size());

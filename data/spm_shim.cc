@@ -131,6 +131,60 @@ int decode(const mowe_spm* spm, const int* ids, size_t count, mowe_spm_bytes_fn 
   return 0;
 }
 
+// Protocol Buffers wire format, enough to write ModelProto.pieces entries: Debian ships no
+// sentencepiece_model.pb.h, and a serialized message followed by more of its repeated field
+// parses as the message with those entries appended (what SentencePiece's own tools and T5's
+// seqio do through the generated class).
+void put_varint(uint64_t value, std::string* out) {
+  while (value >= 0x80) {
+    out->push_back(static_cast<char>((value & 0x7f) | 0x80));
+    value >>= 7;
+  }
+  out->push_back(static_cast<char>(value));
+}
+
+// ModelProto.pieces (field 1) = SentencePiece{piece (1), score (2) = 0, type (3) = USER_DEFINED}.
+void put_user_defined_piece(std::string_view piece, std::string* out) {
+  constexpr int kUserDefined = 4;
+  std::string entry;
+  entry.push_back(0x0a);  // field 1, length-delimited
+  put_varint(piece.size(), &entry);
+  entry.append(piece);
+  entry.push_back(0x15);  // field 2, 32-bit
+  entry.append(4, '\0');  // score 0.0f
+  entry.push_back(0x18);  // field 3, varint
+  put_varint(kUserDefined, &entry);
+  out->push_back(0x0a);
+  put_varint(entry.size(), out);
+  out->append(entry);
+}
+
+int append_pieces(const char* model, size_t size, const char* const* pieces,
+                  const size_t* piece_sizes, size_t count, mowe_spm_bytes_fn emit, void* ctx,
+                  char* error, size_t error_size) {
+  sentencepiece::SentencePieceProcessor original;
+  auto status = original.LoadFromSerializedProto(std::string_view(model, size));
+  if (!status.ok()) return fail(status.ToString(), error, error_size);
+  const int first = original.GetPieceSize();
+  std::string out(model, size);
+  for (size_t i = 0; i < count; ++i) {
+    const std::string_view piece(pieces[i], piece_sizes[i]);
+    if (original.PieceToId(piece) != original.unk_id() ||
+        piece == original.IdToPiece(original.unk_id()))
+      return fail("the model already has the piece " + std::string(piece), error, error_size);
+    put_user_defined_piece(piece, &out);
+  }
+  sentencepiece::SentencePieceProcessor extended;
+  status = extended.LoadFromSerializedProto(out);
+  if (!status.ok()) return fail(status.ToString(), error, error_size);
+  for (size_t i = 0; i < count; ++i)
+    if (extended.PieceToId(std::string_view(pieces[i], piece_sizes[i])) !=
+        first + static_cast<int>(i))
+      return fail("an appended piece did not get the next id", error, error_size);
+  emit(ctx, out.data(), out.size());
+  return 0;
+}
+
 }  // namespace
 
 extern "C" __attribute__((visibility("default"))) void mowe_spm_get_api(mowe_spm_api* api) {
@@ -144,4 +198,5 @@ extern "C" __attribute__((visibility("default"))) void mowe_spm_get_api(mowe_spm
   api->special_id = special_id;
   api->encode = encode;
   api->decode = decode;
+  api->append_pieces = append_pieces;
 }

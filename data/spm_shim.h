@@ -38,6 +38,12 @@ struct mowe_spm_api {
                 char* error, size_t error_size);
   int (*decode)(const mowe_spm* spm, const int* ids, size_t count, mowe_spm_bytes_fn emit,
                 void* ctx, char* error, size_t error_size);
+  // Emits the serialized `model` with `count` user-defined pieces appended at the top of its
+  // vocabulary, in order (ids piece_size, piece_size + 1, ...), after checking that the result
+  // loads and gives them those ids. Fails when a piece is already in the model.
+  int (*append_pieces)(const char* model, size_t size, const char* const* pieces,
+                       const size_t* piece_sizes, size_t count, mowe_spm_bytes_fn emit, void* ctx,
+                       char* error, size_t error_size);
 };
 
 // The one exported symbol: fills the table of functions above.

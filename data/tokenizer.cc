@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <thread>
 
@@ -146,20 +147,21 @@ std::string Tokenizer::train(const std::vector<std::string>& documents,
     sentinels += fmt::format("{}<extra_id_{}>", k ? "," : "", k);
   int threads = options.num_threads > 0 ? options.num_threads
                                         : std::max(1u, std::thread::hardware_concurrency());
-  const std::vector<std::pair<std::string, std::string>> flags = {
+  std::vector<std::pair<std::string, std::string>> flags = {
       {"model_type", "unigram"},
       {"vocab_size", std::to_string(options.vocab_size)},
       {"pad_id", "0"},
       {"eos_id", "1"},
       {"unk_id", "2"},
       {"bos_id", "-1"},
-      {"user_defined_symbols", sentinels},
       {"character_coverage", fmt::format("{}", options.character_coverage)},
       {"input_sentence_size", std::to_string(options.max_sentences)},
       {"shuffle_input_sentence", "true"},
       {"num_threads", std::to_string(threads)},
       {"mowe_seed", std::to_string(options.seed)},
       {"minloglevel", "1"}};
+  // An empty list would be one empty symbol, which SentencePiece refuses.
+  if (!sentinels.empty()) flags.emplace_back("user_defined_symbols", sentinels);
   std::vector<const char*> keys, values;
   for (const auto& [k, v] : flags) keys.push_back(k.c_str()), values.push_back(v.c_str());
   SentenceSource source{&documents};
@@ -173,6 +175,13 @@ std::string Tokenizer::train(const std::vector<std::string>& documents,
 
 Tokenizer Tokenizer::load(const std::string& path) {
   return from_model(read_file(path, "SentencePiece model"), path);
+}
+
+bool Tokenizer::is_sentencepiece_model(const std::string& model) {
+  char error[kErrorSize] = "";
+  mowe_spm* spm = api().load(model.data(), model.size(), error, sizeof error);
+  if (spm) api().free(spm);
+  return spm != nullptr;
 }
 
 Tokenizer Tokenizer::from_model(std::string model, std::string source) {
@@ -198,18 +207,74 @@ Tokenizer Tokenizer::from_model(std::string model, std::string source) {
     t.pieces_.emplace_back(p, size);
     t.starts_word_.push_back(t.pieces_.back().rfind("\xe2\x96\x81", 0) == 0);
   }
+  // The ids are constants throughout (the loader pads with 0, which also starts every decoder
+  // sequence; streams end documents with 1; decoding stops at 1), as in T5: a model with others
+  // is refused rather than remapped.
   const int pad = t.api_->special_id(t.spm_, 0), eos = t.api_->special_id(t.spm_, 1),
             unk = t.api_->special_id(t.spm_, 2);
-  MOWE_CHECK(pad == kPadId && eos == kEosId && unk == kUnkId,
-             "{} has pad={}, eos={}, unk={}, but T5 conventions need 0, 1, 2: retrain it with {}",
-             t.source_, pad, eos, unk, config::command_for_this_config("mowe_vocab", "--retrain"));
+  if (pad != kPadId || eos != kEosId || unk != kUnkId)
+    throw Error(fmt::format(
+        "SentencePiece model {} has pad={}, eos={}, unk={} (-1: none), but MoWE uses T5's ids "
+        "pad=0, eos=1, unk=2: use a model trained with those ids (T5's models are), or let "
+        "mowe_vocab train one on the corpus by setting data.tokenizer_model to a path that does "
+        "not exist yet",
+        t.source_, pad, eos, unk));
   for (int k = 0;; ++k) {
-    std::string name = fmt::format("<extra_id_{}>", k);
-    int id = t.api_->piece_to_id(t.spm_, name.data(), name.size());
-    if (id == kUnkId || id < 0 || t.pieces_[id] != name) break;
+    const int32_t id = t.find_sentinel(k);
+    if (id < 0) break;
     t.sentinels_.push_back(id);
   }
   return t;
+}
+
+int32_t Tokenizer::find_sentinel(int k) const {
+  for (const std::string& name :
+       {fmt::format("<extra_id_{}>", k), fmt::format("\xe2\x96\x81<extra_id_{}>", k)}) {
+    int32_t id = -1;
+    if (spm_) {
+      id = api_->piece_to_id(spm_, name.data(), name.size());
+    } else {
+      auto it = std::find(pieces_.begin(), pieces_.end(), name);
+      if (it != pieces_.end()) id = static_cast<int32_t>(it - pieces_.begin());
+    }
+    // SentencePiece answers unk for a piece it does not have.
+    if (id >= 0 && id < vocab_size() && pieces_[id] == name) return id;
+  }
+  return -1;
+}
+
+bool Tokenizer::is_sentinel(int32_t id) const {
+  return std::find(sentinels_.begin(), sentinels_.end(), id) != sentinels_.end();
+}
+
+bool Tokenizer::trained_by_mowe_vocab() const {
+  if (sentinels_.empty()) return false;
+  for (int k = 0; k < num_sentinels(); ++k)
+    if (sentinels_[k] != kUnkId + 1 + k) return false;
+  return true;
+}
+
+int Tokenizer::missing_sentinels(int n) const {
+  int missing = 0;
+  for (int k = 0; k < n; ++k) missing += find_sentinel(k) < 0;
+  return missing;
+}
+
+std::string Tokenizer::with_sentinels(int n) const {
+  MOWE_CHECK(spm_, "{} has no SentencePiece model to add sentinels to", source_);
+  std::vector<std::string> names;
+  for (int k = n - 1; k >= 0; --k)
+    if (find_sentinel(k) < 0) names.push_back(fmt::format("<extra_id_{}>", k));
+  if (names.empty()) return model_;
+  std::vector<const char*> data;
+  std::vector<size_t> sizes;
+  for (const std::string& name : names) data.push_back(name.data()), sizes.push_back(name.size());
+  std::string out;
+  char error[kErrorSize] = "";
+  if (api_->append_pieces(model_.data(), model_.size(), data.data(), sizes.data(), names.size(),
+                          append_bytes, &out, error, sizeof error) != 0)
+    throw Error(fmt::format("cannot add sentinels to SentencePiece model {}: {}", source_, error));
+  return out;
 }
 
 Tokenizer Tokenizer::synthetic(int32_t vocab_size, int num_sentinels) {

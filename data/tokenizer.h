@@ -1,9 +1,12 @@
 // The default tokenizer: SentencePiece (the library, through the libmowe_spm module, see
-// spm_shim.h), trained on the training split with T5's conventions: pad = 0, eos = 1, unk = 2,
-// no bos, and sentinels <extra_id_0> ... <extra_id_{n-1}> as user-defined pieces at ids
-// 3 .. n + 2 (T5 puts them at the top of the vocabulary; any id works as long as every program
-// asks sentinel(k)). The model is identified by a hash of its serialized bytes, which the routing
-// vocabulary records so that a vocabulary built for another tokenizer is refused.
+// spm_shim.h), with T5's conventions: pad = 0, eos = 1, unk = 2, no bos, and sentinels
+// <extra_id_0> ... <extra_id_{n-1}> as pieces of the model. mowe_vocab trains one on the
+// training split with the sentinels as user-defined pieces at ids 3 .. n + 2; a model the user
+// brings (a T5 32K model, say) keeps its sentinels wherever they are: T5 appends them at the top
+// of the vocabulary, <extra_id_0> last, and seqio writes them as "▁<extra_id_k>", which is
+// recognised too. Every program asks sentinel(k), never computes an id. The model is identified
+// by a hash of its serialized bytes, which the routing vocabulary records so that a vocabulary
+// built for another tokenizer is refused.
 #pragma once
 
 #include <cstdint>
@@ -44,6 +47,8 @@ class Tokenizer {
   static std::string train(const std::vector<std::string>& documents,
                            const TokenizerTrainOptions& options);
   static Tokenizer load(const std::string& path);
+  // True when `model` parses as a SentencePiece model (whatever its special ids and pieces).
+  static bool is_sentencepiece_model(const std::string& model);
   // `source` names the model in messages.
   static Tokenizer from_model(std::string model, std::string source);
   // The vocabulary of the SYNTHETIC corpus, with no SentencePiece model behind it: pad, eos,
@@ -58,6 +63,16 @@ class Tokenizer {
   int32_t vocab_size() const { return static_cast<int32_t>(pieces_.size()); }
   int num_sentinels() const { return static_cast<int>(sentinels_.size()); }
   int32_t sentinel(int k) const { return sentinels_.at(k); }  // id of <extra_id_k>
+  bool is_sentinel(int32_t id) const;
+  // True when the sentinels sit right after pad, eos and unk, as in the models mowe_vocab trains
+  // (and so may replace with --retrain); false for a model without sentinels or T5's.
+  bool trained_by_mowe_vocab() const;
+  // How many of <extra_id_0..n-1> the model lacks.
+  int missing_sentinels(int n) const;
+  // The serialized model with the missing ones of <extra_id_0..n-1> appended as user-defined
+  // pieces at the top of the vocabulary, the highest first as T5 does (a 32000-piece model given
+  // 100 gets <extra_id_k> at 32099 - k, T5's ids). Existing pieces keep their ids.
+  std::string with_sentinels(int n) const;
   const std::string& piece(int32_t id) const { return pieces_.at(id); }
   // True when the piece begins a word (starts with U+2581, SentencePiece's space marker).
   bool starts_word(int32_t id) const { return starts_word_[id] != 0; }
@@ -73,6 +88,8 @@ class Tokenizer {
 
  private:
   Tokenizer() = default;
+  // The id of <extra_id_k> under either spelling, or -1.
+  int32_t find_sentinel(int k) const;
 
   const mowe_spm_api* api_ = nullptr;
   mowe_spm* spm_ = nullptr;

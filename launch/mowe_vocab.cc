@@ -1,6 +1,7 @@
 // mowe_vocab: builds the default tokenizer and the routing vocabulary for a config.
 //
 //   build/bin/mowe_vocab --config configs/wordnet_small.textproto [--retrain] [--set k=v]...
+//   build/bin/mowe_vocab --config C --add-sentinels OUT   # a user's model given <extra_id_k>
 //
 // Reads the corpus (data.corpus), splits it, trains SentencePiece on the training split unless
 // data.tokenizer_model exists (--retrain forces it), builds the routing vocabulary from the
@@ -22,6 +23,7 @@
 #include "data/synthetic.h"
 #include "runtime/check.h"
 #include "runtime/config/config.h"
+#include "runtime/files.h"
 #include "runtime/log.h"
 
 namespace {
@@ -35,6 +37,10 @@ Trains the SentencePiece model (data.tokenizer_model) on the training split if i
 then builds the routing vocabulary (data.routing_vocab) and prints its report. With
 data.corpus SYNTHETIC: writes only data.routing_vocab, with the Zipf law's expected counts.
   --retrain            Train the SentencePiece model even if data.tokenizer_model exists.
+  --add-sentinels OUT  Write to OUT a copy of data.tokenizer_model (a SentencePiece model of
+                       your own, e.g. T5's) with the sentinels <extra_id_0..> that
+                       data.num_sentinels needs appended at the top of its vocabulary, as T5
+                       does; prints the data.sp_vocab_size to set. Reads no corpus.
 )";
 
 double seconds_since(Clock::time_point t0) {
@@ -133,8 +139,39 @@ int write_synthetic(const mowe::config::Config& config, const mowe::config::Comm
   return 0;
 }
 
+// --add-sentinels OUT: the user's model made usable for span corruption without retraining it;
+// its own pieces keep their ids, so text encodes as before.
+int write_with_sentinels(const mowe::config::Config& config, const std::string& out) {
+  const auto& d = config.data();
+  if (d.corpus() == mowe::config::DataConfig::SYNTHETIC)
+    throw mowe::Error(
+        "--add-sentinels does not apply to data.corpus SYNTHETIC: there is no SentencePiece model");
+  if (d.tokenizer_model().empty())
+    throw mowe::Error(
+        "data.tokenizer_model is empty: set it to the SentencePiece model to copy "
+        "(--set data.tokenizer_model=PATH)");
+  if (std::filesystem::exists(out) && std::filesystem::equivalent(out, d.tokenizer_model()))
+    throw mowe::Error(fmt::format(
+        "--add-sentinels {} would overwrite data.tokenizer_model: give the copy another path",
+        out));
+  const data::Tokenizer original = data::Tokenizer::load(d.tokenizer_model());
+  const int n = d.num_sentinels();
+  const int missing = original.missing_sentinels(n);
+  std::string model = original.with_sentinels(n);
+  const data::Tokenizer copy = data::Tokenizer::from_model(model, out);
+  mowe::write_file_atomically(out, model);
+  fmt::print("wrote {}: {} pieces = {} of {} + {} sentinels appended ({} asked by "
+             "data.num_sentinels; <extra_id_0> is id {})\n",
+             out, copy.vocab_size(), original.vocab_size(), d.tokenizer_model(), missing, n,
+             copy.sentinel(0));
+  fmt::print("to use it: --set data.tokenizer_model={} --set data.sp_vocab_size={} "
+             "(model.vocab_size >= {}), then run mowe_vocab again for the routing vocabulary\n",
+             out, copy.vocab_size(), copy.vocab_size());
+  return 0;
+}
+
 int run(int argc, char** argv) {
-  auto flags = mowe::config::parse_common_flags(argc, argv, {"--retrain"}, {});
+  auto flags = mowe::config::parse_common_flags(argc, argv, {"--retrain"}, {"--add-sentinels"});
   if (flags.help) {
     std::cout << mowe::config::help_text("mowe_vocab", kUsage);
     return 0;
@@ -145,6 +182,8 @@ int run(int argc, char** argv) {
   if (flags.config_path.empty()) throw mowe::Error("--config FILE is required (see --help)");
   const auto config = mowe::config::load_config(flags.config_path, flags.overrides);
   const auto& d = config.data();
+  if (flags.values.count("--add-sentinels"))
+    return write_with_sentinels(config, flags.values.at("--add-sentinels"));
   // User errors first, before a minute of work.
   if (d.routing_vocab().empty())
     throw mowe::Error(

@@ -12,11 +12,6 @@
 namespace mowe::train {
 namespace {
 
-bool is_sentinel(const data::Tokenizer& tok, int32_t id) {
-  return tok.num_sentinels() > 0 && id >= tok.sentinel(0) &&
-         id <= tok.sentinel(tok.num_sentinels() - 1);
-}
-
 // Lower-case words of `text` with punctuation removed.
 std::vector<std::string> words(const std::string& text) {
   std::vector<std::string> out;
@@ -105,7 +100,7 @@ std::vector<std::vector<int32_t>> greedy_decode(StepRunner& runner, Job& job,
           if (done[i]) continue;
           const float* row = logits.ptr<float>() + (int64_t(i) * D + prefix[i].size() - 1) * V;
           const int32_t next = static_cast<int32_t>(std::max_element(row, row + V) - row);
-          if (next == data::Tokenizer::kEosId || (stop_at_sentinel && is_sentinel(tok, next))) {
+          if (next == data::Tokenizer::kEosId || (stop_at_sentinel && tok.is_sentinel(next))) {
             done[i] = true;
           } else {
             prefix[i].push_back(next);
