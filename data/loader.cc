@@ -150,13 +150,11 @@ void Loader::set_span_lengths() {
         "data.target_length = {} is too short: span corruption of {} tokens at noise density {} "
         "makes {} targets (0 derives it)",
         o.target_length, lengths_.tokens_length, o.noise_density, lengths_.targets_length));
-  const NoiseCounts counts =
-      t5_noise_counts(lengths_.tokens_length, o.noise_density, o.mean_noise_span_length);
-  if (static_cast<int64_t>(o.sentinels.size()) < counts.noise_spans)
+  if (static_cast<int64_t>(o.sentinels.size()) < lengths_.noise_spans)
     throw Error(fmt::format(
         "span corruption makes {} spans per example but the tokenizer has {} sentinels: raise "
         "data.num_sentinels and retrain the tokenizer",
-        counts.noise_spans, o.sentinels.size()));
+        lengths_.noise_spans, o.sentinels.size()));
 }
 
 Loader::Loader(std::shared_ptr<const TokenStream> stream,
@@ -182,6 +180,15 @@ Loader::Loader(std::shared_ptr<const SyntheticExamples> synthetic,
       std::make_unique<SyntheticSource>(std::move(synthetic), options_, lengths_, target_length_);
 }
 
+Loader::Loader(std::shared_ptr<const StreamingCorpus> corpus,
+               std::shared_ptr<const RoutingTokenizer> table, LoaderOptions options)
+    : Loader(std::move(table), std::move(options)) {
+  MOWE_CHECK(corpus, "the loader needs a streaming corpus");
+  set_span_lengths();
+  source_ = make_streaming_source(std::move(corpus), options_, lengths_, target_length_);
+  source_->positions(&positions_);
+}
+
 Loader::Loader(std::shared_ptr<const QaExamples> pairs,
                std::shared_ptr<const RoutingTokenizer> table, LoaderOptions options)
     : Loader(std::move(table), std::move(options)) {
@@ -195,15 +202,6 @@ Loader::Loader(std::shared_ptr<const QaExamples> pairs,
         "data.input_length = {} and data.target_length = {} leave no room for a question or an "
         "answer besides EOS: set both to at least 2",
         options_.input_length, options_.target_length));
-Loader::Loader(std::shared_ptr<const StreamingCorpus> corpus,
-               std::shared_ptr<const RoutingTokenizer> table, LoaderOptions options)
-    : Loader(std::move(table), std::move(options)) {
-  MOWE_CHECK(corpus, "the loader needs a streaming corpus");
-  set_span_lengths();
-  source_ = make_streaming_source(std::move(corpus), options_, lengths_, target_length_);
-  source_->positions(&positions_);
-}
-
   if (pairs->size() == 0)
     throw Error("there is no question-answer pair to load (no synset with a gloss in this split)");
   target_length_ = options_.target_length;
@@ -302,6 +300,8 @@ void Loader::produce() {
     }
     try {
       batch_into(step, first, &slots_[slot]);
+      source_->end_batch(step);
+      source_->positions(&slot_positions_[slot]);
     } catch (...) {
       std::lock_guard<std::mutex> lock(mutex_);
       error_ = std::current_exception();
@@ -315,14 +315,13 @@ void Loader::produce() {
     changed_.notify_all();
   }
 }
-      source_->end_batch(step);
-      source_->positions(&slot_positions_[slot]);
 
 void Loader::start() {
   stopping_ = false;
   produce_step_ = step_;
   produce_example_ = example_;
   slots_.resize(static_cast<size_t>(options_.prefetch_batches) + 1);
+  slot_positions_.resize(slots_.size());
   head_ = count_ = 0;
   thread_ = std::thread([this] { produce(); });
 }
@@ -336,7 +335,6 @@ void Loader::stop() {
   if (thread_.joinable()) thread_.join();
   head_ = count_ = 0;  // the batches keep their storage for the next start()
   error_ = nullptr;
-  slot_positions_.resize(slots_.size());
 }
 
 const Batch& Loader::next() {
@@ -345,6 +343,7 @@ const Batch& Loader::next() {
   changed_.wait(lock, [&] { return count_ > 0 || error_; });
   if (count_ == 0) std::rethrow_exception(error_);
   const Batch& batch = slots_[head_];
+  if (source_->streaming()) positions_ = slot_positions_[head_];
   head_ = (head_ + 1) % slots_.size();
   --count_;
   MOWE_CHECK(batch.step == step_, "loader produced step {} while step {} was due", batch.step,
@@ -358,10 +357,13 @@ const Batch& Loader::next() {
 LoaderState Loader::state() const {
   LoaderState s;
   s.set_step(step_);
-  if (source_->streaming()) positions_ = slot_positions_[head_];
   s.set_next_example(example_);
   s.set_seed(options_.seed);
   s.set_stream_hash(source_->hash());
+  if (source_->streaming()) {
+    s.set_global_batch_size(options_.global_batch_size);
+    for (const StreamPosition& p : positions_) *s.add_streams() = p;
+  }
   return s;
 }
 
@@ -375,13 +377,13 @@ void Loader::restore(const LoaderState& state) {
         "data it was trained on",
         state.stream_hash(), state.seed(), source_->hash(), options_.seed));
   if (state.step() < 0 || state.next_example() < 0)
-  if (source_->streaming()) {
-    s.set_global_batch_size(options_.global_batch_size);
-    for (const StreamPosition& p : positions_) *s.add_streams() = p;
-  }
     throw Error(fmt::format("the saved loader state has a negative position (step {}, example {})",
                             state.step(), state.next_example()));
   stop();
+  if (source_->streaming()) {
+    source_->seek(state);
+    source_->positions(&positions_);
+  }
   step_ = state.step();
   example_ = state.next_example();
 }
@@ -396,10 +398,6 @@ std::vector<int64_t> count_routing_ids(const Loader& loader, int64_t num_example
         if (id == RoutingTokenizer::kNotRouted) continue;  // pad, EOS, sentinels
         MOWE_CHECK(id >= 0 && id < num_routing_ids, "routing id {} outside [0, {})", id,
                    num_routing_ids);
-  if (source_->streaming()) {
-    source_->seek(state);
-    source_->positions(&positions_);
-  }
         ++counts[id];
       }
     }

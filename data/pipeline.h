@@ -50,15 +50,15 @@ struct DataPipeline {
   std::shared_ptr<const QaExamples> qa_train;
   std::shared_ptr<const QaExamples> qa_validation;
   // ... data.corpus SYNTHETIC: the examples of both splits (streams and pairs are null).
+  std::shared_ptr<const SyntheticExamples> synthetic_train;
+  std::shared_ptr<const SyntheticExamples> synthetic_validation;
   // ... data.streaming: the training corpus read while training (train is null; validation is
   // the in-memory stream of data.validation_path, or null without it).
   std::shared_ptr<const StreamingCorpus> streaming_train;
-  std::shared_ptr<const SyntheticExamples> synthetic_train;
-  std::shared_ptr<const SyntheticExamples> synthetic_validation;
+};
+
 // Whether the config holds documents out for evaluation (a validation split exists).
 bool has_validation_split(const config::DataConfig& config);
-
-};
 
 // Reads the corpus, loads the tokenizer and the routing vocabulary (refusing one built for
 // another tokenizer or another case_variants setting) and tokenizes both splits: their documents
