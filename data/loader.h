@@ -46,6 +46,7 @@ struct LoaderOptions {
   int rank = 0;
   int world_size = 1;
   int prefetch_batches = 2;  // data.prefetch_batches
+  int loader_threads = 0;    // data.loader_threads (streaming corpora)
   int32_t pad_id = 0;
   int32_t eos_id = 1;
   std::vector<int32_t> sentinels;  // ids of <extra_id_0>, <extra_id_1>, ...

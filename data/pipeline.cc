@@ -276,6 +276,7 @@ LoaderOptions loader_options(const config::Config& config, const Tokenizer& toke
   o.rank = rank;
   o.world_size = world_size;
   o.prefetch_batches = d.prefetch_batches();
+  o.loader_threads = d.loader_threads();
   o.pad_id = Tokenizer::kPadId;
   o.eos_id = Tokenizer::kEosId;
   for (int k = 0; k < d.num_sentinels(); ++k) o.sentinels.push_back(tokenizer.sentinel(k));

@@ -3,8 +3,12 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <thread>
 #include <filesystem>
-#include <map>
 
 #include "data/hash.h"
 #include "data/token_stream.h"
@@ -158,6 +162,81 @@ void StreamReader::seek(const StreamPosition& p) {
 
 namespace {
 
+// Runs task(0..n-1) on `threads` threads (the caller's included) and waits; rethrows the first
+// error. Workers live as long as the pool, so a step starts no thread.
+class StreamWorkers {
+ public:
+  explicit StreamWorkers(int threads) {
+    for (int t = 1; t < threads; ++t) workers_.emplace_back([this] { work(); });
+  }
+  ~StreamWorkers() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    for (std::thread& t : workers_) t.join();
+  }
+
+  void run(int n, const std::function<void(int)>& task) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      task_ = &task, n_ = n, next_ = 0, done_ = 0, error_ = nullptr;
+      ++generation_;
+    }
+    wake_.notify_all();
+    drain();
+    std::unique_lock<std::mutex> lock(mutex_);
+    finished_.wait(lock, [&] { return done_ == n_; });
+    task_ = nullptr;
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  void work() {
+    uint64_t seen = 0;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+        if (stopping_) return;
+        seen = generation_;
+      }
+      drain();
+    }
+  }
+  // Takes tasks until none is left.
+  void drain() {
+    for (;;) {
+      int i;
+      const std::function<void(int)>* task;
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (task_ == nullptr || next_ >= n_) return;
+        i = next_++;
+        task = task_;
+      }
+      try {
+        (*task)(i);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (!error_) error_ = std::current_exception();
+      }
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (++done_ == n_) finished_.notify_all();
+    }
+  }
+
+  std::vector<std::thread> workers_;
+  std::mutex mutex_;
+  std::condition_variable wake_, finished_;
+  const std::function<void(int)>* task_ = nullptr;
+  int n_ = 0, next_ = 0, done_ = 0;
+  uint64_t generation_ = 0;
+  bool stopping_ = false;
+  std::exception_ptr error_;
+};
+
 class StreamingSource : public ExampleSource {
  public:
   StreamingSource(std::shared_ptr<const StreamingCorpus> corpus, const LoaderOptions& options,
@@ -168,10 +247,23 @@ class StreamingSource : public ExampleSource {
         target_length_(target_length) {
     const int64_t G = options.global_batch_size, S = corpus_->num_streams;
     const int64_t B = G / options.world_size;
-    const int64_t first = stream_of_row(options.rank * B, S, G);
-    const int64_t last = stream_of_row((options.rank + 1) * B - 1, S, G);
-    for (int64_t s = first; s <= last; ++s)
-      readers_.emplace(s, StreamReader(corpus_, s, options.seed));
+    const int64_t rank_first = options.rank * B, rank_end = rank_first + B;
+    first_stream_ = stream_of_row(rank_first, S, G);
+    const int64_t last = stream_of_row(rank_end - 1, S, G);
+    for (int64_t s = first_stream_; s <= last; ++s) {
+      Held h{.reader = StreamReader(corpus_, s, options.seed)};
+      h.first_row = stream_first_row(s, S, G);
+      h.rows = stream_first_row(s + 1, S, G) - h.first_row;
+      h.mine_first = std::max(h.first_row, rank_first);
+      h.mine = std::min(h.first_row + h.rows, rank_end) - h.mine_first;
+      h.chunks.resize(static_cast<size_t>(h.mine));
+      held_.push_back(std::move(h));
+    }
+    const int threads = options.loader_threads > 0
+                            ? options.loader_threads
+                            : static_cast<int>(std::min<size_t>(held_.size(), 4));
+    workers_ = std::make_unique<StreamWorkers>(
+        static_cast<int>(std::min<size_t>(held_.size(), static_cast<size_t>(threads))));
     if (S < options.world_size)
       spdlog::warn(
           "[data] {} streams for {} ranks: several ranks read each stream and keep only their "
@@ -183,38 +275,18 @@ class StreamingSource : public ExampleSource {
   void make(int64_t g, std::vector<int32_t>* inputs, std::vector<int32_t>* targets) const override {
     const int64_t G = options_.global_batch_size, S = corpus_->num_streams;
     const int64_t step = g / G, row = g % G;
-    const int64_t s = stream_of_row(row, S, G);
-    const int64_t first = stream_first_row(s, S, G);
-    const int64_t rows = stream_first_row(s + 1, S, G) - first;
-    const int64_t k = step * rows + (row - first);
-    StreamReader& reader = reader_of(s);
-    if (reader.chunks_read() > k)
-      throw Error(fmt::format(
-          "a streaming corpus is read forward only: example {} needs chunk {} of stream {}, "
-          "which has read {} (batches of a streaming loader come only from next())",
-          g, k, s, reader.chunks_read()));
-    thread_local std::vector<int32_t> chunk;  // reused: building a batch allocates nothing
-    while (reader.chunks_read() <= k) reader.next_chunk(lengths_.tokens_length, &chunk);
+    if (step != read_step_) read_step(step, g);
+    const Held& h = held_[static_cast<size_t>(stream_of_row(row, S, G) - first_stream_)];
+    const std::vector<int32_t>& chunk = h.chunks[static_cast<size_t>(row - h.mine_first)];
     corrupt_chunk(chunk.data(), g, options_, lengths_, target_length_, inputs, targets);
   }
 
   uint64_t hash() const override { return corpus_->hash; }
   bool streaming() const override { return true; }
 
-  void end_batch(int64_t step) override {
-    thread_local std::vector<int32_t> chunk;
-    const int64_t G = options_.global_batch_size, S = corpus_->num_streams;
-    for (auto& [s, reader] : readers_) {
-      const int64_t rows = stream_first_row(s + 1, S, G) - stream_first_row(s, S, G);
-      while (reader.chunks_read() < (step + 1) * rows)
-        reader.next_chunk(lengths_.tokens_length, &chunk);
-    }
-  }
-
   void positions(std::vector<StreamPosition>* out) const override {
-    out->resize(readers_.size());
-    size_t i = 0;
-    for (const auto& [s, reader] : readers_) (*out)[i++] = reader.position();
+    out->resize(held_.size());
+    for (size_t i = 0; i < held_.size(); ++i) (*out)[i] = held_[i].reader.position();
   }
 
   void seek(const LoaderState& state) override {
@@ -224,36 +296,67 @@ class StreamingSource : public ExampleSource {
           "the saved streaming loader state was counted with training.global_batch_size = {}, "
           "this job has {}: a streaming corpus cannot change its batch size on resume",
           state.global_batch_size(), G));
-    for (auto& [s, reader] : readers_) {
+    for (Held& h : held_) {
+      const int64_t s = first_stream_ + (&h - held_.data());
       const StreamPosition* found = nullptr;
       for (const StreamPosition& p : state.streams())
         if (p.stream() == s) found = &p;
       if (found == nullptr)
         throw Error(fmt::format("the saved loader state has no position for stream {} of {}",
                                 s, S));
-      const int64_t rows = stream_first_row(s + 1, S, G) - stream_first_row(s, S, G);
-      if (found->chunk() != state.step() * rows)
+      if (found->chunk() != state.step() * h.rows)
         throw Error(fmt::format("the saved position of stream {} is after {} chunks, but step {} "
                                 "starts at chunk {}",
-                                s, found->chunk(), state.step(), state.step() * rows));
-      reader.seek(*found);
+                                s, found->chunk(), state.step(), state.step() * h.rows));
+      h.reader.seek(*found);
     }
+    read_step_ = -1;
   }
 
  private:
-  StreamReader& reader_of(int64_t s) const {
-    auto it = readers_.find(s);
-    MOWE_CHECK(it != readers_.end(), "rank {} does not read stream {}", options_.rank, s);
-    return it->second;
+  // A stream this rank reads: its rows of every global batch, this rank's part of them, and the
+  // chunks of those for the step being built.
+  struct Held {
+    StreamReader reader;
+    int64_t first_row = 0, rows = 0;     // the stream's rows of the global batch
+    int64_t mine_first = 0, mine = 0;    // this rank's part of them
+    std::vector<std::vector<int32_t>> chunks;
+  };
+
+  // Reads every held stream's chunks of `step` (this rank's into the cache, the others' skipped)
+  // up to the step boundary, one thread per stream at a time.
+  void read_step(int64_t step, int64_t g) const {
+    for (const Held& h : held_)
+      if (h.reader.chunks_read() != step * h.rows)
+        throw Error(fmt::format(
+            "a streaming corpus is read forward only: example {} is in step {}, but stream {} "
+            "has read {} chunks, not the {} before that step (batches of a streaming loader "
+            "come only from next())",
+            g, step, first_stream_ + (&h - held_.data()), h.reader.chunks_read(),
+            step * h.rows));
+    const std::function<void(int)> task = [&](int i) {
+      Held& h = held_[static_cast<size_t>(i)];
+      thread_local std::vector<int32_t> skipped;
+      for (int64_t r = h.first_row; r < h.first_row + h.rows; ++r) {
+        const bool mine = r >= h.mine_first && r < h.mine_first + h.mine;
+        h.reader.next_chunk(lengths_.tokens_length,
+                            mine ? &h.chunks[static_cast<size_t>(r - h.mine_first)] : &skipped);
+      }
+    };
+    workers_->run(static_cast<int>(held_.size()), task);
+    read_step_ = step;
   }
 
   std::shared_ptr<const StreamingCorpus> corpus_;
   const LoaderOptions& options_;  // the loader's, which outlives its source
   SpanLengths lengths_;
   int64_t target_length_;
+  int64_t first_stream_ = 0;
   // Only the loader's building thread reads the streams (make is const for the other sources'
   // sake, which are pure functions of the example index).
-  mutable std::map<int64_t, StreamReader> readers_;
+  mutable std::vector<Held> held_;
+  mutable int64_t read_step_ = -1;
+  std::unique_ptr<StreamWorkers> workers_;
 };
 
 }  // namespace

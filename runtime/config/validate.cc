@@ -404,6 +404,12 @@ Result check_streaming(const Config& c) {
                        fmt::format("data.stream_shards = {} only applies to data.streaming: "
                                    "remove it or set data.streaming: true",
                                    d.stream_shards()));
+    if (d.loader_threads() != 0)
+      return violation("data.loader_threads",
+                       fmt::format("data.loader_threads = {} only applies to data.streaming (an "
+                                   "in-memory corpus is tokenized at start-up on every core): "
+                                   "remove it or set data.streaming: true",
+                                   d.loader_threads()));
     return std::nullopt;
   }
   if (d.corpus() != DataConfig::TEXT && d.corpus() != DataConfig::JSONL)

@@ -68,26 +68,27 @@ class StreamSourceTest : public ::testing::Test {
     if (!sentencepiece_available(&why)) GTEST_SKIP() << why;
   }
 
-  static config::Config make_config(const std::string& corpus, int streams) {
+  static config::Config make_config(const std::string& corpus, int streams, int threads = 0) {
     return config::load_config_text(
         "", "test",
         {"data.corpus=JSONL", "data.streaming=true", "data.corpus_path=" + corpus,
          fmt::format("data.stream_shards={}", streams), "data.num_sentinels=16",
          "data.input_length=48", "training.eval_every=0",
+         fmt::format("data.loader_threads={}", threads),
          fmt::format("training.global_batch_size={}", kBatch)});
   }
   static std::unique_ptr<Loader> loader(const std::string& corpus, int streams, int rank,
-                                        int world) {
-    const config::Config c = make_config(corpus, streams);
+                                        int world, int threads = 0) {
+    const config::Config c = make_config(corpus, streams, threads);
     auto streaming = std::make_shared<const StreamingCorpus>(open_streaming_corpus(c, tokenizer_));
     return std::make_unique<Loader>(streaming, table_, loader_options(c, *tokenizer_, rank, world));
   }
   // The global batches of `steps` steps at `world` ranks, rows in rank order.
   static std::vector<std::vector<int32_t>> global_batches(const std::string& corpus, int streams,
-                                                          int world, int steps) {
+                                                          int world, int steps, int threads = 0) {
     std::vector<std::vector<int32_t>> batches(steps);
     for (int r = 0; r < world; ++r) {
-      auto l = loader(corpus, streams, r, world);
+      auto l = loader(corpus, streams, r, world, threads);
       for (int s = 0; s < steps; ++s) append(l->next(), &batches[s]);
     }
     return batches;
@@ -117,6 +118,9 @@ TEST_F(StreamSourceTest, TheGlobalBatchIsTheSameAtEveryWorldSize) {
         << streams << " streams, " << world << " ranks";
     if (streams == 3) EXPECT_EQ(global_batches(plain(), streams, 6, kSteps), one);
   }
+  // One thread per stream or one for all: a stream is always read by one thread at a time.
+  EXPECT_EQ(global_batches(plain(), 5, 1, kSteps, 1), global_batches(plain(), 5, 1, kSteps, 5));
+  EXPECT_EQ(global_batches(plain(), 5, 2, kSteps, 2), global_batches(plain(), 5, 1, kSteps, 3));
   // Other stream counts give other batches (the count is part of the data's identity).
   EXPECT_NE(global_batches(plain(), 3, 1, 2), global_batches(plain(), 5, 1, 2));
 }

@@ -215,6 +215,54 @@ TEST(ConfigValidate, VocabularyAndSpanRules) {
             "tiny.textproto:27:1: data.corpus_path is empty, but data.corpus = TEXT reads from it");
 }
 
+// Streaming and held-out files: settings that would be silently ignored are refused by field.
+TEST(ConfigValidate, StreamingRules) {
+  const std::vector<std::string> jsonl = {"data.corpus=JSONL", "data.corpus_path=/c/*.jsonl.gz"};
+  auto with = [&](std::vector<std::string> extra) {
+    extra.insert(extra.begin(), jsonl.begin(), jsonl.end());
+    return tiny_error(extra);
+  };
+  EXPECT_EQ(with({"data.streaming=true"}),
+            "tiny.textproto:53:3: training.eval_every = 5 evaluates on held-out documents, but a "
+            "streaming corpus is never split: set data.validation_path, or training.eval_every "
+            "to 0");
+  EXPECT_EQ(with({"data.streaming=true", "training.eval_every=0", "data.validation_fraction=0.1"}),
+            "--set data.validation_fraction=0.1: data.validation_fraction = 0.1, but a streaming "
+            "corpus is never split: remove it and put held-out documents in "
+            "data.validation_path");
+  EXPECT_EQ(with({"data.streaming=true", "training.eval_every=0", "data.task=WORDNET_QA"}),
+            "--set data.streaming=true: data.streaming serves data.task = SPAN_CORRUPTION only, "
+            "not WORDNET_QA");
+  EXPECT_EQ(tiny_error({"data.streaming=true"}),
+            "--set data.streaming=true: data.streaming reads TEXT or JSONL files, but data.corpus "
+            "= WORDNET");
+  EXPECT_EQ(with({"data.stream_shards=4"}),
+            "--set data.stream_shards=4: data.stream_shards = 4 only applies to data.streaming: "
+            "remove it or set data.streaming: true");
+  EXPECT_EQ(with({"data.loader_threads=2"}),
+            "--set data.loader_threads=2: data.loader_threads = 2 only applies to "
+            "data.streaming (an in-memory corpus is tokenized at start-up on every core): remove "
+            "it or set data.streaming: true");
+  EXPECT_EQ(with({"data.validation_path=/c/val.jsonl", "data.validation_fraction=0.1"}),
+            "--set data.validation_fraction=0.1: data.validation_fraction = 0.1 holds out a share "
+            "of the corpus, but data.validation_path = \"/c/val.jsonl\" names the held-out "
+            "files: set one of them");
+  EXPECT_EQ(tiny_error({"data.validation_path=/c/val.jsonl"}),
+            "--set data.validation_path=/c/val.jsonl: data.validation_path = \"/c/val.jsonl\" is "
+            "read like corpus_path, but data.corpus = WORDNET reads no file: remove it");
+  // What these rules allow: streaming with held-out files, or without evaluation.
+  const std::string tiny = read_file(kSourceDir / "configs/tiny.textproto");
+  for (const std::vector<std::string>& ok :
+       {std::vector<std::string>{"data.streaming=true", "data.validation_path=/c/val.jsonl",
+                                 "data.stream_shards=3", "data.loader_threads=2"},
+        std::vector<std::string>{"data.streaming=true", "training.eval_every=0"},
+        std::vector<std::string>{"data.validation_path=/c/val.jsonl"}}) {
+    std::vector<std::string> all = jsonl;
+    all.insert(all.end(), ok.begin(), ok.end());
+    EXPECT_NO_THROW(load_config_text(tiny, "tiny.textproto", all)) << ok[0];
+  }
+}
+
 TEST(ConfigValidate, WordnetQaNeedsWordnetAndATargetLength) {
   EXPECT_EQ(tiny_error({"data.task=WORDNET_QA"}),
             "tiny.textproto:27:1: data.target_length = 0, but data.task = WORDNET_QA needs it "
