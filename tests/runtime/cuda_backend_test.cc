@@ -93,10 +93,16 @@ TEST(CudaBackend, ValidatesOnTheHostLikeTheCpu) {
       [&] { gpu.attention_backward({.scratch = &host_arena}, q, q, q, q, p, q, q, q, {}, {}); },
       {"needs a device arena"});
   // Attention dropout has no CUDA kernel: refused, never silently skipped.
-  expect_error([&] { gpu.attention_forward({}, q, q, q, {}, {}, {.dropout = {0.1f, 1}}, p, q); },
-               {"attention dropout", "not supported on GPU"});
-  expect_error([&] { gpu.attention_backward({}, q, q, q, q, p, q, q, q, {}, {0.1f, 1}); },
-               {"attention dropout", "not supported on GPU"});
+  expect_error(
+      [&] {
+        gpu.attention_forward({}, q, q, q, {}, {}, {.dropout = {0.1f, 1}}, p, q);
+      },
+      {"attention dropout", "not supported on GPU"});
+  expect_error(
+      [&] {
+        gpu.attention_backward({}, q, q, q, q, p, q, q, q, {}, {0.1f, 1});
+      },
+      {"attention dropout", "not supported on GPU"});
 }
 
 // ---- CUDA against CPU: needs a GPU -------------------------------------------------------------
