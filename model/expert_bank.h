@@ -50,8 +50,9 @@ class ExpertBank {
     int64_t gemm_min_rows = 16;
   };
 
-  // Registers "<prefix>bucket{b}.wi" etc. as ParamKind::Expert with T5 initialisation (truncated
-  // normal, stddev C^-0.5 for wi, F^-0.5 for wo). With attach_existing, parameters already in
+  // Registers "<prefix>bucket{b}.wi" etc. as ParamKind::Expert with T5X's MLP initialisation
+  // (variance_scaling(1.0, fan_in, truncated_normal): standard deviation C^-0.5 for wi, F^-0.5
+  // for wo, Init::TruncatedNormal). With attach_existing, parameters already in
   // the store (shared experts) are reused after checking their shape and trainability.
   // `activations`: the form of each bucket (bucket_activations(config)), one per shard.
   ExpertBank(ParameterStore& store, const std::string& prefix, std::vector<ExpertShard> buckets,

@@ -89,13 +89,40 @@ int64_t ParameterStore::count(ParamKind kind) const {
   return n;
 }
 
-// Standard normal draw number `attempt` for element `index`, by Box-Muller on two hashed
-// uniforms: no generator state, so any shard computes its own elements alone.
+// Uniform in [0, 1) with 53 bits, draw number `slot` of element `index`: no generator state, so
+// any shard computes its own elements alone.
+static double uniform_at(uint64_t key, uint64_t index, uint64_t slot) {
+  return static_cast<double>(math::mix64(key + index * 32 + slot) >> 11) * 0x1.0p-53;
+}
+
+// Standard normal draw number `attempt` (< 16) for element `index`, by Box-Muller on two hashed
+// uniforms.
 static double normal_at(uint64_t key, uint64_t index, uint64_t attempt) {
-  const uint64_t counter = (index * 16 + attempt) * 2;
-  double u1 = (static_cast<double>(math::mix64(key + counter) >> 11) + 1.0) * 0x1.0p-53;
-  double u2 = static_cast<double>(math::mix64(key + counter + 1) >> 11) * 0x1.0p-53;
+  const double u1 = uniform_at(key, index, 2 * attempt) + 0x1.0p-53;  // in (0, 1]
+  const double u2 = uniform_at(key, index, 2 * attempt + 1);
   return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
+}
+
+// One value of `init` for element `global` of the parameter keyed `key`.
+static double draw(const Init& init, uint64_t key, uint64_t global) {
+  switch (init.kind) {
+    case Init::Zeros:
+      return 0.0;
+    case Init::Ones:
+      return 1.0;
+    case Init::Normal:
+      return normal_at(key, global, 0) * init.stddev;
+    case Init::TruncatedNormal: {
+      double z = normal_at(key, global, 0);
+      // Truncation by redrawing, as a truncated normal does; 16 attempts always suffice in
+      // practice (P(|z| > 2)^16 < 1e-20), and the last draw is clamped to stay in range.
+      for (uint64_t a = 1; std::abs(z) > 2.0 && a < 16; ++a) z = normal_at(key, global, a);
+      return std::clamp(z, -2.0, 2.0) * (init.stddev / kTruncatedNormalStd);
+    }
+    case Init::Uniform:
+      return (2.0 * uniform_at(key, global, 0) - 1.0) * std::sqrt(3.0) * init.stddev;
+  }
+  return 0.0;
 }
 
 void ParameterStore::initialise(Parameter& p) const {
@@ -104,19 +131,10 @@ void ParameterStore::initialise(Parameter& p) const {
   const int64_t row_elems = t.shape.ndim() == 0 || t.dim(0) == 0 ? 0 : n / t.dim(0);
   const uint64_t key = math::mix64(seed_ ^ name_hash(p.name));
   for (int64_t i = 0; i < n; ++i) {
-    double v = p.init.kind == Init::Ones ? 1.0 : 0.0;
-    if (p.init.kind == Init::Normal || p.init.kind == Init::TruncatedNormal) {
-      const int64_t row = row_elems ? i / row_elems : 0;
-      const uint64_t global =
-          static_cast<uint64_t>(p.rows.global(row) * row_elems + (row_elems ? i % row_elems : 0));
-      double z = normal_at(key, global, 0);
-      // Truncation by redrawing, as a truncated normal does; 16 attempts always suffice in
-      // practice (P(|z| > 2)^16 < 1e-20), and the last draw is clamped to stay in range.
-      for (uint64_t a = 1; p.init.kind == Init::TruncatedNormal && std::abs(z) > 2.0 && a < 16; ++a)
-        z = normal_at(key, global, a);
-      if (p.init.kind == Init::TruncatedNormal) z = std::clamp(z, -2.0, 2.0);
-      v = z * p.init.stddev;
-    }
+    const int64_t row = row_elems ? i / row_elems : 0;
+    const uint64_t global =
+        static_cast<uint64_t>(p.rows.global(row) * row_elems + (row_elems ? i % row_elems : 0));
+    const double v = draw(p.init, key, global);
     if (dtype_ == DType::F32) {
       t.ptr<float>()[i] = static_cast<float>(v);
     } else {

@@ -21,10 +21,21 @@ namespace mowe::model {
 // Dense parameters are replicated and allreduced; expert parameters are sharded by block.
 enum class ParamKind : uint8_t { Dense, Expert };
 
+// The initial distribution of a parameter, with `stddev` the standard deviation the drawn values
+// actually have, as T5X's variance_scaling initialisers:
+//   Normal           N(0, stddev^2)
+//   TruncatedNormal  a standard normal truncated to [-2, 2], times stddev / 0.8796..., the
+//                    standard deviation of that truncated normal (kTruncatedNormalStd): values
+//                    lie in +-2.27 stddev and have standard deviation stddev
+//   Uniform          uniform in [-sqrt(3) stddev, sqrt(3) stddev]
 struct Init {
-  enum Kind : uint8_t { Zeros, Ones, Normal, TruncatedNormal } kind = Zeros;
-  double stddev = 0.0;  // Normal and TruncatedNormal (truncated at 2 stddev, as T5X)
+  enum Kind : uint8_t { Zeros, Ones, Normal, TruncatedNormal, Uniform } kind = Zeros;
+  double stddev = 0.0;
 };
+
+// Standard deviation of a standard normal truncated to [-2, 2] (the constant T5X and JAX's
+// variance_scaling divide by).
+inline constexpr double kTruncatedNormalStd = 0.87962566103423978;
 
 // Which rows (dim 0) of the logical parameter a tensor holds: [first, first + rows), or an
 // explicit list (a rank's expert blocks need not be contiguous).

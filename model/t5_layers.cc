@@ -92,7 +92,8 @@ AttentionSublayer::AttentionSublayer(ParameterStore& store, const std::string& p
                                      AttentionSpec spec)
     : spec_(spec) {
   const int64_t c = spec.d_model, hd = spec.num_heads * spec.d_kv;
-  // Mesh TensorFlow T5 initialisation; no 1/sqrt(D) in the scores, it is folded into q.
+  // T5X's attention: variance_scaling(1.0, fan_in, normal), q's divided by sqrt(D) (no
+  // 1/sqrt(D) in the scores, it is folded into q).
   store.add(prefix + ".norm", {c}, ParamKind::Dense, {Init::Ones});
   store.add(prefix + ".q", {c, hd}, ParamKind::Dense,
             {Init::Normal, 1.0 / std::sqrt(double(c) * spec.d_kv)});
@@ -179,10 +180,11 @@ FfnSublayer::FfnSublayer(ParameterStore& store, const std::string& prefix, int64
                          int64_t d_ff, double eps)
     : d_ff_(d_ff), eps_(eps) {
   store.add(prefix + ".norm", {d_model}, ParamKind::Dense, {Init::Ones});
+  // T5X's MlpBlock: variance_scaling(1.0, fan_in, truncated_normal).
   const double wi_std = 1.0 / std::sqrt(double(d_model)), wo_std = 1.0 / std::sqrt(double(d_ff));
-  store.add(prefix + ".wi_0", {d_model, d_ff}, ParamKind::Dense, {Init::Normal, wi_std});
-  store.add(prefix + ".wi_1", {d_model, d_ff}, ParamKind::Dense, {Init::Normal, wi_std});
-  store.add(prefix + ".wo", {d_ff, d_model}, ParamKind::Dense, {Init::Normal, wo_std});
+  store.add(prefix + ".wi_0", {d_model, d_ff}, ParamKind::Dense, {Init::TruncatedNormal, wi_std});
+  store.add(prefix + ".wi_1", {d_model, d_ff}, ParamKind::Dense, {Init::TruncatedNormal, wi_std});
+  store.add(prefix + ".wo", {d_ff, d_model}, ParamKind::Dense, {Init::TruncatedNormal, wo_std});
   norm_ = Weight::of(store, prefix + ".norm");
   wi0_ = Weight::of(store, prefix + ".wi_0");
   wi1_ = Weight::of(store, prefix + ".wi_1");

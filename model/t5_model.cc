@@ -134,10 +134,12 @@ T5Model::T5Model(const config::ModelConfig& c, ParameterStore& store, const Rout
       shards.push_back(parallel_.plan->local_shard(rank, b));
   }
   const int64_t d = c.d_model(), v = c.vocab_size(), k = c.relative_attention_num_buckets();
-  // T5.1.1: one input embedding for both stacks, and an untied output projection.
+  // T5.1.1: one input embedding for both stacks, and an untied output projection. T5X's
+  // initialisers: the embedding N(0, 1); the output projection (a DenseGeneral) variance_scaling
+  // (1.0, fan_in, truncated_normal).
   store.add("shared.embedding", {v, d}, ParamKind::Dense, {Init::Normal, 1.0});
   store.add("decoder.lm_head", {d, v}, ParamKind::Dense,
-            {Init::Normal, 1.0 / std::sqrt(double(d))});
+            {Init::TruncatedNormal, 1.0 / std::sqrt(double(d))});
   embedding_ = Weight::of(store, "shared.embedding");
   lm_head_ = Weight::of(store, "decoder.lm_head");
   for (bool decoder : {false, true}) {
@@ -148,8 +150,10 @@ T5Model::T5Model(const config::ModelConfig& c, ParameterStore& store, const Rout
     if (parallel_.plan != nullptr && stack->has_mowe)
       stack->exchange = std::make_unique<ExchangeDispatch>(*parallel_.plan, *parallel_.alltoall);
     const std::string name = decoder ? "decoder" : "encoder";
+    // T5X: variance_scaling(1.0, fan_avg, uniform) over its [heads, buckets] table (ours is the
+    // transpose; fan_avg is symmetric): uniform with variance 2 / (H + K).
     store.add(name + ".relative_attention_bias", {k, c.num_heads()}, ParamKind::Dense,
-              {Init::Normal, 1.0 / std::sqrt(double(d))});
+              {Init::Uniform, std::sqrt(2.0 / double(k + c.num_heads()))});
     store.add(name + ".final_norm", {d}, ParamKind::Dense, {Init::Ones});
     stack->relative_bias = Weight::of(store, name + ".relative_attention_bias");
     stack->final_norm = Weight::of(store, name + ".final_norm");

@@ -2,8 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
+#include "model/t5_model.h"
 #include "tests/util/gradcheck.h"
 
 namespace mowe::model {
@@ -44,21 +46,93 @@ TEST(ParameterStore, ShardsMatchTheFullTensor) {
       Error);
 }
 
-TEST(ParameterStore, NormalStatisticsAndTruncation) {
+// Mean, standard deviation and largest magnitude of a parameter's values.
+struct Stats {
+  double mean = 0, std = 0, max_abs = 0;
+};
+Stats stats_of(const Tensor& t) {
+  double sum = 0, sq = 0, max_abs = 0;
+  const int64_t n = t.numel();
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = get(t, i);
+    sum += v, sq += v * v, max_abs = std::max(max_abs, std::abs(v));
+  }
+  const double mean = sum / n;
+  return {mean, std::sqrt(sq / n - mean * mean), max_abs};
+}
+
+// Each initialiser on 1M draws against the exact nominal standard deviation (T5X's
+// variance_scaling semantics: the drawn values have the nominal std), within 1% (the std
+// estimate's standard error is about 0.07-0.1% here), and the exact range.
+TEST(ParameterStore, InitialiserStatisticsMatchTheNominalValues) {
   ParameterStore s(host_allocator(), DType::F64, 3);
-  const int64_t n = 200000;
+  const int64_t n = 1 << 20;
   s.add("n", {n}, ParamKind::Dense, {Init::Normal, 2.0});
   s.add("t", {n}, ParamKind::Dense, {Init::TruncatedNormal, 2.0});
-  double sum = 0, sq = 0, max_t = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    double v = get(s.get("n").value, i);
-    sum += v, sq += v * v;
-    max_t = std::max(max_t, std::abs(get(s.get("t").value, i)));
+  s.add("u", {n}, ParamKind::Dense, {Init::Uniform, 2.0});
+  const Stats normal = stats_of(s.get("n").value), trunc = stats_of(s.get("t").value);
+  const Stats uniform = stats_of(s.get("u").value);
+  EXPECT_NEAR(normal.mean, 0.0, 0.01);
+  EXPECT_NEAR(normal.std, 2.0, 0.02);
+  // Truncated at two standard deviations of the underlying normal, which is scaled by
+  // 1 / 0.8796... so that the truncated values have standard deviation 2 (T5X): the range is
+  // +-2 * 2 / 0.8796... = +-4.547, reached.
+  EXPECT_NEAR(trunc.mean, 0.0, 0.01);
+  EXPECT_NEAR(trunc.std, 2.0, 0.02);
+  const double edge = 2.0 * 2.0 / 0.87962566103423978;
+  EXPECT_LE(trunc.max_abs, edge);
+  EXPECT_GT(trunc.max_abs, 0.999 * edge);
+  // The constant is the standard deviation of a standard normal truncated to [-2, 2]:
+  // 1 - 4 phi(2) / (2 Phi(2) - 1), computed here independently.
+  const double phi2 = std::exp(-2.0) / std::sqrt(2 * M_PI), mass = std::erf(2 / std::sqrt(2.0));
+  EXPECT_NEAR(std::sqrt(1 - 4 * phi2 / mass), kTruncatedNormalStd, 1e-15);
+  // Uniform in [-sqrt(3) 2, sqrt(3) 2].
+  EXPECT_NEAR(uniform.mean, 0.0, 0.01);
+  EXPECT_NEAR(uniform.std, 2.0, 0.02);
+  EXPECT_LE(uniform.max_abs, std::sqrt(3.0) * 2.0);
+  EXPECT_GT(uniform.max_abs, 0.9999 * std::sqrt(3.0) * 2.0);
+}
+
+// The model's parameters use T5X's initialisers: the relative position bias
+// variance_scaling(1.0, fan_avg, uniform) (std sqrt(2 / (H + K))), the FFN and output projection
+// truncated normals with std fan_in^-0.5, attention normals, the embedding N(0, 1).
+TEST(ParameterStore, ModelParametersUseT5XInitialisers) {
+  config::ModelConfig c;
+  c.set_d_model(64), c.set_num_heads(12), c.set_d_kv(8), c.set_d_ff(256), c.set_vocab_size(512);
+  c.set_num_encoder_layers(1), c.set_num_decoder_layers(1);
+  c.set_relative_attention_num_buckets(32), c.set_relative_attention_max_distance(128);
+  ParameterStore store(host_allocator(), DType::F64, 11);
+  T5Model model(c, store, nullptr);
+  auto init_of = [&](const std::string& name) { return store.get(name).init; };
+  const Init bias = init_of("encoder.relative_attention_bias");
+  EXPECT_EQ(bias.kind, Init::Uniform);
+  EXPECT_DOUBLE_EQ(bias.stddev, std::sqrt(2.0 / (12 + 32)));
+  const Stats b = stats_of(store.get("encoder.relative_attention_bias").value);
+  EXPECT_LE(b.max_abs, std::sqrt(3.0 / 22.0));  // limit sqrt(3 / fan_avg), fan_avg = 22
+  EXPECT_EQ(init_of("decoder.lm_head").kind, Init::TruncatedNormal);
+  EXPECT_DOUBLE_EQ(init_of("decoder.lm_head").stddev, 1.0 / 8.0);
+  EXPECT_EQ(init_of("shared.embedding").kind, Init::Normal);
+  EXPECT_DOUBLE_EQ(init_of("shared.embedding").stddev, 1.0);
+  for (const auto& p : store.all()) {
+    const std::string& n = p->name;
+    const auto ends = [&](const char* suffix) {
+      const std::string s(suffix);
+      return n.size() >= s.size() && n.compare(n.size() - s.size(), s.size(), s) == 0;
+    };
+    if (ends(".wi_0") || ends(".wi_1")) {
+      EXPECT_EQ(p->init.kind, Init::TruncatedNormal) << n;
+      EXPECT_DOUBLE_EQ(p->init.stddev, 1.0 / 8.0) << n;
+    } else if (ends(".wo")) {
+      EXPECT_EQ(p->init.kind, Init::TruncatedNormal) << n;
+      EXPECT_DOUBLE_EQ(p->init.stddev, 1.0 / 16.0) << n;
+    } else if (ends(".q")) {
+      EXPECT_EQ(p->init.kind, Init::Normal) << n;
+      EXPECT_DOUBLE_EQ(p->init.stddev, 1.0 / std::sqrt(64.0 * 8.0)) << n;
+    }
   }
-  EXPECT_NEAR(sum / n, 0.0, 0.03);            // ~7 standard errors
-  EXPECT_NEAR(std::sqrt(sq / n), 2.0, 0.03);  // ~7 standard errors of the std estimate
-  EXPECT_LE(max_t, 4.0);
-  EXPECT_GT(max_t, 3.9);  // the truncation point is reached, not a narrower range
+  // The FFN's wi_0 [64, 256]: 16K values, std within 2% of 1/8.
+  const Stats wi = stats_of(store.get("encoder.block0.ffn.wi_0").value);
+  EXPECT_NEAR(wi.std, 1.0 / 8.0, 0.02 / 8.0);
 }
 
 TEST(ParameterStore, CountsGradientsAndErrors) {
