@@ -20,16 +20,6 @@ std::ifstream open_or_throw(const std::string& path, const char* what) {
   return in;
 }
 
-void strip_cr(std::string* line) {
-  if (!line->empty() && line->back() == '\r') line->pop_back();
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
 // "Alan_Mathison_Turing" -> "Alan Mathison Turing"; "beautiful(a)" -> "beautiful".
 std::string lemma_text(std::string_view word) {
   if (!word.empty() && word.back() == ')') {
@@ -165,10 +155,10 @@ Corpus read_jsonl_corpus(const std::string& path, const std::string& text_field)
 
 Corpus read_validation_corpus(const config::DataConfig& config) {
   const bool text = config.corpus() == config::DataConfig::TEXT;
-  Corpus corpus = read_files(config.validation_path(),
-                             text ? DocumentReader::Format::kText : DocumentReader::Format::kJsonl,
-                             config.jsonl_text_field(), text ? "text" : "JSON-lines",
-                             "data.validation_path");
+  Corpus corpus =
+      read_files(config.validation_path(),
+                 text ? DocumentReader::Format::kText : DocumentReader::Format::kJsonl,
+                 config.jsonl_text_field(), text ? "text" : "JSON-lines", "data.validation_path");
   MOWE_CHECK(!corpus.documents.empty(), "data.validation_path: {} holds no document",
              corpus.source);
   return corpus;

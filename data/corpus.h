@@ -27,6 +27,11 @@ struct Corpus {
   CorpusStats stats;
 };
 
+// `text` without its leading and trailing spaces and tabs.
+std::string_view trim(std::string_view text);
+// Drops a '\r' that ends `line` (files written on Windows).
+void strip_cr(std::string* line);
+
 // True when `text` is well-formed UTF-8 (no overlong forms, surrogates or code points > U+10FFFF).
 bool valid_utf8(std::string_view text);
 

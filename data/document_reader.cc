@@ -3,19 +3,6 @@
 #include <string_view>
 
 namespace mowe::data {
-namespace {
-
-void strip_cr(std::string* line) {
-  if (!line->empty() && line->back() == '\r') line->pop_back();
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
-}  // namespace
 
 DocumentReader::DocumentReader(const std::string& path, Format format, std::string text_field)
     : lines_(path), format_(format), text_field_(std::move(text_field)) {}

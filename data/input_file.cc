@@ -28,7 +28,9 @@ bool ends_with(std::string_view s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
 }
 
-bool has_glob_chars(const std::string& s) { return s.find_first_of("*?[") != std::string::npos; }
+bool has_glob_chars(const std::string& s) {
+  return s.find_first_of("*?[") != std::string::npos;
+}
 
 std::vector<std::string> files_of_list(const std::string& list, const char* field) {
   LineReader reader(list);
@@ -42,8 +44,8 @@ std::vector<std::string> files_of_list(const std::string& list, const char* fiel
     const size_t last = line.find_last_not_of(" \t");
     fs::path p(line.substr(first, last - first + 1));
     if (p.is_relative()) p = dir / p;
-    require(fs::is_regular_file(p), "{} = \"@{}\": line {} names {}, which is not a file",
-               field, list, reader.line_number(), p.string());
+    require(fs::is_regular_file(p), "{} = \"@{}\": line {} names {}, which is not a file", field,
+            list, reader.line_number(), p.string());
     files.push_back(p.string());
   }
   require(!files.empty(), "{} = \"@{}\": the list names no file", field, list);
@@ -135,9 +137,9 @@ class GzipDecoder final : public InputFile::Decoder {
     while (produced < n) {
       if (in_pos_ == in_len_ && !refill()) {
         require(member_done_ || !started_,
-                   "{} is cut off: the gzip stream ends inside a member after {} bytes of "
-                   "contents (copy the file again)",
-                   path_, offset + static_cast<int64_t>(produced));
+                "{} is cut off: the gzip stream ends inside a member after {} bytes of "
+                "contents (copy the file again)",
+                path_, offset + static_cast<int64_t>(produced));
         return produced;
       }
       if (member_done_) {  // another member follows, or trailing bytes
@@ -155,10 +157,10 @@ class GzipDecoder final : public InputFile::Decoder {
       if (rc == Z_STREAM_END) {
         member_done_ = true;
       } else if (rc != Z_OK && rc != Z_BUF_ERROR) {
-        throw Error(fmt::format("{} is not valid gzip data after {} bytes of contents ({}): the "
-                                "file is damaged or is not gzip-compressed despite its name",
-                                path_, offset + static_cast<int64_t>(produced),
-                                z_.msg ? z_.msg : zError(rc)));
+        throw Error(fmt::format(
+            "{} is not valid gzip data after {} bytes of contents ({}): the "
+            "file is damaged or is not gzip-compressed despite its name",
+            path_, offset + static_cast<int64_t>(produced), z_.msg ? z_.msg : zError(rc)));
       }
     }
     return produced;
@@ -181,18 +183,18 @@ class ZstdDecoder final : public InputFile::Decoder {
     while (o.pos < n) {
       if (in_pos_ == in_len_ && !refill()) {
         require(frame_done_,
-                   "{} is cut off: the zstd stream ends inside a frame after {} bytes of "
-                   "contents (copy the file again)",
-                   path_, offset + static_cast<int64_t>(o.pos));
+                "{} is cut off: the zstd stream ends inside a frame after {} bytes of "
+                "contents (copy the file again)",
+                path_, offset + static_cast<int64_t>(o.pos));
         return o.pos;
       }
       ZSTD_inBuffer i{in_.data(), in_len_, in_pos_};
       const size_t rc = ZSTD_decompressStream(z_, &o, &i);
       in_pos_ = i.pos;
       require(!ZSTD_isError(rc),
-                 "{} is not valid zstd data after {} bytes of contents ({}): the file is damaged "
-                 "or is not zstd-compressed despite its name",
-                 path_, offset + static_cast<int64_t>(o.pos), ZSTD_getErrorName(rc));
+              "{} is not valid zstd data after {} bytes of contents ({}): the file is damaged "
+              "or is not zstd-compressed despite its name",
+              path_, offset + static_cast<int64_t>(o.pos), ZSTD_getErrorName(rc));
       frame_done_ = rc == 0;
     }
     return o.pos;
@@ -264,13 +266,14 @@ bool LineReader::next(std::string* line) {
 }
 
 void LineReader::skip_to(int64_t offset) {
-  require(offset >= line_start_, "{}: cannot move back from offset {} to {}", path(),
-             line_start_, offset);
+  require(offset >= line_start_, "{}: cannot move back from offset {} to {}", path(), line_start_,
+          offset);
   while (line_start_ < offset) {
     if (begin_ == end_ && !fill())
-      throw Error(fmt::format("{} ends at {} bytes, before offset {} where reading should resume: "
-                              "the file changed since the position was saved",
-                              path(), line_start_, offset));
+      throw Error(
+          fmt::format("{} ends at {} bytes, before offset {} where reading should resume: "
+                      "the file changed since the position was saved",
+                      path(), line_start_, offset));
     const size_t step = static_cast<size_t>(std::min<int64_t>(offset - line_start_, end_ - begin_));
     lines_ += std::count(buffer_.data() + begin_, buffer_.data() + begin_ + step, '\n');
     begin_ += step;

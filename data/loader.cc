@@ -39,7 +39,7 @@ class SpanCorruptionSource : public ExampleSource {
 
   void make(int64_t g, std::vector<int32_t>* inputs, std::vector<int32_t>* targets) const override {
     corrupt_chunk(stream_->example(g, lengths_.tokens_length).data(), g, options_, lengths_,
-            target_length_, inputs, targets);
+                  target_length_, inputs, targets);
   }
   uint64_t hash() const override { return stream_->hash(); }
 

@@ -5,10 +5,10 @@
 #include <algorithm>
 #include <condition_variable>
 #include <exception>
+#include <filesystem>
 #include <functional>
 #include <mutex>
 #include <thread>
-#include <filesystem>
 
 #include "data/hash.h"
 #include "data/token_stream.h"
@@ -22,7 +22,7 @@ StreamingCorpus open_streaming_corpus(const config::Config& config,
   StreamingCorpus c;
   c.files = resolve_corpus_files(d.corpus_path(), "data.corpus_path");
   c.format = d.corpus() == config::DataConfig::TEXT ? DocumentReader::Format::kText
-                                                     : DocumentReader::Format::kJsonl;
+                                                    : DocumentReader::Format::kJsonl;
   c.text_field = d.jsonl_text_field();
   c.tokenizer = std::move(tokenizer);
   const int64_t files = static_cast<int64_t>(c.files.size());
@@ -60,8 +60,8 @@ StreamReader::StreamReader(std::shared_ptr<const StreamingCorpus> corpus, int64_
 }
 
 int64_t StreamReader::file_at(int64_t epoch, int64_t pos) const {
-  const uint64_t key = hash_ints(seed_, 0x5f11e5, static_cast<uint64_t>(stream_),
-                                 static_cast<uint64_t>(epoch));
+  const uint64_t key =
+      hash_ints(seed_, 0x5f11e5, static_cast<uint64_t>(stream_), static_cast<uint64_t>(epoch));
   const uint64_t n = files_.size();
   return files_[permute_index(static_cast<uint64_t>(pos), n, key)];
 }
@@ -85,16 +85,18 @@ void StreamReader::next_document() {
     }
     const CorpusStats& s = reader_->stats();
     if (s.skipped_invalid_utf8 > 0 || s.skipped_malformed > 0)
-      spdlog::warn("[data] {}: skipped {} lines that are not valid UTF-8 and {} malformed lines of {}",
-                   reader_->path(), s.skipped_invalid_utf8, s.skipped_malformed, s.lines);
+      spdlog::warn(
+          "[data] {}: skipped {} lines that are not valid UTF-8 and {} malformed lines of {}",
+          reader_->path(), s.skipped_invalid_utf8, s.skipped_malformed, s.lines);
     reader_.reset();
     if (++file_ < static_cast<int64_t>(files_.size())) continue;
     if (documents_this_epoch_ == 0) {
       std::string names;
       for (int64_t f : files_) names += (names.empty() ? "" : ", ") + corpus_->files[f];
-      throw Error(fmt::format("stream {} of the streaming corpus holds no document: its files ({}) "
-                              "are empty or hold no valid line",
-                              stream_, names));
+      throw Error(
+          fmt::format("stream {} of the streaming corpus holds no document: its files ({}) "
+                      "are empty or hold no valid line",
+                      stream_, names));
     }
     file_ = 0;
     ++epoch_;
@@ -136,10 +138,11 @@ void StreamReader::seek(const StreamPosition& p) {
              stream_);
   if (p.epoch() < 0 || p.file() < 0 || p.file() >= static_cast<int64_t>(files_.size()) ||
       p.offset() < 0 || p.token() < 0 || p.chunk() < 0)
-    throw Error(fmt::format("the saved position of stream {} (epoch {}, file {} of {}, offset {}, "
-                            "token {}) does not fit this corpus: resume with the files it was "
-                            "trained on",
-                            stream_, p.epoch(), p.file(), files_.size(), p.offset(), p.token()));
+    throw Error(
+        fmt::format("the saved position of stream {} (epoch {}, file {} of {}, offset {}, "
+                    "token {}) does not fit this corpus: resume with the files it was "
+                    "trained on",
+                    stream_, p.epoch(), p.file(), files_.size(), p.offset(), p.token()));
   epoch_ = p.epoch();
   file_ = p.file();
   chunk_ = p.chunk();
@@ -152,10 +155,10 @@ void StreamReader::seek(const StreamPosition& p) {
   if (p.token() > 0) {
     next_document();
     if (p.token() >= static_cast<int64_t>(doc_tokens_.size()))
-      throw Error(fmt::format("{}: the document at offset {} has {} tokens, but the saved "
-                              "position is token {} of it: the file or the tokenizer changed",
-                              corpus_->files[file_at(epoch_, file_)], p.offset(),
-                              doc_tokens_.size(), p.token()));
+      throw Error(fmt::format(
+          "{}: the document at offset {} has {} tokens, but the saved "
+          "position is token {} of it: the file or the tokenizer changed",
+          corpus_->files[file_at(epoch_, file_)], p.offset(), doc_tokens_.size(), p.token()));
     doc_pos_ = p.token();
   }
 }
@@ -302,12 +305,13 @@ class StreamingSource : public ExampleSource {
       for (const StreamPosition& p : state.streams())
         if (p.stream() == s) found = &p;
       if (found == nullptr)
-        throw Error(fmt::format("the saved loader state has no position for stream {} of {}",
-                                s, S));
+        throw Error(
+            fmt::format("the saved loader state has no position for stream {} of {}", s, S));
       if (found->chunk() != state.step() * h.rows)
-        throw Error(fmt::format("the saved position of stream {} is after {} chunks, but step {} "
-                                "starts at chunk {}",
-                                s, found->chunk(), state.step(), state.step() * h.rows));
+        throw Error(
+            fmt::format("the saved position of stream {} is after {} chunks, but step {} "
+                        "starts at chunk {}",
+                        s, found->chunk(), state.step(), state.step() * h.rows));
       h.reader.seek(*found);
     }
     read_step_ = -1;
@@ -318,8 +322,8 @@ class StreamingSource : public ExampleSource {
   // chunks of those for the step being built.
   struct Held {
     StreamReader reader;
-    int64_t first_row = 0, rows = 0;     // the stream's rows of the global batch
-    int64_t mine_first = 0, mine = 0;    // this rank's part of them
+    int64_t first_row = 0, rows = 0;   // the stream's rows of the global batch
+    int64_t mine_first = 0, mine = 0;  // this rank's part of them
     std::vector<std::vector<int32_t>> chunks;
   };
 
@@ -332,8 +336,7 @@ class StreamingSource : public ExampleSource {
             "a streaming corpus is read forward only: example {} is in step {}, but stream {} "
             "has read {} chunks, not the {} before that step (batches of a streaming loader "
             "come only from next())",
-            g, step, first_stream_ + (&h - held_.data()), h.reader.chunks_read(),
-            step * h.rows));
+            g, step, first_stream_ + (&h - held_.data()), h.reader.chunks_read(), step * h.rows));
     const std::function<void(int)> task = [&](int i) {
       Held& h = held_[static_cast<size_t>(i)];
       thread_local std::vector<int32_t> skipped;

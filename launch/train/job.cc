@@ -122,13 +122,12 @@ Job::Job(const config::Config& config, comm::Communicator& comm)
       eval_loader_ = data::make_loader(data_, true, options);
     } catch (const Error& e) {
       const config::DataConfig& d = config.data();
-      throw Error(fmt::format("the validation split ({}): {}",
-                              d.validation_path().empty()
-                                  ? fmt::format("data.validation_fraction = {}",
-                                                d.validation_fraction())
-                                  : fmt::format("data.validation_path = \"{}\"",
-                                                d.validation_path()),
-                              e.what()));
+      throw Error(
+          fmt::format("the validation split ({}): {}",
+                      d.validation_path().empty()
+                          ? fmt::format("data.validation_fraction = {}", d.validation_fraction())
+                          : fmt::format("data.validation_path = \"{}\"", d.validation_path()),
+                      e.what()));
     }
   }
   model_ = std::make_unique<model::T5Model>(config.model(), store_,

@@ -453,8 +453,7 @@ Result check_evaluation(const Config& c) {
                                  "a streaming corpus is never split: set data.validation_path, "
                                  "or training.eval_every to 0",
                                  c.training().eval_every()));
-  if (c.training().eval_every() > 0 && d.validation_path().empty() &&
-      d.validation_fraction() == 0)
+  if (c.training().eval_every() > 0 && d.validation_path().empty() && d.validation_fraction() == 0)
     return violation("training.eval_every",
                      fmt::format("training.eval_every = {} evaluates on the held-out split, but "
                                  "data.validation_fraction = 0 holds nothing out: set "

@@ -21,10 +21,8 @@ common=(--config "$src/configs/tiny.textproto" --set "data.tokenizer_model=$data
         --set training.log_every=1 --set training.eval_every=0 --set training.steps=6
         --set training.checkpoint_every=3 --set training.keep_checkpoints=5)
 fail() { echo "FAIL: $*"; exit 1; }
-losses() {  # the step lines of a log from step $2 on
-  grep -o -E 'step [0-9]+/[0-9]+ loss [0-9.]+ lr [0-9.e-]+ grad_norm [0-9.]+' "$1" |
-    awk -v from="$2" '{ split($2, s, "/"); if (s[1] >= from) print }'
-}
+# shellcheck source=../util/run_logs.sh
+source "$src/tests/util/run_logs.sh"
 same_checkpoint() {  # two checkpoint directories with byte-identical files
   local f
   for f in dense.bin experts.bin rank-00000.pb rank-00001.pb manifest.pb; do

@@ -94,8 +94,7 @@ TEST_F(InputFileTest, ConcatenatedGzipMembersAndZstdFramesAreOneFile) {
 TEST_F(InputFileTest, OffsetsLetAReaderResumeAtAnyLine) {
   const std::string text = sample_text(120);
   const std::string plain = write("a.txt", text);
-  for (const std::string& path :
-       {plain, compress(plain, "gzip"), compress(plain, "zstd")}) {
+  for (const std::string& path : {plain, compress(plain, "gzip"), compress(plain, "zstd")}) {
     LineReader r(path);
     std::vector<int64_t> offsets;
     std::vector<std::string> lines;
@@ -124,8 +123,8 @@ TEST_F(InputFileTest, DamagedAndCutOffCompressedFilesAreRefusedByName) {
       std::ifstream in(packed, std::ios::binary);
       bytes.assign(std::istreambuf_iterator<char>(in), {});
     }
-    const std::string cut = write("cut" + fs::path(packed).extension().string(),
-                                  bytes.substr(0, bytes.size() / 2));
+    const std::string cut =
+        write("cut" + fs::path(packed).extension().string(), bytes.substr(0, bytes.size() / 2));
     try {
       lines_of(cut);
       ADD_FAILURE() << tool << ": a cut-off file was read";
@@ -180,8 +179,9 @@ TEST_F(InputFileTest, ResolvesFilesDirectoriesGlobsAndLists) {
                                          (dir_ / "shards/gone.jsonl").string() +
                                          ", which is not a file");
   fs::create_directories(dir_ / "empty");
-  EXPECT_EQ(message((dir_ / "empty").string()),
-            "data.corpus_path = \"" + (dir_ / "empty").string() + "\": the directory holds no file");
+  EXPECT_EQ(
+      message((dir_ / "empty").string()),
+      "data.corpus_path = \"" + (dir_ / "empty").string() + "\": the directory holds no file");
 }
 
 }  // namespace

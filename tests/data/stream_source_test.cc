@@ -49,14 +49,13 @@ class StreamSourceTest : public ::testing::Test {
     shards.clear();
     for (int f = 0; f < kFiles; ++f) {
       const std::string tool = f % 2 ? "zstd" : "gzip", ext = f % 2 ? ".zst" : ".gz";
-      const std::string cmd = fmt::format("{} -q -c {} > {}", tool,
-                                          (dir_ / "plain" / fmt::format("shard{}.jsonl", f)).string(),
-                                          (dir_ / "packed" / fmt::format("shard{}.jsonl{}", f, ext)).string());
+      const std::string cmd = fmt::format(
+          "{} -q -c {} > {}", tool, (dir_ / "plain" / fmt::format("shard{}.jsonl", f)).string(),
+          (dir_ / "packed" / fmt::format("shard{}.jsonl{}", f, ext)).string());
       ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
     }
-    tokenizer_ = std::make_shared<const Tokenizer>(
-        Tokenizer::from_model(Tokenizer::train(docs, {.vocab_size = 300, .num_sentinels = 16}),
-                              "test model"));
+    tokenizer_ = std::make_shared<const Tokenizer>(Tokenizer::from_model(
+        Tokenizer::train(docs, {.vocab_size = 300, .num_sentinels = 16}), "test model"));
     // A routing table of the pieces alone: routing is not what these tests are about.
     table_ = std::make_shared<const RoutingTokenizer>(tokenizer_->vocab_size());
   }
@@ -77,8 +76,8 @@ class StreamSourceTest : public ::testing::Test {
          fmt::format("data.loader_threads={}", threads),
          fmt::format("training.global_batch_size={}", kBatch)});
   }
-  static std::unique_ptr<Loader> loader(const std::string& corpus, int streams, int rank,
-                                        int world, int threads = 0) {
+  static std::unique_ptr<Loader> loader(const std::string& corpus, int streams, int rank, int world,
+                                        int threads = 0) {
     const config::Config c = make_config(corpus, streams, threads);
     auto streaming = std::make_shared<const StreamingCorpus>(open_streaming_corpus(c, tokenizer_));
     return std::make_unique<Loader>(streaming, table_, loader_options(c, *tokenizer_, rank, world));
@@ -114,8 +113,9 @@ TEST_F(StreamSourceTest, TheGlobalBatchIsTheSameAtEveryWorldSize) {
   constexpr int kSteps = 12;  // enough for the short streams to start a second epoch
   for (int streams : {1, 3, 5}) {
     const auto one = global_batches(plain(), streams, 1, kSteps);
-    for (int world : {2, 3}) EXPECT_EQ(global_batches(plain(), streams, world, kSteps), one)
-        << streams << " streams, " << world << " ranks";
+    for (int world : {2, 3})
+      EXPECT_EQ(global_batches(plain(), streams, world, kSteps), one)
+          << streams << " streams, " << world << " ranks";
     if (streams == 3) EXPECT_EQ(global_batches(plain(), streams, 6, kSteps), one);
   }
   // One thread per stream or one for all: a stream is always read by one thread at a time.

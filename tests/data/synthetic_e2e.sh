@@ -30,15 +30,9 @@ train() {  # name, ranks, args...
     --set "training.checkpoint_dir=$work/$name/checkpoints" "$@" > "$work/$name.log" 2>&1 ||
     { cat "$work/$name.log"; fail "training run $name"; }
 }
-losses() {  # the step lines of a log from step $2 on
-  grep -o -E 'step [0-9]+/[0-9]+ loss [0-9.a-z]+ lr [0-9.e-]+ grad_norm [0-9.a-z]+' "$1" |
-    awk -v from="$2" '{ split($2, s, "/"); if (s[1] >= from) print }'
-}
-exact() {  # step, loss and gradient norm at full precision from a run's metrics.jsonl, from step $2
-  grep '"train/loss"' "$work/$1/metrics.jsonl" |
-    sed -E 's/^\{"step":([0-9]+),.*"train\/loss":([^,]+),.*"train\/grad_norm":([^,]+),.*/\1 \2 \3/' |
-    awk -v from="$2" '$1 >= from'
-}
+# shellcheck source=../util/run_logs.sh
+source "$src/tests/util/run_logs.sh"
+exact() { exact_metrics "$work/$1/metrics.jsonl" "$2"; }  # a run's scalars from step $2 on
 
 train straight 1 --set training.steps=6
 [ "$(losses "$work/straight.log" 1 | wc -l)" = 6 ] || { cat "$work/straight.log"; fail "not 6 step lines"; }

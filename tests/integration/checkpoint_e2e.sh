@@ -27,10 +27,8 @@ run() {  # name, args...: 2 ranks, output in $work/<name>.log
   shift
   "${mpiexec[@]}" -np 2 "$bin/mowe_pretrain" "${common[@]}" "$@" > "$work/$name.log" 2>&1
 }
-losses() {  # the step lines "step k/N loss X lr Y grad_norm Z" of a log, from step $2 on
-  grep -o -E 'step [0-9]+/[0-9]+ loss [0-9.]+ lr [0-9.e-]+ grad_norm [0-9.]+' "$1" |
-    awk -v from="$2" '{ split($2, s, "/"); if (s[1] >= from) print }'
-}
+# shellcheck source=../util/run_logs.sh
+source "$src/tests/util/run_logs.sh"
 
 # ---- 1. SIGKILL during a checkpoint write ------------------------------------------------------
 run straight --set training.steps=12 --set training.checkpoint_every=4 \
