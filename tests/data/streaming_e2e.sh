@@ -3,8 +3,9 @@
 # tiny model: mowe_vocab builds the tokenizer and routing vocabulary from the plain shards,
 # mowe_pretrain trains 6 steps from the plain shards and from gzip/zstd copies of them with
 # exactly the same losses and gradient norms (so the same batches); 2 ranks log the losses of 1;
-# and a run stopped at step 3 and resumed from its checkpoint at 2 ranks reproduces the
-# uninterrupted run exactly. Held-out documents come from their own file (data.validation_path).
+# a run stopped at step 3 and resumed from its checkpoint at 2 ranks reproduces the
+# uninterrupted run exactly, and at 1 rank to the logged digits. Held-out documents come from
+# their own file (data.validation_path).
 #   streaming_e2e.sh BIN_DIR SOURCE_DIR MPIEXEC [MPIEXEC_FLAGS...]
 set -euo pipefail
 bin=$1 src=$2
@@ -79,5 +80,10 @@ mkdir -p "$work/runs/resumed" && cp -r "$work/runs/stopped/checkpoints" "$work/r
 train resumed 2 "$work/packed" --set training.steps=6 --resume auto
 grep -q -E "resumed from .* at step 3" "$work/resumed.log" || { cat "$work/resumed.log"; fail "did not resume at step 3"; }
 diff <(exact two_ranks 4) <(exact resumed 4) || fail "the resumed run differs from the uninterrupted one"
+# The 2-rank checkpoint resumed by 1 rank: every stream's position is in it.
+mkdir -p "$work/runs/one_rank" && cp -r "$work/runs/stopped/checkpoints" "$work/runs/one_rank/"
+train one_rank 1 "$work/packed" --set training.steps=6 --resume auto
+diff <(losses "$work/two_ranks.log" 4) <(losses "$work/one_rank.log" 4) ||
+  fail "1 rank resuming the 2-rank checkpoint differs"
 echo "streaming: plain and compressed shards train identically, 2 ranks as 1, resume exact:"
 exact packed 1
