@@ -149,7 +149,11 @@ Job::~Job() = default;
 
 data::Loader& Job::eval_loader() {
   if (!eval_loader_)
-    throw Error("no validation split to evaluate on: data.validation_fraction is 0");
+    throw Error(config_.data().streaming()
+                    ? "no validation split to evaluate on: a streaming corpus is never split; "
+                      "set data.validation_path to held-out files"
+                    : "no validation split to evaluate on: data.validation_fraction is 0; set it "
+                      "or data.validation_path");
   return *eval_loader_;
 }
 
