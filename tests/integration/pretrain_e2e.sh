@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # End to end on the tiny config: mowe_vocab builds a tokenizer and routing vocabulary from
 # WordNet, mowe_pretrain trains 4 steps at 1, 2 and 4 ranks (4: hierarchical all-to-all as 2
-# nodes of 2) with dropout and tiny gradient buckets (so bucketed allreduces overlap backward),
-# and must log the same training and validation losses and gradient norms (the same global batch
-# gives the same model whatever the world size), with the loss falling; a plan built for 2 ranks
-# is refused by a 4-rank job with both world sizes in the message.
+# nodes of 2) with dropout (residual branches, attention probabilities, the experts' hidden
+# layer) and tiny gradient buckets (so bucketed allreduces overlap backward), and must log the
+# same training and validation losses and gradient norms (the same global batch gives the same
+# model whatever the world size), with the loss falling; a plan built for 2 ranks is refused by
+# a 4-rank job with both world sizes in the message.
 #   pretrain_e2e.sh BIN_DIR SOURCE_DIR MPIEXEC [MPIEXEC_FLAGS...]
 set -euo pipefail
 bin=$1 src=$2
@@ -23,7 +24,8 @@ train() {  # ranks, extra args...
   shift
   "${mpiexec[@]}" -np "$n" "$bin/mowe_pretrain" --config "$config" "${files[@]}" \
     --set training.steps=4 --set training.log_every=1 --set training.eval_every=2 \
-    --set model.dropout_rate=0.1 --set parallel.grad_bucket_mb=0.002 \
+    --set model.dropout_rate=0.1 --set model.mowe.expert_dropout_rate=0.1 \
+    --set parallel.grad_bucket_mb=0.002 \
     --set training.learning_rate=1e-2 --set "training.checkpoint_dir=$work/ckpt-$n-$RANDOM" \
     "$@" 2>&1
 }
