@@ -123,8 +123,10 @@ namespace {
 // Every document of the files `spec` names, in file order.
 Corpus read_files(const std::string& spec, DocumentReader::Format format,
                   const std::string& text_field, const char* kind,
-                  const char* field = "data.corpus_path") {
+                  const char* field = "data.corpus_path", int64_t max_documents = 0) {
   const std::vector<std::string> files = resolve_corpus_files(spec, field);
+  const int64_t n = static_cast<int64_t>(files.size());
+  const int64_t per_file = max_documents > 0 ? (max_documents + n - 1) / n : 0;
   Corpus corpus;
   corpus.source = files.size() == 1 ? fmt::format("{} file {}", kind, files[0])
                                     : fmt::format("{} {} files of {}", files.size(), kind, spec);
@@ -132,8 +134,12 @@ Corpus read_files(const std::string& spec, DocumentReader::Format format,
     corpus.source += fmt::format(" (field \"{}\")", text_field);
   std::string document;
   for (const std::string& file : files) {
+    if (max_documents > 0 && static_cast<int64_t>(corpus.documents.size()) >= max_documents) break;
     DocumentReader reader(file, format, text_field);
-    while (reader.next(&document)) corpus.documents.push_back(document);
+    const int64_t room = max_documents - static_cast<int64_t>(corpus.documents.size());
+    const int64_t quota = per_file == 0 ? -1 : std::min(per_file, room);
+    for (int64_t k = 0; (quota < 0 || k < quota) && reader.next(&document); ++k)
+      corpus.documents.push_back(document);
     const CorpusStats& s = reader.stats();
     corpus.stats.lines += s.lines;
     corpus.stats.skipped_invalid_utf8 += s.skipped_invalid_utf8;
@@ -145,12 +151,15 @@ Corpus read_files(const std::string& spec, DocumentReader::Format format,
 
 }  // namespace
 
-Corpus read_text_corpus(const std::string& path) {
-  return read_files(path, DocumentReader::Format::kText, "", "text");
+Corpus read_text_corpus(const std::string& path, int64_t max_documents) {
+  return read_files(path, DocumentReader::Format::kText, "", "text", "data.corpus_path",
+                    max_documents);
 }
 
-Corpus read_jsonl_corpus(const std::string& path, const std::string& text_field) {
-  return read_files(path, DocumentReader::Format::kJsonl, text_field, "JSON-lines");
+Corpus read_jsonl_corpus(const std::string& path, const std::string& text_field,
+                         int64_t max_documents) {
+  return read_files(path, DocumentReader::Format::kJsonl, text_field, "JSON-lines",
+                    "data.corpus_path", max_documents);
 }
 
 Corpus read_validation_corpus(const config::DataConfig& config) {
@@ -164,14 +173,20 @@ Corpus read_validation_corpus(const config::DataConfig& config) {
   return corpus;
 }
 
-Corpus read_corpus(const config::DataConfig& config) {
+Corpus read_corpus(const config::DataConfig& config, int64_t max_documents) {
   Corpus corpus;
+  if (max_documents > 0 && config.corpus() != config::DataConfig::TEXT &&
+      config.corpus() != config::DataConfig::JSONL)
+    throw Error(
+        fmt::format("a sample of {} documents is for TEXT and JSONL corpora, but "
+                    "data.corpus = {}",
+                    max_documents, config::DataConfig::Corpus_Name(config.corpus())));
   switch (config.corpus()) {
     case config::DataConfig::TEXT:
-      corpus = read_text_corpus(config.corpus_path());
+      corpus = read_text_corpus(config.corpus_path(), max_documents);
       break;
     case config::DataConfig::JSONL:
-      corpus = read_jsonl_corpus(config.corpus_path(), config.jsonl_text_field());
+      corpus = read_jsonl_corpus(config.corpus_path(), config.jsonl_text_field(), max_documents);
       break;
     case config::DataConfig::SYNTHETIC:
       throw Error("data.corpus SYNTHETIC has no documents: its examples are drawn, not read");

@@ -51,12 +51,18 @@ std::vector<Synset> read_wordnet(const std::string& dir, CorpusStats* stats = nu
 std::string synset_document(const Synset& synset);
 
 Corpus wordnet_corpus(const std::string& dir);
-Corpus read_text_corpus(const std::string& path);
-Corpus read_jsonl_corpus(const std::string& path, const std::string& text_field);
+// Every document of the files `path` names (see resolve_corpus_files), or a sample of
+// max_documents as read_corpus takes it.
+Corpus read_text_corpus(const std::string& path, int64_t max_documents = 0);
+Corpus read_jsonl_corpus(const std::string& path, const std::string& text_field,
+                         int64_t max_documents = 0);
 
 // The corpus a DataConfig names (data.corpus, corpus_path, jsonl_text_field, wordnet_dir).
 // Throws when it holds no document.
-Corpus read_corpus(const config::DataConfig& config);
+// With max_documents > 0 (TEXT and JSONL only): at most that many, the first
+// ceil(max_documents / files) documents of each file, so that every shard is sampled without
+// reading any file to its end.
+Corpus read_corpus(const config::DataConfig& config, int64_t max_documents = 0);
 
 // The documents of data.validation_path, read like data.corpus_path.
 Corpus read_validation_corpus(const config::DataConfig& config);

@@ -78,14 +78,15 @@ std::shared_ptr<const TokenStream> tokenize_split(const std::vector<std::string>
 
 }  // namespace
 
-Split read_split(const config::DataConfig& config) {
+Split read_split(const config::DataConfig& config, int64_t max_documents) {
   if (config.corpus() == config::DataConfig::SYNTHETIC)
     throw Error(
         "data.corpus SYNTHETIC has no documents to split: its examples are drawn, not read "
         "(docs/data.md)");
   auto t0 = std::chrono::steady_clock::now();
-  Corpus corpus = read_corpus(config);
+  Corpus corpus = read_corpus(config, max_documents);
   const size_t total = corpus.documents.size();
+  if (max_documents > 0) corpus.source = fmt::format("a sample of {}", corpus.source);
   Split split;
   if (!config.validation_path().empty()) {
     split.train = std::move(corpus.documents);
@@ -234,13 +235,13 @@ DataPipeline open_pipeline(const config::Config& config) {
     return p;
   }
   if (d.streaming()) {
-    p.streaming_train = std::make_shared<const StreamingCorpus>(
-        open_streaming_corpus(config, p.tokenizer));
+    p.streaming_train =
+        std::make_shared<const StreamingCorpus>(open_streaming_corpus(config, p.tokenizer));
     spdlog::info("[data] streaming {} files of {} in {} streams", p.streaming_train->files.size(),
                  d.corpus_path(), p.streaming_train->num_streams);
     if (!d.validation_path().empty())
-      p.validation = tokenize_split(read_validation_corpus(d).documents, *p.tokenizer, seed,
-                                    "validation");
+      p.validation =
+          tokenize_split(read_validation_corpus(d).documents, *p.tokenizer, seed, "validation");
     return p;
   }
   p.train = tokenize_split(split.train, *p.tokenizer, seed, "training");

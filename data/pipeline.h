@@ -21,7 +21,9 @@ namespace mowe::data {
 // The corpus of data.corpus split into training and validation documents (data.seed,
 // data.validation_fraction), or, with data.validation_path, all of the corpus for training and
 // those files for validation. Throws when the corpus or its training split is empty.
-Split read_split(const config::DataConfig& config);
+// max_documents > 0 reads a sample of the corpus (read_corpus), e.g. for mowe_vocab on a corpus
+// larger than memory.
+Split read_split(const config::DataConfig& config, int64_t max_documents = 0);
 
 // Loads data.tokenizer_model, or trains it on split.train and writes it (atomically) when the
 // file does not exist or `retrain` is set. Checks it against data.sp_vocab_size and

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 
@@ -31,12 +32,15 @@ namespace {
 namespace data = mowe::data;
 using Clock = std::chrono::steady_clock;
 
-const char* kUsage = R"(--config PATH [--set FIELD=VALUE ...] [--retrain]
+const char* kUsage = R"(--config PATH [--set FIELD=VALUE ...] [--retrain] [--max-documents N]
 
 Trains the SentencePiece model (data.tokenizer_model) on the training split if it does not exist,
 then builds the routing vocabulary (data.routing_vocab) and prints its report. With
 data.corpus SYNTHETIC: writes only data.routing_vocab, with the Zipf law's expected counts.
   --retrain            Train the SentencePiece model even if data.tokenizer_model exists.
+  --max-documents N    TEXT and JSONL: train and count on a sample of N documents, the first
+                       N / files of each corpus file (for corpora larger than memory; shards
+                       are expected to be shuffled). Default: the whole corpus.
   --add-sentinels OUT  Write to OUT a copy of data.tokenizer_model (a SentencePiece model of
                        your own, e.g. T5's) with the sentinels <extra_id_0..> that
                        data.num_sentinels needs appended at the top of its vocabulary, as T5
@@ -107,8 +111,8 @@ void print_report(const mowe::config::Config& config, const data::Tokenizer& tok
       100 * s.word_share_with_variants(), 100 * s.word_share_without_variants(),
       100 * s.token_share_with_variants(), 100 * s.token_share_without_variants(),
       s.corpus_words());
-  fmt::print("  frequencies        {} routing tokens: {} (pad, EOS, sentinels unrouted)\n",
-             counted, f.corpus());
+  fmt::print("  frequencies        {} routing tokens: {} (pad, EOS, sentinels unrouted)\n", counted,
+             f.corpus());
   print_shares(config, tokenizer, vocab);
   fmt::print("  built in {:.1f} s\n", seconds);
 }
@@ -121,6 +125,10 @@ int write_synthetic(const mowe::config::Config& config, const mowe::config::Comm
     throw mowe::Error(
         "--retrain does not apply to data.corpus SYNTHETIC: there is no SentencePiece model to "
         "train (the frequencies are the Zipf law's expected counts)");
+  if (flags.values.count("--max-documents"))
+    throw mowe::Error(
+        "--max-documents does not apply to data.corpus SYNTHETIC: there are no documents to "
+        "sample");
   const auto t0 = Clock::now();
   const data::Tokenizer tokenizer = data::synthetic_tokenizer(d);
   const data::RoutingVocab vocab = data::synthetic_routing_vocab(config, tokenizer);
@@ -160,18 +168,21 @@ int write_with_sentinels(const mowe::config::Config& config, const std::string& 
   std::string model = original.with_sentinels(n);
   const data::Tokenizer copy = data::Tokenizer::from_model(model, out);
   mowe::write_file_atomically(out, model);
-  fmt::print("wrote {}: {} pieces = {} of {} + {} sentinels appended ({} asked by "
-             "data.num_sentinels; <extra_id_0> is id {})\n",
-             out, copy.vocab_size(), original.vocab_size(), d.tokenizer_model(), missing, n,
-             copy.sentinel(0));
-  fmt::print("to use it: --set data.tokenizer_model={} --set data.sp_vocab_size={} "
-             "(model.vocab_size >= {}), then run mowe_vocab again for the routing vocabulary\n",
-             out, copy.vocab_size(), copy.vocab_size());
+  fmt::print(
+      "wrote {}: {} pieces = {} of {} + {} sentinels appended ({} asked by "
+      "data.num_sentinels; <extra_id_0> is id {})\n",
+      out, copy.vocab_size(), original.vocab_size(), d.tokenizer_model(), missing, n,
+      copy.sentinel(0));
+  fmt::print(
+      "to use it: --set data.tokenizer_model={} --set data.sp_vocab_size={} "
+      "(model.vocab_size >= {}), then run mowe_vocab again for the routing vocabulary\n",
+      out, copy.vocab_size(), copy.vocab_size());
   return 0;
 }
 
 int run(int argc, char** argv) {
-  auto flags = mowe::config::parse_common_flags(argc, argv, {"--retrain"}, {"--add-sentinels"});
+  auto flags = mowe::config::parse_common_flags(argc, argv, {"--retrain"},
+                                                {"--add-sentinels", "--max-documents"});
   if (flags.help) {
     std::cout << mowe::config::help_text("mowe_vocab", kUsage);
     return 0;
@@ -199,7 +210,16 @@ int run(int argc, char** argv) {
         "data.tokenizer_model is empty: set where to write it (--set data.tokenizer_model=PATH)");
   const auto t0 = Clock::now();
 
-  data::Split split = data::read_split(d);
+  int64_t max_documents = 0;
+  if (flags.values.count("--max-documents")) {
+    const std::string& v = flags.values.at("--max-documents");
+    char* end = nullptr;
+    max_documents = std::strtoll(v.c_str(), &end, 10);
+    if (v.empty() || *end != '\0' || max_documents <= 0)
+      throw mowe::Error(
+          fmt::format("--max-documents {}: give a positive number of documents to sample", v));
+  }
+  data::Split split = data::read_split(d, max_documents);
   const bool reuse_tokenizer =
       !flags.has("--retrain") && std::filesystem::exists(d.tokenizer_model());
   data::Tokenizer tokenizer = data::train_or_load_tokenizer(d, split, flags.has("--retrain"));

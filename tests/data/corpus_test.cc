@@ -115,6 +115,31 @@ TEST(JsonlCorpus, ReadsTheFieldAndCountsBadLines) {
   EXPECT_EQ(c.stats.skipped_malformed, 2);
 }
 
+// Several files (a directory): all documents in file order, or a sample of the first
+// ceil(N / files) documents of each file (what mowe_vocab --max-documents reads).
+TEST(JsonlCorpus, ReadsADirectoryWholeOrAsASample) {
+  for (int f = 0; f < 3; ++f) {
+    std::string lines;
+    for (int d = 0; d < 4; ++d) lines += fmt::format("{{\"text\": \"f{} d{}\"}}\n", f, d);
+    fs::create_directories(temp_dir.path / "shards");
+    temp_file(fmt::format("shards/s{}.jsonl", f), lines);
+  }
+  const std::string dir = (temp_dir.path / "shards").string();
+  Corpus all = read_jsonl_corpus(dir, "text");
+  ASSERT_EQ(all.documents.size(), 12u);
+  EXPECT_EQ(all.documents[0], "f0 d0");
+  EXPECT_EQ(all.documents[11], "f2 d3");
+  EXPECT_EQ(read_jsonl_corpus(dir, "text", 5).documents,
+            (std::vector<std::string>{"f0 d0", "f0 d1", "f1 d0", "f1 d1", "f2 d0"}));
+  config::DataConfig config;
+  config.set_corpus(config::DataConfig::JSONL);
+  config.set_corpus_path(dir);
+  EXPECT_EQ(read_corpus(config, 3).documents,
+            (std::vector<std::string>{"f0 d0", "f1 d0", "f2 d0"}));
+  config.set_corpus(config::DataConfig::WORDNET);
+  expect_error([&] { read_corpus(config, 3); }, {"for TEXT and JSONL corpora"});
+}
+
 TEST(ReadCorpus, EmptyCorpusIsAnError) {
   config::DataConfig config;
   config.set_corpus(config::DataConfig::TEXT);
