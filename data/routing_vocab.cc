@@ -3,10 +3,12 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <functional>
 #include <numeric>
 #include <unordered_map>
 
 #include "data/derived_file.h"
+#include "data/token_stream.h"
 #include "data/word_list.h"
 #include "runtime/check.h"
 #include "runtime/checkpoint/crc32c.h"
@@ -44,7 +46,6 @@ struct StringHash {
 };
 using WordCounts = std::unordered_map<std::string, int64_t, StringHash, std::equal_to<>>;
 
-
 std::vector<Candidate> ranked_candidates(const std::vector<std::string>& names,
                                          const std::vector<std::string>& documents,
                                          RoutingVocabStats* stats) {
@@ -75,6 +76,40 @@ bool has_unrouted(const std::vector<int32_t>& tokens, const RoutingTokenizer& ta
   return std::any_of(tokens.begin(), tokens.end(), [&](int32_t t) { return table.unrouted(t); });
 }
 
+// Tokenizations of a long sequence of texts, encoded a block at a time on every core (SentencePiece
+// is most of the time of a large vocabulary) and handed out in order; a block is encoded only
+// when its first text is asked for, so stopping early leaves the rest untokenized.
+class EncodedBlocks {
+ public:
+  static constexpr size_t kBlock = 16384;
+
+  EncodedBlocks(const Tokenizer& tokenizer, size_t n,
+                std::function<const std::string&(size_t)> text)
+      : tokenizer_(tokenizer), n_(n), text_(std::move(text)) {}
+
+  const std::vector<int32_t>& tokens(size_t i) {
+    if (i < first_ || i >= first_ + block_.num_documents()) encode_block(i - i % kBlock);
+    const auto doc = block_.document(static_cast<int64_t>(i - first_));
+    current_.assign(doc.begin(), doc.end());
+    return current_;
+  }
+
+ private:
+  void encode_block(size_t first) {
+    std::vector<std::string> texts;
+    for (size_t i = first; i < std::min(n_, first + kBlock); ++i) texts.push_back(text_(i));
+    block_ = tokenize_documents(texts, tokenizer_);
+    first_ = first;
+  }
+
+  const Tokenizer& tokenizer_;
+  size_t n_;
+  std::function<const std::string&(size_t)> text_;
+  size_t first_ = 0;
+  TokenizedCorpus block_;
+  std::vector<int32_t> current_;
+};
+
 // Entries in frequency order; single-piece words keep their piece id for the variant keys.
 // Returns how many candidates were examined: all of them, unless `stop_when_full` stops at the
 // first one after the last id is given (a word list's tail is never tokenized).
@@ -82,10 +117,12 @@ size_t add_entries(const Tokenizer& tokenizer, std::vector<Candidate>* ranked, i
                    bool stop_when_full, RoutingTokenizer* table, RoutingVocabFile* file) {
   RoutingVocabStats* stats = file->mutable_stats();
   const int32_t v = tokenizer.vocab_size();
+  EncodedBlocks encoded(tokenizer, ranked->size(),
+                        [&](size_t i) -> const std::string& { return (*ranked)[i].word; });
   for (size_t i = 0; i < ranked->size(); ++i) {
     if (stop_when_full && file->entries_size() >= max_words) return i;
     Candidate& c = (*ranked)[i];
-    std::vector<int32_t> tokens = tokenizer.encode(c.word);
+    const std::vector<int32_t>& tokens = encoded.tokens(i);
     if (has_unknown(tokens)) {
       stats->set_dropped_unknown(stats->dropped_unknown() + 1);
     } else if (has_unrouted(tokens, *table)) {
@@ -158,20 +195,29 @@ std::vector<std::string> case_variants_of(const std::string& w) {
 void add_variant_keys(const Tokenizer& tokenizer, const std::vector<Candidate>& ranked,
                       RoutingTokenizer* table, RoutingVocabFile* file) {
   RoutingVocabStats* stats = file->mutable_stats();
+  // Every form of every kept word, in insertion order, encoded in blocks on every core.
+  std::vector<std::string> forms;
+  std::vector<int32_t> owner;  // the routing id of each form's word
   for (const Candidate& c : ranked) {
     if (c.routing_id < 0) continue;
-    for (const std::string& form : case_variants_of(c.word)) {
-      std::vector<int32_t> tokens = tokenizer.encode(form);
-      if (tokens.size() < 2) continue;  // a piece of its own: its piece id is its routing id
-      if (tokens.size() > RoutingTokenizer::kMaxKeyLength || has_unknown(tokens) ||
-          has_unrouted(tokens, *table) || !table->insert(tokens, c.routing_id)) {
-        stats->set_variant_keys_skipped(stats->variant_keys_skipped() + 1);
-        continue;
-      }
-      RoutingKey* key = file->add_variant_keys();
-      key->set_routing_id(c.routing_id);
-      key->mutable_tokens()->Add(tokens.begin(), tokens.end());
+    for (std::string& form : case_variants_of(c.word)) {
+      forms.push_back(std::move(form));
+      owner.push_back(c.routing_id);
     }
+  }
+  EncodedBlocks encoded(tokenizer, forms.size(),
+                        [&](size_t i) -> const std::string& { return forms[i]; });
+  for (size_t i = 0; i < forms.size(); ++i) {
+    const std::vector<int32_t>& tokens = encoded.tokens(i);
+    if (tokens.size() < 2) continue;  // a piece of its own: its piece id is its routing id
+    if (tokens.size() > RoutingTokenizer::kMaxKeyLength || has_unknown(tokens) ||
+        has_unrouted(tokens, *table) || !table->insert(tokens, owner[i])) {
+      stats->set_variant_keys_skipped(stats->variant_keys_skipped() + 1);
+      continue;
+    }
+    RoutingKey* key = file->add_variant_keys();
+    key->set_routing_id(owner[i]);
+    key->mutable_tokens()->Add(tokens.begin(), tokens.end());
   }
 }
 
@@ -313,8 +359,8 @@ RoutingVocab RoutingVocab::build_from_word_list(const Tokenizer& tokenizer,
     candidates.reserve(ranked.size());
     for (WordListEntry& e : ranked)
       candidates.push_back({std::move(e.text), e.corpus_count, e.list_frequency});
-    const size_t used = add_entries(tokenizer, &candidates, max_words, /*stop_when_full=*/true,
-                                    &table, &f);
+    const size_t used =
+        add_entries(tokenizer, &candidates, max_words, /*stop_when_full=*/true, &table, &f);
     examined += static_cast<int64_t>(used);
     if (!ranked.empty()) last = std::move(ranked.back());
     const bool exhausted = static_cast<int64_t>(ranked.size()) < keep;
