@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -163,6 +164,22 @@ Corpus read_jsonl_corpus(const std::string& path, const std::string& text_field,
 }
 
 Corpus read_validation_corpus(const config::DataConfig& config) {
+  // Held-out documents that are also trained on would make the validation loss meaningless.
+  if (config.corpus() == config::DataConfig::TEXT || config.corpus() == config::DataConfig::JSONL) {
+    std::vector<std::string> train;
+    for (const std::string& f : resolve_corpus_files(config.corpus_path(), "data.corpus_path"))
+      train.push_back(std::filesystem::weakly_canonical(f).string());
+    std::sort(train.begin(), train.end());
+    for (const std::string& f :
+         resolve_corpus_files(config.validation_path(), "data.validation_path")) {
+      const std::string canonical = std::filesystem::weakly_canonical(f).string();
+      if (std::binary_search(train.begin(), train.end(), canonical))
+        throw Error(
+            fmt::format("data.validation_path names {}, which data.corpus_path = \"{}\" "
+                        "also trains on: keep held-out files out of the corpus",
+                        f, config.corpus_path()));
+    }
+  }
   const bool text = config.corpus() == config::DataConfig::TEXT;
   Corpus corpus =
       read_files(config.validation_path(),

@@ -142,7 +142,17 @@ class GzipDecoder final : public InputFile::Decoder {
                 path_, offset + static_cast<int64_t>(produced));
         return produced;
       }
-      if (member_done_) {  // another member follows, or trailing bytes
+      if (member_done_) {
+        // After a member: another member, or a tail of zero bytes (tape or block padding, which
+        // gzip itself ignores); anything else is not gzip data.
+        if (static_cast<unsigned char>(in_[in_pos_]) != 0x1f) {
+          while (in_pos_ < in_len_ && in_[in_pos_] == 0) ++in_pos_;
+          require(in_pos_ == in_len_,
+                  "{} has trailing data after its last gzip member (at {} bytes of contents): the "
+                  "file is damaged or was appended to",
+                  path_, offset + static_cast<int64_t>(produced));
+          continue;
+        }
         require(inflateReset(&z_) == Z_OK, "zlib: cannot reset the stream of {}", path_);
         member_done_ = false;
       }
@@ -233,7 +243,15 @@ bool LineReader::fill() {
     end_ -= begin_;
     begin_ = 0;
   }
-  if (end_ == buffer_.size()) buffer_.resize(buffer_.size() * 2);  // a line longer than the buffer
+  if (end_ == buffer_.size()) {  // a line longer than the buffer
+    // A file without line breaks (another kind of file, or one huge record) must not be
+    // buffered whole.
+    require(buffer_.size() < kMaxLineBytes,
+            "{}: the line at {} bytes of contents is longer than {} MiB: this is not a line-based "
+            "text or JSON-lines file",
+            path(), line_start_, kMaxLineBytes >> 20);
+    buffer_.resize(buffer_.size() * 2);
+  }
   const size_t got = file_.read(buffer_.data() + end_, buffer_.size() - end_);
   if (got == 0) eof_ = true;
   end_ += got;

@@ -47,6 +47,9 @@ class InputFile {
 // readers decide what it means).
 class LineReader {
  public:
+  // Longer lines are refused: they mean a file that is not line-based text.
+  static constexpr size_t kMaxLineBytes = size_t{256} << 20;
+
   explicit LineReader(const std::string& path);
 
   // The next line into *line; false at the end. A last line without '\n' is still a line.

@@ -219,6 +219,16 @@ Example Loader::example(int64_t global_index) const {
 }
 
 void Loader::example_into(int64_t global_index, Example* out) const {
+  // A streaming source is read by the prefetch thread alone, forward: no access from elsewhere.
+  if (source_->streaming())
+    throw Error(
+        fmt::format("example {} asked of a streaming corpus, which is read forward only: "
+                    "its batches come only from next()",
+                    global_index));
+  example_from_source(global_index, out);
+}
+
+void Loader::example_from_source(int64_t global_index, Example* out) const {
   const LoaderOptions& o = options_;
   Example& ex = *out;
   source_->make(global_index, &ex.inputs, &ex.targets);
@@ -256,6 +266,15 @@ Batch Loader::batch_at(int64_t step, int64_t first_global_example) const {
 }
 
 void Loader::batch_into(int64_t step, int64_t first_global_example, Batch* batch) const {
+  if (source_->streaming())
+    throw Error(
+        fmt::format("batch {} asked of a streaming corpus, which is read forward only: "
+                    "its batches come only from next()",
+                    step));
+  build_batch(step, first_global_example, batch);
+}
+
+void Loader::build_batch(int64_t step, int64_t first_global_example, Batch* batch) const {
   Batch& b = *batch;
   b.step = step;
   b.batch_size = static_cast<int>(local_batch_);
@@ -270,7 +289,7 @@ void Loader::batch_into(int64_t step, int64_t first_global_example, Batch* batch
   const int32_t pad = options_.pad_id;
   thread_local Example ex;  // reused: building a batch allocates nothing
   for (int64_t r = 0; r < B; ++r) {
-    example_into(b.first_example + r, &ex);
+    example_from_source(b.first_example + r, &ex);
     put_row(&b.encoder_input_ids, r, te, ex.inputs, pad);
     put_row(&b.encoder_routing_ids, r, te, ex.input_routing, -1);
     put_mask(&b.encoder_mask, r, te, static_cast<int64_t>(ex.inputs.size()));
@@ -299,8 +318,7 @@ void Loader::produce() {
       slot = (head_ + count_) % slots_.size();
     }
     try {
-      batch_into(step, first, &slots_[slot]);
-      source_->end_batch(step);
+      build_batch(step, first, &slots_[slot]);
       source_->positions(&slot_positions_[slot]);
     } catch (...) {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -361,7 +379,7 @@ LoaderState Loader::state() const {
   s.set_seed(options_.seed);
   s.set_stream_hash(source_->hash());
   if (source_->streaming()) {
-    s.set_global_batch_size(options_.global_batch_size);
+    source_->describe(&s);
     for (const StreamPosition& p : positions_) *s.add_streams() = p;
   }
   return s;
@@ -370,6 +388,7 @@ LoaderState Loader::state() const {
 void Loader::restore(const LoaderState& state) {
   // A user's mistake (another corpus, tokenizer or data.seed than the run being resumed), not a
   // bug: one line saying what differs.
+  if (const std::string why = source_->mismatch(state); !why.empty()) throw Error(why);
   if (state.stream_hash() != source_->hash() || state.seed() != options_.seed)
     throw Error(fmt::format(
         "the saved loader state belongs to another corpus, tokenizer or data.seed, or another "

@@ -101,12 +101,16 @@ class ExampleSource {
   // A streaming source (data.streaming) reads its files forward and has a position; the others
   // are pure functions of the example index and have none.
   virtual bool streaming() const { return false; }
-  // After the batch of `step` is built, on the thread that built it: read on to the step boundary.
-  virtual void end_batch(int64_t /*step*/) {}
-  // The position of every stream this source reads.
+  // The position of every stream this source reads (after a batch is built: at the boundary of
+  // the next step, since a streaming source reads its streams a whole step at a time).
   virtual void positions(std::vector<StreamPosition>* out) const { out->clear(); }
   // Continues at the positions of a saved state (which may hold other streams too).
   virtual void seek(const LoaderState& /*state*/) {}
+  // Why a saved state cannot continue this source ("" when it can): a streaming source names
+  // the setting that differs before the fingerprint is compared.
+  virtual std::string mismatch(const LoaderState& /*state*/) const { return ""; }
+  // Records in a state what mismatch() compares.
+  virtual void describe(LoaderState* /*state*/) const {}
 };
 
 // T5 span corruption of global example g's raw chunk (lengths.tokens_length tokens), its noise
@@ -164,6 +168,9 @@ class Loader {
  private:
   // The checks and lengths every source shares.
   Loader(std::shared_ptr<const RoutingTokenizer> table, LoaderOptions options);
+  // The batch or example from the source, whatever its kind (the prefetch thread's way in).
+  void build_batch(int64_t step, int64_t first_global_example, Batch* batch) const;
+  void example_from_source(int64_t global_index, Example* example) const;
   // Span corruption's lengths and checks; throws naming the setting that does not fit.
   void set_span_lengths();
   void start();

@@ -91,6 +91,8 @@ Split read_split(const config::DataConfig& config, int64_t max_documents) {
   if (!config.validation_path().empty()) {
     split.train = std::move(corpus.documents);
     split.validation = read_validation_corpus(config).documents;
+  } else if (config.streaming()) {
+    split.train = std::move(corpus.documents);  // a streaming corpus is never split
   } else {
     split = split_corpus(std::move(corpus.documents), config.validation_fraction(),
                          static_cast<uint64_t>(config.seed()));

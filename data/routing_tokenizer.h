@@ -67,7 +67,7 @@ class RoutingTokenizer {
   int64_t num_keys_ = 0;
   int shift_ = 64;
   std::vector<Slot> slots_;
-  std::vector<int32_t> keys_;        // every key's pieces, back to back
+  std::vector<int32_t> keys_;  // every key's pieces, back to back
   // Per piece: bit L set when a key of length L ends with it; bit 0 (no key has length 0) marks
   // an unrouted piece, so route() reads one word per position for both.
   static constexpr uint16_t kUnroutedBit = 1;

@@ -52,8 +52,7 @@ class RoutingVocab {
   // The same with the entries of a word list (data/word_list.h, streamed: memory grows with
   // max_routing_ids, not with the list) instead of names: each entry as written is a key, so a
   // multi-word name becomes one routing id at its last piece.
-  static RoutingVocab build_from_word_list(const Tokenizer& tokenizer,
-                                           const std::string& word_list,
+  static RoutingVocab build_from_word_list(const Tokenizer& tokenizer, const std::string& word_list,
                                            const std::vector<std::string>& documents,
                                            const TokenizedCorpus& tokens,
                                            const RoutingVocabOptions& options);

@@ -42,10 +42,13 @@ StreamingCorpus open_streaming_corpus(const config::Config& config,
   uint64_t h = hash_ints(0x57e4, static_cast<uint64_t>(c.num_streams),
                          static_cast<uint64_t>(c.format), c.tokenizer->hash());
   h = hash_bytes(c.text_field, h);
+  // By file name and size, not directory: the shards may move (another mount point on the
+  // cluster that resumes) without becoming other data.
   for (const std::string& f : c.files) {
     std::error_code ec;
     const auto size = std::filesystem::file_size(f, ec);
-    h = hash_ints(hash_bytes(f, h), ec ? 0 : static_cast<uint64_t>(size));
+    h = hash_ints(hash_bytes(std::filesystem::path(f).filename().string(), h),
+                  ec ? 0 : static_cast<uint64_t>(size));
   }
   c.hash = h;
   return c;
@@ -292,13 +295,42 @@ class StreamingSource : public ExampleSource {
     for (size_t i = 0; i < held_.size(); ++i) (*out)[i] = held_[i].reader.position();
   }
 
-  void seek(const LoaderState& state) override {
+  void describe(LoaderState* state) const override {
+    state->set_global_batch_size(options_.global_batch_size);
+    state->set_num_streams(corpus_->num_streams);
+    state->set_num_files(static_cast<int64_t>(corpus_->files.size()));
+  }
+
+  std::string mismatch(const LoaderState& s) const override {
     const int64_t G = options_.global_batch_size, S = corpus_->num_streams;
-    if (state.global_batch_size() != G)
-      throw Error(fmt::format(
+    const int64_t files = static_cast<int64_t>(corpus_->files.size());
+    if (s.streams_size() == 0)
+      return "the saved loader state is not a streaming corpus's (data.streaming was off): "
+             "resume with the data settings it was trained with";
+    if (s.global_batch_size() != G)
+      return fmt::format(
           "the saved streaming loader state was counted with training.global_batch_size = {}, "
           "this job has {}: a streaming corpus cannot change its batch size on resume",
-          state.global_batch_size(), G));
+          s.global_batch_size(), G);
+    if (s.num_streams() != S)
+      return fmt::format(
+          "the saved streaming loader state has {} streams, this job has {} (data.stream_shards, "
+          "or its default from the number of files and the batch size): resume with the same "
+          "stream count",
+          s.num_streams(), S);
+    if (s.num_files() != files)
+      return fmt::format(
+          "the saved streaming loader state read {} corpus files, data.corpus_path now names {}: "
+          "resume with the files it was trained on",
+          s.num_files(), files);
+    if (s.stream_hash() != corpus_->hash)
+      return "the corpus files differ from the saved loader state's (names, sizes or order), or "
+             "the tokenizer does: resume with the files and tokenizer it was trained on";
+    return "";
+  }
+
+  void seek(const LoaderState& state) override {
+    const int64_t S = corpus_->num_streams;
     for (Held& h : held_) {
       const int64_t s = first_stream_ + (&h - held_.data());
       const StreamPosition* found = nullptr;

@@ -136,6 +136,12 @@ TEST(JsonlCorpus, ReadsADirectoryWholeOrAsASample) {
   config.set_corpus_path(dir);
   EXPECT_EQ(read_corpus(config, 3).documents,
             (std::vector<std::string>{"f0 d0", "f1 d0", "f2 d0"}));
+  // Held-out files must not be among the training files.
+  config.set_validation_path(dir + "/s1.jsonl");
+  expect_error([&] { read_validation_corpus(config); },
+               {"data.validation_path names", "s1.jsonl", "also trains on"});
+  config.set_validation_path(temp_file("held_out.jsonl", "{\"text\": \"held\"}\n"));
+  EXPECT_EQ(read_validation_corpus(config).documents, std::vector<std::string>{"held"});
   config.set_corpus(config::DataConfig::WORDNET);
   expect_error([&] { read_corpus(config, 3); }, {"for TEXT and JSONL corpora"});
 }

@@ -144,6 +144,23 @@ TEST_F(InputFileTest, DamagedAndCutOffCompressedFilesAreRefusedByName) {
   }
   const std::string not_gzip = write("plain.gz", "this is not gzip\n");
   EXPECT_THROW(lines_of(not_gzip), Error);
+  // After the last member: zero padding is ignored (as gzip does), other bytes are refused.
+  const std::string packed = compress(write("p.txt", "one\ntwo\n"), "gzip");
+  std::string bytes;
+  {
+    std::ifstream in(packed, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  EXPECT_EQ(lines_of(write("padded.gz", bytes + std::string(700, '\0'))),
+            (std::vector<std::string>{"one", "two"}));
+  try {
+    lines_of(write("appended.gz", bytes + "more text\n"));
+    ADD_FAILURE() << "trailing data was read";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("trailing data after its last gzip member"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 TEST_F(InputFileTest, ResolvesFilesDirectoriesGlobsAndLists) {

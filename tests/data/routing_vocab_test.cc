@@ -221,7 +221,7 @@ TEST_F(RoutingVocabTest, FrequenciesAreCountedOnRawTextWithoutSpecials) {
   std::string top;
   for (int r = 0; r < 16; ++r) {
     top += " " + (order[r] < vocab.default_vocab_size() ? tokenizer_->piece(order[r])
-                                                         : vocab.word(order[r]));
+                                                        : vocab.word(order[r]));
     EXPECT_EQ(std::find(specials.begin(), specials.end(), order[r]), specials.end())
         << tokenizer_->piece(order[r]) << " is among the 16 most frequent ids";
   }

@@ -198,9 +198,31 @@ TEST_F(StreamSourceTest, RefusesStatesAndSettingsThatDoNotFit) {
     }
     return std::string("no error");
   };
-  // Another stream count is another corpus identity.
-  EXPECT_NE(message([&] { loader(plain(), 5, 0, 1)->restore(state); }).find("another corpus"),
+  // Another stream count, batch size or set of files is refused naming what differs.
+  EXPECT_EQ(message([&] { loader(plain(), 5, 0, 1)->restore(state); }),
+            "the saved streaming loader state has 3 streams, this job has 5 (data.stream_shards, "
+            "or its default from the number of files and the batch size): resume with the same "
+            "stream count");
+  LoaderState other_batch = state;
+  other_batch.set_global_batch_size(12);
+  EXPECT_EQ(message([&] { loader(plain(), 3, 0, 1)->restore(other_batch); }),
+            "the saved streaming loader state was counted with training.global_batch_size = 12, "
+            "this job has 6: a streaming corpus cannot change its batch size on resume");
+  LoaderState other_files = state;
+  other_files.set_num_files(7);
+  EXPECT_NE(message([&] {
+              loader(plain(), 3, 0, 1)->restore(other_files);
+            }).find("read 7 corpus files, data.corpus_path now names 5"),
             std::string::npos);
+  // The same shards compressed are other files (other names and sizes).
+  EXPECT_NE(
+      message([&] { loader(packed(), 3, 0, 1)->restore(state); }).find("the corpus files differ"),
+      std::string::npos);
+  // A copy of the shards elsewhere is the same data: only names and sizes count.
+  fs::copy(plain(), dir_ / "moved");
+  auto elsewhere = loader((dir_ / "moved").string(), 3, 0, 1);
+  elsewhere->restore(state);
+  EXPECT_EQ(elsewhere->state().SerializeAsString(), state.SerializeAsString());
   LoaderState moved = state;
   moved.mutable_streams(1)->set_chunk(7);
   EXPECT_EQ(message([&] { loader(plain(), 3, 0, 1)->restore(moved); }),

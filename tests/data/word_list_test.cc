@@ -134,8 +134,8 @@ TEST(WordListRanking, CountsAndOrderMatchABruteForceInEveryChunking) {
       WordListStats stats;
       while (true) {
         stats = {};
-        std::vector<WordListEntry> part = rank_word_list(
-            path, corpus, keep, got.empty() ? nullptr : &got.back(), &stats, chunk);
+        std::vector<WordListEntry> part =
+            rank_word_list(path, corpus, keep, got.empty() ? nullptr : &got.back(), &stats, chunk);
         got.insert(got.end(), part.begin(), part.end());
         if (static_cast<int64_t>(part.size()) < keep) break;
       }
@@ -290,7 +290,7 @@ double peak_rss_mb() {
 
 // A pseudo-word per index from syllables: unique, several pieces each.
 std::string synthetic_word(int64_t i) {
-  static const char* kSyllables[] = {"ka", "lo", "mi", "ren", "sa", "tu", "vo", "zen",
+  static const char* kSyllables[] = {"ka", "lo", "mi", "ren", "sa", "tu",  "vo", "zen",
                                      "pa", "ri", "do", "nel", "bo", "qui", "fa", "gor"};
   std::string w;
   do {
