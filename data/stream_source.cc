@@ -257,7 +257,7 @@ class StreamingSource : public ExampleSource {
     first_stream_ = stream_of_row(rank_first, S, G);
     const int64_t last = stream_of_row(rank_end - 1, S, G);
     for (int64_t s = first_stream_; s <= last; ++s) {
-      Held h{.reader = StreamReader(corpus_, s, options.seed)};
+      Held h{.reader = StreamReader(corpus_, s, options.seed), .chunks = {}};
       h.first_row = stream_first_row(s, S, G);
       h.rows = stream_first_row(s + 1, S, G) - h.first_row;
       h.mine_first = std::max(h.first_row, rank_first);

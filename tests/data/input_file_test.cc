@@ -104,7 +104,9 @@ TEST_F(InputFileTest, OffsetsLetAReaderResumeAtAnyLine) {
     for (size_t k : {size_t{0}, size_t{1}, size_t{17}, lines.size() - 1, lines.size()}) {
       LineReader again(path);
       again.skip_to(offsets[k]);
-      if (k < lines.size()) EXPECT_EQ(again.line_number(), static_cast<int64_t>(k));
+      if (k < lines.size()) {
+        EXPECT_EQ(again.line_number(), static_cast<int64_t>(k));
+      }
       std::vector<std::string> rest;
       while (again.next(&line)) rest.push_back(line);
       EXPECT_EQ(rest, std::vector<std::string>(lines.begin() + k, lines.end())) << path << " " << k;

@@ -85,8 +85,11 @@ TEST_F(PipelineTest, BuildsFilesThenLoadsBatches) {
   for (int k = 0; k < tokenizer.num_sentinels(); ++k) specials.insert(tokenizer.sentinel(k));
   for (size_t i = 0; i < b.encoder_input_ids.size(); ++i) {
     const bool special = specials.count(b.encoder_input_ids[i]) || b.encoder_mask[i] == 0;
-    if (special) EXPECT_EQ(b.encoder_routing_ids[i], -1) << i;
-    if (!special) EXPECT_GE(b.encoder_routing_ids[i], 0) << i;
+    if (special) {
+      EXPECT_EQ(b.encoder_routing_ids[i], -1) << i;
+    } else {
+      EXPECT_GE(b.encoder_routing_ids[i], 0) << i;
+    }
   }
   for (size_t i = 0; i < b.decoder_input_ids.size(); i += b.target_length)
     EXPECT_EQ(b.decoder_routing_ids[i], -1) << "the decoder's start token, row " << i;

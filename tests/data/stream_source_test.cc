@@ -116,7 +116,9 @@ TEST_F(StreamSourceTest, TheGlobalBatchIsTheSameAtEveryWorldSize) {
     for (int world : {2, 3})
       EXPECT_EQ(global_batches(plain(), streams, world, kSteps), one)
           << streams << " streams, " << world << " ranks";
-    if (streams == 3) EXPECT_EQ(global_batches(plain(), streams, 6, kSteps), one);
+    if (streams == 3) {
+      EXPECT_EQ(global_batches(plain(), streams, 6, kSteps), one);
+    }
   }
   // One thread per stream or one for all: a stream is always read by one thread at a time.
   EXPECT_EQ(global_batches(plain(), 5, 1, kSteps, 1), global_batches(plain(), 5, 1, kSteps, 5));
@@ -148,7 +150,9 @@ LoaderState merged(const std::vector<LoaderState>& ranks) {
   for (const LoaderState& r : ranks)
     for (const StreamPosition& p : r.streams()) {
       auto [it, inserted] = by_stream.emplace(p.stream(), p);
-      if (!inserted) EXPECT_EQ(it->second.SerializeAsString(), p.SerializeAsString());
+      if (!inserted) {
+        EXPECT_EQ(it->second.SerializeAsString(), p.SerializeAsString());
+      }
     }
   for (const auto& [s, p] : by_stream) *all.add_streams() = p;
   return all;

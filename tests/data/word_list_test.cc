@@ -272,7 +272,9 @@ TEST_F(WordListVocabTest, IdsAndCoverageMatchAnIndependentComputation) {
       if (f.entries(k).word() != "Alan Turing") continue;
       EXPECT_EQ(route(table, tok.encode("Alan Turing")).back(), v + k);
       const std::vector<int32_t> upper = tok.encode("ALAN TURING");
-      if (upper.size() <= 9) EXPECT_EQ(route(table, upper).back(), v + k);
+      if (upper.size() <= 9) {
+        EXPECT_EQ(route(table, upper).back(), v + k);
+      }
     }
     // Frequencies: raw text, specials never.
     int64_t total = 0;
@@ -339,7 +341,9 @@ TEST_F(WordListVocabTest, MillionLineListInBoundedMemory) {
     const int64_t aux = vocab.file().entries_size();
     EXPECT_EQ(vocab.size(), tokenizer_->vocab_size() + aux);
     EXPECT_EQ(s.dropped_duplicate(), 0);
-    if (ids == 100'000) EXPECT_EQ(vocab.size(), ids);
+    if (ids == 100'000) {
+      EXPECT_EQ(vocab.size(), ids);
+    }
     if (ids > 100'000) {
       EXPECT_EQ(s.dropped_over_limit(), 0);
       EXPECT_EQ(aux + s.single_piece_words() + s.dropped_too_long() + s.dropped_unknown() +
