@@ -170,6 +170,8 @@ namespace {
 
 // Runs task(0..n-1) on `threads` threads (the caller's included) and waits; rethrows the first
 // error. Workers live as long as the pool, so a step starts no thread.
+// Not runtime/cpu's pool: that one serves the training step on the main thread at the same time
+// as this one reads streams on the loader's thread, and it is not meant for two callers at once.
 class StreamWorkers {
  public:
   explicit StreamWorkers(int threads) {
