@@ -1,6 +1,7 @@
 // f32 kernels over contiguous arrays for the CPU backend's element-wise work, written once
-// (simd_kernels_impl.h) and compiled twice: AVX2+FMA (simd_kernels_avx2.cc, built with -mavx2
-// -mfma) and SSE2 (simd_kernels_sse2.cc, the x86-64 baseline). kernels() picks one per process
+// (simd_kernels_impl.h) and compiled three times: AVX-512F (simd_kernels_avx512.cc, built with
+// -mavx512f), AVX2+FMA (simd_kernels_avx2.cc, built with -mavx2 -mfma) and SSE2
+// (simd_kernels_sse2.cc, the x86-64 baseline). kernels() picks one per process
 // from the running CPU, so one binary runs everywhere. tanh and exp are SLEEF's 1.0-ULP
 // functions. See docs/cpu_kernels.md.
 //
@@ -17,7 +18,7 @@
 namespace mowe::cpu::simd {
 
 struct Kernels {
-  const char* name;  // "avx2" or "sse2"
+  const char* name;  // "avx512", "avx2" or "sse2"
   int lanes;         // f32 values per vector
 
   // y = f(x) element-wise; y may equal x.
@@ -74,13 +75,16 @@ struct Kernels {
                               float grad_scale, float rfac, float size);
 };
 
-// The kernels of this process: AVX2+FMA when the CPU and OS support it, SSE2 otherwise, or SSE2
-// when the environment sets MOWE_CPU_SIMD=sse2.
+// The kernels of this process: the widest of AVX-512F, AVX2+FMA and SSE2 that the CPU and OS
+// support, capped by the environment's MOWE_CPU_SIMD (avx512, avx2 or sse2) when it is set.
 const Kernels& kernels();
-// Each set on its own (tests compare them; avx2_kernels() needs avx2_supported()).
+// Each set on its own (tests compare them; avx512_kernels() needs avx512_supported(),
+// avx2_kernels() avx2_supported()).
 const Kernels& sse2_kernels();
 const Kernels& avx2_kernels();
+const Kernels& avx512_kernels();
 bool avx2_supported();
+bool avx512_supported();
 
 // Sums of fixed 2048-element chunks combine in index order, so sums do not depend on threads.
 constexpr int64_t kSumChunk = 2048;

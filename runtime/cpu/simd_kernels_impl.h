@@ -1,11 +1,12 @@
 // The kernels of simd_kernels.h written once over a vector type V, included only by
-// simd_kernels_avx2.cc and simd_kernels_sse2.cc after each defines its V. Everything is in an
-// anonymous namespace: the two translation units are built for different instruction sets, so
+// simd_kernels_avx512.cc, simd_kernels_avx2.cc and simd_kernels_sse2.cc after each defines its V.
+// Everything is in an anonymous namespace: the translation units are built for different
+// instruction sets, so
 // no function may be shared between them by the linker. For that reason this file calls no
 // inline function of a standard header either.
 //
-// V provides: type F (L floats), load, store, set1, add, sub, mul, div, sqrt, max, fmadd(a,b,c)
-// = a*b+c, fnmadd(a,b,c) = c-a*b, tanh, exp, keep_first(v, k) (lanes >= k zeroed), hmax, and a
+// V provides: type F (L floats), load, store, set1, add, sub, mul, div, sqrt, min, max,
+// fmadd(a,b,c) = a*b+c, fnmadd(a,b,c) = c-a*b, tanh, exp, keep_first(v, k) (lanes >= k zeroed), hmax, and a
 // double accumulator D (zero_d, add_d, add_sq_d, add_prod_d, hsum_d); add_sq_to(acc, v) adds
 // the squares of v's lanes to acc[0..L).
 #pragma once
@@ -75,27 +76,32 @@ inline F masked(F v, int valid) {
 }
 
 // ---- GELU (tanh form, math::gelu) ------------------------------------------------------------
-// inner = k x (1 + c x^2), the same polynomial as k (x + c x^3).
+// With y = k x (1 + c x^2) (the same polynomial as k (x + c x^3)), 0.5 (1 + tanh y) is the
+// logistic s = 1 / (1 + e), e = exp(-2y), so gelu = x s and gelu' = s + 2 x y' s (1 - s), where
+// 1 - s = e s. One exp and one division cost about half of SLEEF's 1-ulp tanh, and the logistic
+// form does not cancel where tanh nears -1 (docs/cpu_kernels.md gives the bounds).
 constexpr float kGeluK = 0.7978845608028654f, kGeluC = 0.044715f;
 
 struct GeluParts {
-  F hx, t, x2;  // x / 2, tanh(inner), x^2
+  F x, s, e, x2;  // x, the logistic, exp(-2y), x^2
 };
 inline GeluParts gelu_parts(F x) {
   const F x2 = V::mul(x, x);
-  const F inner = V::mul(V::mul(V::set1(kGeluK), x), V::fmadd(V::set1(kGeluC), x2, V::set1(1)));
-  return {V::mul(V::set1(0.5f), x), V::tanh(inner), x2};
+  const F y = V::mul(V::mul(V::set1(kGeluK), x), V::fmadd(V::set1(kGeluC), x2, V::set1(1)));
+  const F e = V::exp(V::mul(V::set1(-2.0f), y));
+  return {x, V::div(V::set1(1), V::add(V::set1(1), e)), e, x2};
 }
-// 0.5 x (1 + t)
+// x s
 inline F gelu_value(const GeluParts& g) {
-  return V::fmadd(g.hx, g.t, g.hx);
+  return V::mul(g.x, g.s);
 }
-// 0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 c x^2)
+// s + 2 x y' e s^2, y' = k (1 + 3 c x^2). e is capped where exp overflowed (s = 0 there), so
+// that e s^2 is 0 and not inf * 0.
 inline F gelu_slope(const GeluParts& g) {
-  const F dinner = V::fmadd(V::set1(3 * kGeluC * kGeluK), g.x2, V::set1(kGeluK));
-  const F half_one_plus_t = V::fmadd(V::set1(0.5f), g.t, V::set1(0.5f));
-  const F sech2 = V::fnmadd(g.t, g.t, V::set1(1));
-  return V::fmadd(V::mul(g.hx, sech2), dinner, half_one_plus_t);
+  const F dy = V::fmadd(V::set1(3 * kGeluC * kGeluK), g.x2, V::set1(kGeluK));
+  const F es2 = V::mul(V::mul(V::min(g.e, V::set1(0x1p60f)), g.s), g.s);
+  // 2 x e s^2 first: where s = 1 it is 0, and 2 x y' alone may overflow.
+  return V::fmadd(V::mul(V::mul(V::set1(2), g.x), es2), dy, g.s);
 }
 
 void k_tanh(const float* x, float* y, int64_t n) {

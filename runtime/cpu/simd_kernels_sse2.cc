@@ -23,6 +23,7 @@ struct V {
   static F mul(F a, F b) { return _mm_mul_ps(a, b); }
   static F div(F a, F b) { return _mm_div_ps(a, b); }
   static F sqrt(F a) { return _mm_sqrt_ps(a); }
+  static F min(F a, F b) { return _mm_min_ps(a, b); }
   static F max(F a, F b) { return _mm_max_ps(a, b); }
   static F fmadd(F a, F b, F c) { return _mm_add_ps(_mm_mul_ps(a, b), c); }
   static F fnmadd(F a, F b, F c) { return _mm_sub_ps(c, _mm_mul_ps(a, b)); }

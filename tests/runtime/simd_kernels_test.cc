@@ -52,6 +52,7 @@ Vec sweep() {
 std::vector<const Kernels*> kernel_sets() {
   std::vector<const Kernels*> sets = {&sse2_kernels()};
   if (avx2_supported()) sets.push_back(&avx2_kernels());
+  if (avx512_supported()) sets.push_back(&avx512_kernels());
   return sets;
 }
 
@@ -290,9 +291,10 @@ TEST_P(SimdKernels, AdamWWithinTheStatedBoundOfTheScalarFormula) {
 INSTANTIATE_TEST_SUITE_P(EachInstructionSet, SimdKernels, ::testing::ValuesIn(kernel_sets()),
                          [](const auto& info) { return std::string(info.param->name); });
 
-TEST(SimdKernels, ChoosesAvx2WhereSupported) {
+TEST(SimdKernels, ChoosesTheWidestSetSupported) {
   if (std::getenv("MOWE_CPU_SIMD") != nullptr) GTEST_SKIP() << "MOWE_CPU_SIMD forces a choice";
-  EXPECT_STREQ(kernels().name, avx2_supported() ? "avx2" : "sse2");
+  EXPECT_STREQ(kernels().name,
+               avx512_supported() ? "avx512" : (avx2_supported() ? "avx2" : "sse2"));
 }
 
 }  // namespace
