@@ -18,7 +18,7 @@ uint64_t name_hash(const std::string& name) {
 }  // namespace
 
 ParameterStore::ParameterStore(DeviceAllocator& allocator, DType dtype, uint64_t seed)
-    : allocator_(allocator), dtype_(dtype), seed_(seed) {
+    : allocator_(allocator), dense_grads_(allocator), dtype_(dtype), seed_(seed) {
   MOWE_CHECK(dtype == DType::F32 || dtype == DType::F64, "parameters must be f32 or f64, not {}",
              dtype_name(dtype));
   MOWE_CHECK(allocator.device() == Device::CPU,
@@ -39,7 +39,12 @@ Parameter& ParameterStore::add(const std::string& name, Shape shape, ParamKind k
   p->rows = std::move(rows);
   p->sharding.global_shape = shape;
   p->value = Buffer(allocator_, shape, dtype_);
-  if (trainable) p->grad = Buffer(allocator_, shape, dtype_);
+  // Dense gradients back to back, so the data-parallel allreduce works on them in place.
+  if (trainable) {
+    p->grad = Buffer(kind == ParamKind::Dense ? static_cast<DeviceAllocator&>(dense_grads_)
+                                              : allocator_,
+                     shape, dtype_);
+  }
   if (trainable && kind == ParamKind::Expert && shape.ndim() >= 2) p->touched.enable(shape[0]);
   initialise(*p);
   index_[name] = p.get();

@@ -100,6 +100,7 @@ class ParameterStore {
   void initialise(Parameter& p) const;
 
   DeviceAllocator& allocator_;
+  SlabAllocator dense_grads_;  // declared before params_: it must outlive their gradients
   DType dtype_;
   uint64_t seed_;
   std::vector<std::unique_ptr<Parameter>> params_;

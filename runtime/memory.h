@@ -93,4 +93,23 @@ class ArenaScope {
   Arena::Mark mark_;
 };
 
+// Allocations laid back to back (64-byte aligned) in large chunks of a backing allocator, kept
+// until the slab is destroyed: deallocate() does nothing. The parameter store takes the dense
+// gradients from one, so that gradients registered one after another tile one range of memory
+// and the data-parallel allreduce reduces them in place (comm/grad_allreduce.h) instead of
+// copying them through a staging buffer every step. Must outlive every Buffer it served.
+class SlabAllocator final : public DeviceAllocator {
+ public:
+  explicit SlabAllocator(DeviceAllocator& backing, size_t chunk_bytes = size_t{256} << 20)
+      : backing_(backing), arena_(backing, chunk_bytes) {}
+  Device device() const override { return backing_.device(); }
+  void* allocate(size_t bytes) override { return arena_.alloc_bytes(bytes, 64); }
+  void deallocate(void*) override {}
+  void zero(void* ptr, size_t bytes) override { backing_.zero(ptr, bytes); }
+
+ private:
+  DeviceAllocator& backing_;
+  Arena arena_;
+};
+
 }  // namespace mowe

@@ -135,6 +135,36 @@ TEST(ParameterStore, ModelParametersUseT5XInitialisers) {
   EXPECT_NEAR(wi.std, 1.0 / 8.0, 0.02 / 8.0);
 }
 
+// The dense gradients tile one range in registration order (when their sizes are multiples of
+// the 64-byte alignment, as here), which lets the data-parallel allreduce reduce its buckets in
+// place; expert gradients live elsewhere.
+TEST(ParameterStore, DenseGradientsLieBackToBack) {
+  config::ModelConfig c;
+  c.set_d_model(64), c.set_num_heads(4), c.set_d_kv(16), c.set_d_ff(128), c.set_vocab_size(512);
+  c.set_num_encoder_layers(2), c.set_num_decoder_layers(2);
+  c.set_relative_attention_num_buckets(32), c.set_relative_attention_max_distance(128);
+  ParameterStore store(host_allocator(), DType::F32, 3);
+  T5Model model(c, store, nullptr);
+  const Parameter* previous = nullptr;
+  int checked = 0;
+  for (const auto& p : store.all()) {
+    if (p->kind != ParamKind::Dense || !p->trainable) continue;
+    const Tensor& g = p->grad.tensor();
+    ASSERT_EQ(g.nbytes() % 64, 0u) << p->name;
+    if (previous != nullptr) {
+      const Tensor& pg = previous->grad.tensor();
+      EXPECT_EQ(static_cast<const char*>(pg.data) + pg.nbytes(), g.data)
+          << p->name << " does not follow " << previous->name;
+      ++checked;
+    }
+    previous = p.get();
+  }
+  EXPECT_GT(checked, 20);
+  Parameter& expert = store.add("experts", {8, 16}, ParamKind::Expert, {Init::Zeros});
+  const Tensor& last = previous->grad.tensor();
+  EXPECT_NE(static_cast<const char*>(last.data) + last.nbytes(), expert.grad.tensor().data);
+}
+
 TEST(ParameterStore, CountsGradientsAndErrors) {
   ParameterStore s(host_allocator(), DType::F32, 1);
   s.add("dense", {3, 4}, ParamKind::Dense, {Init::Zeros});
