@@ -46,6 +46,13 @@ struct Kernels {
   // y = k * exp(x - shift) (the loss's gradient).
   void (*scaled_exp)(const float* x, float shift, float k, float* y, int64_t n);
 
+  // RMSNorm of one row of n: returns r = (mean(x^2) + eps)^-1/2 (mean in double) and writes
+  // out = x r s.
+  float (*rmsnorm_row)(const float* x, const float* s, float eps, float* out, int64_t n);
+  // Its backward for that row: dx = r g s - x r^3 / n <g s, x> (dot in double), ds += g x r.
+  void (*rmsnorm_row_backward)(const float* g, const float* x, const float* s, float r, float* dx,
+                               float* ds, int64_t n);
+
   // Sums in double.
   double (*sum)(const float* x, int64_t n);
   double (*sum_squares)(const float* x, int64_t n);

@@ -203,6 +203,29 @@ void k_softmax_row_backward(const float* y, const float* dy, float* dx, int64_t 
   map<2, 1>(n, {y, dy}, {dx}, [&](const F* a, F* r) { r[0] = V::mul(a[0], V::sub(a[1], dot)); });
 }
 
+// ---- RMSNorm ---------------------------------------------------------------------------------
+float k_rmsnorm_row(const float* x, const float* s, float eps, float* out, int64_t n) {
+  D acc = V::zero_d();
+  scan<1>(n, {x}, [&](const F* a, int) { V::add_sq_d(acc, a[0]); });
+  const double mean = V::hsum_d(acc) / double(n);
+  const float r = static_cast<float>(1.0 / __builtin_sqrt(mean + double(eps)));
+  const F vr = V::set1(r);
+  map<2, 1>(n, {x, s}, {out}, [&](const F* a, F* o) { o[0] = V::mul(V::mul(a[0], vr), a[1]); });
+  return r;
+}
+void k_rmsnorm_row_backward(const float* g, const float* x, const float* s, float r, float* dx,
+                            float* ds, int64_t n) {
+  D acc = V::zero_d();
+  scan<3>(n, {g, s, x}, [&](const F* a, int) { V::add_prod_d(acc, V::mul(a[0], a[1]), a[2]); });
+  const double rd = r;
+  const F k = V::set1(static_cast<float>(V::hsum_d(acc) * rd * rd * rd / double(n)));
+  const F vr = V::set1(r);
+  map<4, 2>(n, {g, s, x, ds}, {dx, ds}, [&](const F* a, F* o) {
+    o[0] = V::fnmadd(a[2], k, V::mul(V::mul(vr, a[0]), a[1]));
+    o[1] = V::fmadd(V::mul(a[0], a[2]), vr, a[3]);
+  });
+}
+
 // ---- optimizers ------------------------------------------------------------------------------
 void k_adamw(float* p, float* m, float* v, const float* grad, int64_t n,
              const math::AdamWCoeffs<float>& c) {
@@ -319,6 +342,8 @@ constexpr Kernels make_kernels(const char* name) {
                  k_max,
                  k_sum_exp,
                  k_scaled_exp,
+                 k_rmsnorm_row,
+                 k_rmsnorm_row_backward,
                  k_sum,
                  k_sum_squares,
                  k_adamw,

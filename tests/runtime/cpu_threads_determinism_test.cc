@@ -86,6 +86,14 @@ TEST_F(CpuThreadsDeterminism, ElementwiseActivationsAndDropout) {
     cpu.gated_gelu_backward({}, g, x, lin, d1, d2);
     return std::vector<double>{};
   });
+  // 257 rows: a grain of 63 rows of 1031 leaves a short last task.
+  Buffer scale = f32({1031}, 6, 0, 2), rstd = testing::host_buffer({257}, DType::F32),
+         dscale = f32({1031}, 7);
+  expect_same_bits("rmsnorm", {y, rstd, d1, dscale}, [&] {
+    cpu.rmsnorm_forward({}, x, scale, y, rstd, 1e-6);
+    cpu.rmsnorm_backward({}, g, x, scale, rstd, d1, dscale);
+    return std::vector<double>{};
+  });
   expect_same_bits("dropout, axpy, fill", {y, d1, d2}, [&] {
     cpu.dropout_forward({}, x, y, 0.1f, 77);
     cpu.axpy({}, 0.37, x, d1);

@@ -240,6 +240,38 @@ TEST_P(SimdKernels, SumsInDoubleWithinTheStatedBound) {
   EXPECT_EQ(k().sum(big.data(), 5000), 16777216.0 + 4999);
 }
 
+// RMSNorm rows against the formulas in double: out within 6 2^-24 of |out| (r from a double
+// mean: the sqrt, the division and two products); dx within 8 2^-24 (|r g s| + |x k|), its two
+// terms being able to cancel; ds within 4 2^-24 (|ds before| + |g x r|) per row.
+TEST_P(SimdKernels, RmsNormRowsWithinTheStatedBound) {
+  const double u = kEps24;
+  for (size_t n : {1, 7, 16, 17, 256, 1000}) {
+    const Vec x = random_vec(n, uint32_t(n + 40), -2, 2), sc = random_vec(n, uint32_t(n + 41), 0, 2);
+    const Vec g = random_vec(n, uint32_t(n + 42), -1, 1);
+    Vec out(n), dx(n), ds = random_vec(n, uint32_t(n + 43), -1, 1);
+    const Vec ds0 = ds;
+    const float eps = 1e-6f;
+    const float r = k().rmsnorm_row(x.data(), sc.data(), eps, out.data(), int64_t(n));
+    double ss = 0;
+    for (float v : x) ss += double(v) * v;
+    const double rt = 1.0 / std::sqrt(ss / double(n) + double(eps));
+    EXPECT_NEAR(r, rt, 2 * u * rt) << n;
+    k().rmsnorm_row_backward(g.data(), x.data(), sc.data(), r, dx.data(), ds.data(), int64_t(n));
+    double dot = 0;
+    for (size_t i = 0; i < n; ++i) dot += double(g[i]) * sc[i] * x[i];
+    const double rd = r, kk = dot * rd * rd * rd / double(n);
+    for (size_t i = 0; i < n; ++i) {
+      const double ot = double(x[i]) * rt * sc[i];
+      ASSERT_LE(std::fabs(out[i] - ot), 6 * u * std::fabs(ot)) << n << " " << i;
+      const double a = rd * g[i] * sc[i], b = double(x[i]) * kk;
+      ASSERT_LE(std::fabs(dx[i] - (a - b)), 8 * u * (std::fabs(a) + std::fabs(b))) << n << " " << i;
+      const double dst = double(ds0[i]) + double(g[i]) * x[i] * rd;
+      ASSERT_LE(std::fabs(ds[i] - dst), 4 * u * (std::fabs(ds0[i]) + std::fabs(dst - ds0[i])))
+          << n << " " << i;
+    }
+  }
+}
+
 TEST_P(SimdKernels, AdamWWithinTheStatedBoundOfTheScalarFormula) {
   // Against math::adamw_update in double from the same f32 state: each of p, m, v within
   // 8 2^-24 of (|value| + |what the step added|), a few roundings of each term.
