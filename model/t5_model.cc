@@ -137,11 +137,21 @@ T5Model::T5Model(const config::ModelConfig& c, ParameterStore& store, const Rout
   // T5.1.1: one input embedding for both stacks, and an untied output projection. T5X's
   // initialisers: the embedding N(0, 1); the output projection (a DenseGeneral) variance_scaling
   // (1.0, fan_in, truncated_normal).
+  //
+  // Registration order is the reverse of the order in which backward finishes the gradients
+  // (build_grad_groups): the embedding and each stack's bias table and final norm (finished
+  // last), the encoder's blocks, the decoder's, the output projection (finished first). The
+  // dense gradients are laid out in this order (ParameterStore), so each allreduce bucket tiles
+  // one range of memory and is reduced in place. Checkpoints address tensors by name.
   store.add("shared.embedding", {v, d}, ParamKind::Dense, {Init::Normal, 1.0});
-  store.add("decoder.lm_head", {d, v}, ParamKind::Dense,
-            {Init::TruncatedNormal, 1.0 / std::sqrt(double(d))});
   embedding_ = Weight::of(store, "shared.embedding");
-  lm_head_ = Weight::of(store, "decoder.lm_head");
+  for (const std::string name : {"encoder", "decoder"}) {
+    // T5X: variance_scaling(1.0, fan_avg, uniform) over its [heads, buckets] table (ours is the
+    // transpose; fan_avg is symmetric): uniform with variance 2 / (H + K).
+    store.add(name + ".relative_attention_bias", {k, c.num_heads()}, ParamKind::Dense,
+              {Init::Uniform, std::sqrt(2.0 / double(k + c.num_heads()))});
+    store.add(name + ".final_norm", {d}, ParamKind::Dense, {Init::Ones});
+  }
   for (bool decoder : {false, true}) {
     auto stack = std::make_unique<Stack>();
     stack->decoder = decoder;
@@ -150,11 +160,6 @@ T5Model::T5Model(const config::ModelConfig& c, ParameterStore& store, const Rout
     if (parallel_.plan != nullptr && stack->has_mowe)
       stack->exchange = std::make_unique<ExchangeDispatch>(*parallel_.plan, *parallel_.alltoall);
     const std::string name = decoder ? "decoder" : "encoder";
-    // T5X: variance_scaling(1.0, fan_avg, uniform) over its [heads, buckets] table (ours is the
-    // transpose; fan_avg is symmetric): uniform with variance 2 / (H + K).
-    store.add(name + ".relative_attention_bias", {k, c.num_heads()}, ParamKind::Dense,
-              {Init::Uniform, std::sqrt(2.0 / double(k + c.num_heads()))});
-    store.add(name + ".final_norm", {d}, ParamKind::Dense, {Init::Ones});
     stack->relative_bias = Weight::of(store, name + ".relative_attention_bias");
     stack->final_norm = Weight::of(store, name + ".final_norm");
     const int layers = decoder ? c.num_decoder_layers() : c.num_encoder_layers();
@@ -180,6 +185,9 @@ T5Model::T5Model(const config::ModelConfig& c, ParameterStore& store, const Rout
     }
     (decoder ? decoder_ : encoder_) = std::move(stack);
   }
+  store.add("decoder.lm_head", {d, v}, ParamKind::Dense,
+            {Init::TruncatedNormal, 1.0 / std::sqrt(double(d))});
+  lm_head_ = Weight::of(store, "decoder.lm_head");
   build_grad_groups(store);
 }
 

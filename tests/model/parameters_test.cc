@@ -160,6 +160,22 @@ TEST(ParameterStore, DenseGradientsLieBackToBack) {
     previous = p.get();
   }
   EXPECT_GT(checked, 20);
+  // The groups in the order backward finishes them tile memory downwards, one after another,
+  // so any run of consecutive groups (an allreduce bucket) is one range.
+  const char* below = nullptr;
+  for (const auto& group : model.dense_grad_groups()) {
+    const char *lo = nullptr, *hi = nullptr;
+    for (const Parameter* p : group) {
+      const char* b = static_cast<const char*>(p->grad.tensor().data);
+      const char* e = b + p->grad.tensor().nbytes();
+      lo = lo == nullptr ? b : std::min(lo, b);
+      hi = hi == nullptr ? e : std::max(hi, e);
+    }
+    if (below != nullptr) {
+      EXPECT_EQ(hi, below) << "group of " << group.front()->name;
+    }
+    below = lo;
+  }
   Parameter& expert = store.add("experts", {8, 16}, ParamKind::Expert, {Init::Zeros});
   const Tensor& last = previous->grad.tensor();
   EXPECT_NE(static_cast<const char*>(last.data) + last.nbytes(), expert.grad.tensor().data);
