@@ -1,20 +1,45 @@
 #include "runtime/memory.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
+#include <sys/mman.h>
+
 namespace mowe {
 namespace {
+
+constexpr size_t kHugePage = size_t{2} << 20;
+
+// Transparent huge pages for large buffers unless MOWE_HUGE_PAGES=0 (docs/performance.md).
+bool huge_pages_wanted() {
+  static const bool wanted = [] {
+    const char* v = std::getenv("MOWE_HUGE_PAGES");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  return wanted;
+}
 
 class HostAllocator final : public DeviceAllocator {
  public:
   Device device() const override { return Device::CPU; }
   void* allocate(size_t bytes) override {
-    // aligned_alloc needs a size that is a multiple of the alignment.
-    size_t rounded = (bytes + 63) / 64 * 64;
-    void* p = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
-    MOWE_CHECK(p != nullptr, "host allocation of {} bytes failed", bytes);
+    // Buffers of 2 MiB and more (weights, gradients, optimizer state, the step's arenas) start
+    // on a huge-page boundary and ask the kernel for transparent huge pages, which it grants
+    // under the default "madvise" policy only when asked: the matrix products walk these
+    // buffers row by row, and 4 KiB pages cost them TLB misses (3% of a dense training step
+    // on this machine's measurements, docs/benchmarks.md). Only the address is aligned, so
+    // memory grows by at most the tail of one huge page per buffer.
+    const bool huge = bytes >= kHugePage && huge_pages_wanted();
+    void* p = nullptr;
+    const size_t rounded = std::max<size_t>(64, (bytes + 63) / 64 * 64);
+    const int err = posix_memalign(&p, huge ? kHugePage : 64, rounded);
+    MOWE_CHECK(err == 0 && p != nullptr, "host allocation of {} bytes failed", bytes);
+#ifdef MADV_HUGEPAGE
+    // Advice only: a kernel without THP refuses it, and the buffer works as before.
+    if (huge) madvise(p, rounded / kHugePage * kHugePage, MADV_HUGEPAGE);
+#endif
     return p;
   }
   void deallocate(void* ptr) override { std::free(ptr); }

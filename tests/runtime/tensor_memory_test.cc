@@ -1,6 +1,10 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
 
 #include "runtime/memory.h"
 #include "tests/util/expect_error.h"
@@ -43,6 +47,44 @@ TEST(Buffer, ZeroFilledAndMovable) {
   Buffer b = std::move(a);
   EXPECT_EQ(b.tensor().data, data);
   EXPECT_TRUE(a.tensor().empty());
+}
+
+// The flags of the mapping that holds `p`, from /proc/self/smaps ("" when not found).
+std::string vm_flags_of(const void* p) {
+  std::ifstream smaps("/proc/self/smaps");
+  std::string line;
+  bool inside = false;
+  const auto addr = reinterpret_cast<uintptr_t>(p);
+  while (std::getline(smaps, line)) {
+    uintptr_t lo = 0, hi = 0;
+    char dash = 0;
+    std::istringstream head(line);
+    if (head >> std::hex >> lo >> dash >> hi && dash == '-') {
+      inside = lo <= addr && addr < hi;
+    } else if (inside && line.rfind("VmFlags:", 0) == 0) {
+      return line;
+    }
+  }
+  return "";
+}
+
+TEST(HostAllocator, LargeBuffersStartOnAHugePageAndAskForTransparentHugePages) {
+  if (std::getenv("MOWE_HUGE_PAGES") != nullptr) GTEST_SKIP() << "MOWE_HUGE_PAGES is set";
+  DeviceAllocator& a = host_allocator();
+  void* small = a.allocate(1000);
+  void* large = a.allocate((size_t{5} << 20) + 8);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(small) % 64, 0u);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(large) % (size_t{2} << 20), 0u);
+  std::ifstream thp("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string policy;
+  std::getline(thp, policy);
+  if (!policy.empty() && policy.find("[never]") == std::string::npos) {
+    // MADV_HUGEPAGE marks the mapping "hg".
+    EXPECT_NE(vm_flags_of(large).find(" hg"), std::string::npos) << vm_flags_of(large);
+  }
+  a.zero(large, (size_t{5} << 20) + 8);
+  a.deallocate(small);
+  a.deallocate(large);
 }
 
 TEST(Arena, AlignsAndRewinds) {
