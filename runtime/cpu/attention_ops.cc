@@ -1,10 +1,14 @@
 // T5 relative position bias and multi-head attention on the CPU. Heads are strided views into
 // [B,T,H,D] tensors (row stride H*D), so no transposes are materialised.
+#include <algorithm>
 #include <optional>
+#include <type_traits>
+#include <vector>
 
 #include "runtime/cpu/cpu_backend.h"
 #include "runtime/cpu/elementwise_grain.h"
 #include "runtime/cpu/gemm.h"
+#include "runtime/cpu/simd_kernels.h"
 #include "runtime/cpu/thread_pool.h"
 #include "runtime/math.h"
 #include "runtime/op_checks.h"
@@ -51,6 +55,16 @@ void CpuBackend::position_bias_backward(const Context&, const Tensor& dout, cons
 
 namespace {
 
+// y += x over n values (the f32 vector kernel's fused 1 * x + y rounds once, as y + x does).
+template <typename T>
+void add_row(const T* x, T* y, int64_t n) {
+  if constexpr (std::is_same_v<T, float>) {
+    simd::kernels().axpy(1.0f, x, y, n);
+  } else {
+    for (int64_t j = 0; j < n; ++j) y[j] += x[j];
+  }
+}
+
 // dst[j] = src[j] * keep-scale of probs element first + j (AttentionDropout).
 template <typename T>
 void apply_dropout_row(const AttentionDropout& dropout, int64_t first, const T* src, T* dst,
@@ -83,7 +97,20 @@ void CpuBackend::attention_forward(const Context& ctx, const Tensor& q, const Te
   dispatch_float(Device::CPU, "attention_forward", q.dtype, [&](auto zero) {
     using T = decltype(zero);
     const T mask = static_cast<T>(args.mask_value);
+    // Masks as additive rows, so each score row takes whole-row vector adds: `masks` holds the
+    // key mask of the current example (0 or the mask value per key) and then S mask values,
+    // whose tail is added to the keys after the query's position under a causal mask.
+    // Kept per thread and grown once: steady-state steps allocate nothing.
+    thread_local std::vector<T> masks;
+    if (masks.size() < size_t(2 * d.s)) masks.resize(size_t(2 * d.s));
+    T* key_mask = masks.data();
+    T* causal_mask = masks.data() + d.s;
+    std::fill_n(causal_mask, d.s, mask);
     for (int64_t b = 0; b < d.b; ++b) {
+      if (!key_valid.empty()) {
+        const int32_t* valid = key_valid.ptr<int32_t>() + b * d.s;
+        for (int64_t j = 0; j < d.s; ++j) key_mask[j] = valid[j] == 0 ? mask : T(0);
+      }
       for (int64_t h = 0; h < d.h; ++h) {
         const T* qbh = q.ptr<T>() + b * d.t * hd + h * d.d;
         const T* kbh = k.ptr<T>() + b * d.s * hd + h * d.d;
@@ -94,15 +121,9 @@ void CpuBackend::attention_forward(const Context& ctx, const Tensor& q, const Te
         parallel_for(d.t, rows_grain(d.s), [&](int64_t i0, int64_t i1) {
           for (int64_t i = i0; i < i1; ++i) {
             T* row = p + i * d.s;
-            if (!bias.empty()) {
-              const T* brow = bias.ptr<T>() + (h * d.t + i) * d.s;
-              for (int64_t j = 0; j < d.s; ++j) row[j] += brow[j];
-            }
-            for (int64_t j = 0; j < d.s; ++j) {
-              bool masked = args.causal && j > i;
-              if (!key_valid.empty() && key_valid.ptr<int32_t>()[b * d.s + j] == 0) masked = true;
-              if (masked) row[j] += mask;
-            }
+            if (!bias.empty()) add_row(bias.ptr<T>() + (h * d.t + i) * d.s, row, d.s);
+            if (!key_valid.empty()) add_row(key_mask, row, d.s);
+            if (args.causal && i + 1 < d.s) add_row(causal_mask, row + i + 1, d.s - i - 1);
             if (d.s > 0) softmax_row(row, d.s);
             if (drop)
               apply_dropout_row(args.dropout, ((b * d.h + h) * d.t + i) * d.s, row,
@@ -150,10 +171,7 @@ void CpuBackend::attention_backward(const Context& ctx, const Tensor& dout, cons
               apply_dropout_row(dropout, first, p + i * d.s, dropped.ptr<T>() + i * d.s, d.s);
             }
             softmax_row_backward(p + i * d.s, pds + i * d.s, pds + i * d.s, d.s);
-            if (!dbias.empty()) {
-              T* pb = dbias.ptr<T>() + (h * d.t + i) * d.s;
-              for (int64_t j = 0; j < d.s; ++j) pb[j] += pds[i * d.s + j];
-            }
+            if (!dbias.empty()) add_row(pds + i * d.s, dbias.ptr<T>() + (h * d.t + i) * d.s, d.s);
           }
         });
         gemm(false, false, d.t, d.d, d.s, T(1), pds, d.s, k.ptr<T>() + ko, hd, T(0),
