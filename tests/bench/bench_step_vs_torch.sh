@@ -37,8 +37,14 @@ cmake --build "$build" -j"$(nproc)" --target mowe_vocab mowe_bench_step
 bin=$build/bin
 out=runs/bench
 mkdir -p "$out"
-if [ ! -f "$out/routing_vocab.pb" ] || [ ! -f "$out/spm.model" ]; then
+# The routing vocabulary is rebuilt when its file format changed since it was written (the
+# trainer refuses other versions), and the dumped batches with it.
+format=$(grep -o 'kFormatVersion = [0-9]*' data/routing_vocab.h | grep -o '[0-9]*$')
+if [ ! -f "$out/routing_vocab.pb" ] || [ ! -f "$out/spm.model" ] ||
+  [ "$(cat "$out/routing_vocab.format" 2>/dev/null)" != "$format" ]; then
   "$bin/mowe_vocab" --config configs/bench_mowe.textproto
+  echo "$format" > "$out/routing_vocab.format"
+  rm -f "$out"/batches-*.safetensors
 fi
 
 mpi=(mpirun --oversubscribe)
