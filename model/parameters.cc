@@ -41,9 +41,9 @@ Parameter& ParameterStore::add(const std::string& name, Shape shape, ParamKind k
   p->value = Buffer(allocator_, shape, dtype_);
   // Dense gradients back to back, so the data-parallel allreduce works on them in place.
   if (trainable) {
-    p->grad = Buffer(kind == ParamKind::Dense ? static_cast<DeviceAllocator&>(dense_grads_)
-                                              : allocator_,
-                     shape, dtype_);
+    p->grad =
+        Buffer(kind == ParamKind::Dense ? static_cast<DeviceAllocator&>(dense_grads_) : allocator_,
+               shape, dtype_);
   }
   if (trainable && kind == ParamKind::Expert && shape.ndim() >= 2) p->touched.enable(shape[0]);
   initialise(*p);

@@ -42,8 +42,12 @@ class HostAllocator final : public DeviceAllocator {
 #endif
     return p;
   }
-  void deallocate(void* ptr) override { std::free(ptr); }
-  void zero(void* ptr, size_t bytes) override { std::memset(ptr, 0, bytes); }
+  void deallocate(void* ptr) override {
+    std::free(ptr);
+  }
+  void zero(void* ptr, size_t bytes) override {
+    std::memset(ptr, 0, bytes);
+  }
 };
 
 }  // namespace

@@ -6,9 +6,9 @@
 // inline function of a standard header either.
 //
 // V provides: type F (L floats), load, store, set1, add, sub, mul, div, sqrt, min, max,
-// fmadd(a,b,c) = a*b+c, fnmadd(a,b,c) = c-a*b, tanh, exp, keep_first(v, k) (lanes >= k zeroed), hmax, and a
-// double accumulator D (zero_d, add_d, add_sq_d, add_prod_d, hsum_d); add_sq_to(acc, v) adds
-// the squares of v's lanes to acc[0..L).
+// fmadd(a,b,c) = a*b+c, fnmadd(a,b,c) = c-a*b, tanh, exp, keep_first(v, k) (lanes >= k zeroed),
+// hmax, and a double accumulator D (zero_d, add_d, add_sq_d, add_prod_d, hsum_d); add_sq_to(acc, v)
+// adds the squares of v's lanes to acc[0..L).
 #pragma once
 
 #include <cstdint>

@@ -2,7 +2,7 @@
 // them (Job, StepRunner, the same loader and plan), with the figures a performance comparison
 // needs and nothing else (no logging window, evaluation or checkpoint):
 //
-//   mpirun -np 2 build/bin/mowe_bench_step --config configs/bench_mowe.textproto \
+//   mpirun -np 2 build/bin/mowe_bench_step --config configs/bench_mowe.textproto
 //       --warmup 3 --steps 10 [--threads T] [--dump-batches F] [--dump-weights F]
 //
 // Printed: real tokens/s (padding excluded), the mean step time split into forward, backward,

@@ -51,8 +51,8 @@ ExpertRows make_rows() {
 }
 
 std::vector<ExpertShard> shards() {
-  return {{.num_experts = 900, .first_expert = 0, .d_ff = 8},
-          {.num_experts = 180, .first_expert = 0, .d_ff = 64}};
+  return {{.num_experts = 900, .first_expert = 0, .d_ff = 8, .experts = {}},
+          {.num_experts = 180, .first_expert = 0, .d_ff = 64, .experts = {}}};
 }
 
 struct Result {

@@ -93,14 +93,20 @@ TEST(ParameterStore, InitialiserStatisticsMatchTheNominalValues) {
   EXPECT_GT(uniform.max_abs, 0.9999 * std::sqrt(3.0) * 2.0);
 }
 
+// A T5 of width 64 (vocabulary 512, 32 position buckets) with `layers` blocks per stack.
+config::ModelConfig small_model(int heads, int d_kv, int d_ff, int layers) {
+  config::ModelConfig c;
+  c.set_d_model(64), c.set_num_heads(heads), c.set_d_kv(d_kv), c.set_d_ff(d_ff);
+  c.set_vocab_size(512), c.set_num_encoder_layers(layers), c.set_num_decoder_layers(layers);
+  c.set_relative_attention_num_buckets(32), c.set_relative_attention_max_distance(128);
+  return c;
+}
+
 // The model's parameters use T5X's initialisers: the relative position bias
 // variance_scaling(1.0, fan_avg, uniform) (std sqrt(2 / (H + K))), the FFN and output projection
 // truncated normals with std fan_in^-0.5, attention normals, the embedding N(0, 1).
 TEST(ParameterStore, ModelParametersUseT5XInitialisers) {
-  config::ModelConfig c;
-  c.set_d_model(64), c.set_num_heads(12), c.set_d_kv(8), c.set_d_ff(256), c.set_vocab_size(512);
-  c.set_num_encoder_layers(1), c.set_num_decoder_layers(1);
-  c.set_relative_attention_num_buckets(32), c.set_relative_attention_max_distance(128);
+  const config::ModelConfig c = small_model(12, 8, 256, 1);
   ParameterStore store(host_allocator(), DType::F64, 11);
   T5Model model(c, store, nullptr);
   auto init_of = [&](const std::string& name) { return store.get(name).init; };
@@ -139,10 +145,7 @@ TEST(ParameterStore, ModelParametersUseT5XInitialisers) {
 // the 64-byte alignment, as here), which lets the data-parallel allreduce reduce its buckets in
 // place; expert gradients live elsewhere.
 TEST(ParameterStore, DenseGradientsLieBackToBack) {
-  config::ModelConfig c;
-  c.set_d_model(64), c.set_num_heads(4), c.set_d_kv(16), c.set_d_ff(128), c.set_vocab_size(512);
-  c.set_num_encoder_layers(2), c.set_num_decoder_layers(2);
-  c.set_relative_attention_num_buckets(32), c.set_relative_attention_max_distance(128);
+  const config::ModelConfig c = small_model(4, 16, 128, 2);
   ParameterStore store(host_allocator(), DType::F32, 3);
   T5Model model(c, store, nullptr);
   const Parameter* previous = nullptr;

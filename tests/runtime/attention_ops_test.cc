@@ -108,7 +108,8 @@ TEST(Attention, HandComputedSingleHead) {
   EXPECT_NEAR(get(out, 1), 3 * p10 + 5 * (1 - p10), 1e-14);
 
   // Causal: query 0 sees only key 0; query 1 is unchanged.
-  cpu_backend().attention_forward(ctx, q, k, v, {}, {}, {.causal = true}, probs, out);
+  cpu_backend().attention_forward(ctx, q, k, v, {}, {},
+                                  {.causal = true, .mask_value = -1e9, .dropout = {}}, probs, out);
   EXPECT_NEAR(get(out, 0), 3.0, 1e-12);
   EXPECT_NEAR(get(out, 1), 3 * p10 + 5 * (1 - p10), 1e-14);
 
@@ -223,7 +224,8 @@ TEST(Attention, ZeroDropoutRateIsNoDropout) {
   Buffer v = random_buffer({2, 5, 2, 3}, 3), g = random_buffer({2, 5, 2, 3}, 4);
   Buffer p1 = testing::host_buffer({2, 2, 5, 5}), o1 = testing::host_buffer({2, 5, 2, 3});
   Buffer p2 = testing::host_buffer({2, 2, 5, 5}), o2 = testing::host_buffer({2, 5, 2, 3});
-  cpu_backend().attention_forward(ctx, q, k, v, {}, {}, {.causal = true}, p1, o1);
+  cpu_backend().attention_forward(ctx, q, k, v, {}, {},
+                                  {.causal = true, .mask_value = -1e9, .dropout = {}}, p1, o1);
   cpu_backend().attention_forward(ctx, q, k, v, {}, {}, {.causal = true, .dropout = {0.0f, 9}}, p2,
                                   o2);
   Buffer dq1 = testing::host_buffer({2, 5, 2, 3}), dk1 = testing::host_buffer({2, 5, 2, 3});

@@ -125,7 +125,8 @@ TEST_F(CpuThreadsDeterminism, SoftmaxAttentionAndLoss) {
   Arena arena(host_allocator(), 1 << 20);
   const Context ctx{.scratch = &arena};
   expect_same_bits("attention", {probs, out, dq, dk, dv, dbias}, [&] {
-    cpu.attention_forward(ctx, q, k, v, bias, {}, {.causal = true}, probs, out);
+    cpu.attention_forward(ctx, q, k, v, bias, {},
+                          {.causal = true, .mask_value = -1e9, .dropout = {}}, probs, out);
     cpu.attention_backward(ctx, dout, q, k, v, probs, dq, dk, dv, dbias, {});
     return std::vector<double>{};
   });

@@ -290,7 +290,7 @@ TEST_F(CudaVsCpu, AttentionWithCausalPaddingAndBias) {
     Tensor kv_cpu = key_valid.cpu.tensor().reshape({b, c.s});
     Tensor kv_gpu = key_valid.gpu.tensor().reshape({b, c.s});
     Pair probs = zeros_pair({b, h, c.t, c.s}), out = zeros_pair({b, c.t, h, d});
-    const AttentionArgs args{.causal = c.causal};
+    const AttentionArgs args{.causal = c.causal, .mask_value = -1e9, .dropout = {}};
     cpu.attention_forward(cctx, q.cpu, k.cpu, v.cpu, bias.cpu, kv_cpu, args, probs.cpu, out.cpu);
     gpu.attention_forward(gctx, q.gpu, k.gpu, v.gpu, bias.gpu, kv_gpu, args, probs.gpu, out.gpu);
     expect_close(probs, "attention probs");

@@ -103,7 +103,9 @@ void compare_lazy_with_dense(DType dtype, int steps, const std::set<int>& skippe
     expect_close(values_of(state(a, s)), values_of(state(b, s)), rel, s);
   // Slice 11 never had a gradient: update 1 set its statistics to eps1 (beta2_1 = 0), which
   // every decay since keeps.
-  if (!skipped.count(1)) EXPECT_NEAR(get(state(a, "experts.wi/v_row"), 11 * kRows), 1e-30, 1e-36);
+  if (!skipped.count(1)) {
+    EXPECT_NEAR(get(state(a, "experts.wi/v_row"), 11 * kRows), 1e-30, 1e-36);
+  }
 }
 
 TEST(LazyAdafactor, EqualsDenseAdafactorWhenFewSlicesHaveGradients) {

@@ -246,7 +246,8 @@ TEST_P(SimdKernels, SumsInDoubleWithinTheStatedBound) {
 TEST_P(SimdKernels, RmsNormRowsWithinTheStatedBound) {
   const double u = kEps24;
   for (size_t n : {1, 7, 16, 17, 256, 1000}) {
-    const Vec x = random_vec(n, uint32_t(n + 40), -2, 2), sc = random_vec(n, uint32_t(n + 41), 0, 2);
+    const Vec x = random_vec(n, uint32_t(n + 40), -2, 2),
+              sc = random_vec(n, uint32_t(n + 41), 0, 2);
     const Vec g = random_vec(n, uint32_t(n + 42), -1, 1);
     Vec out(n), dx(n), ds = random_vec(n, uint32_t(n + 43), -1, 1);
     const Vec ds0 = ds;
