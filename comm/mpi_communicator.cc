@@ -6,11 +6,19 @@
 
 #include "comm/device_copy.h"
 #include "comm/mpi_check.h"
+#include "comm/ring_allreduce.h"
 
 namespace mowe::comm {
 namespace {
 
 constexpr int kAllToAllTag = 7301;
+// Ring allreduces in flight at once take tags kRingTag + (call mod kRingTags), so their messages
+// never match each other's (every rank numbers its allreduces alike). Below MPI's least tag
+// upper bound, 32767, and clear of the all-to-all's tag.
+constexpr int kRingTag = 8192, kRingTags = 16384;
+// Buffers from this size go around the ring (given at least one element per rank); smaller ones,
+// where the ring's 2 (p - 1) steps of latency would dominate, take MPI_Iallreduce.
+constexpr int64_t kRingMinBytes = int64_t{256} << 10;
 
 MPI_Op mpi_op(ReduceOp op) {
   switch (op) {
@@ -54,7 +62,12 @@ class MpiRequest final : public Request::Impl {
 
   bool test() override {
     int flag = 0;
-    MPI_CHECK(MPI_Test(&request_, &flag, MPI_STATUS_IGNORE));
+    if (ring_active_) {
+      flag = ring_.test();
+      ring_active_ = !flag;
+    } else {
+      MPI_CHECK(MPI_Test(&request_, &flag, MPI_STATUS_IGNORE));
+    }
     if (flag && copy_out_) view_.copy_out();
     return flag != 0;
   }
@@ -68,7 +81,14 @@ class MpiRequest final : public Request::Impl {
     info_ = info;
     view_ = std::move(view);
     copy_out_ = copy_out;
+    ring_active_ = false;
   }
+  // The request of a ring allreduce over the view's bytes (reset first, with MPI_REQUEST_NULL).
+  RingAllreduce& start_ring() {
+    ring_active_ = true;
+    return ring_;
+  }
+  void* data() { return view_.data(); }
   std::shared_ptr<RequestPool> pool;  // where release() puts it; null: deleted
 
  private:
@@ -76,6 +96,8 @@ class MpiRequest final : public Request::Impl {
   WaitInfo info_;
   HostView view_;
   bool copy_out_;
+  RingAllreduce ring_;  // keeps its segment buffer from one allreduce to the next
+  bool ring_active_ = false;
 };
 
 }  // namespace
@@ -171,9 +193,12 @@ Request MpiCommunicator::start_allreduce(const Tensor& inout, ReduceOp op) {
   const auto bytes = static_cast<int64_t>(inout.nbytes());
   const int64_t call = count_call(Collective::Allreduce, bytes);
   HostView view(inout, true, stream());
+  const bool ring = size_ >= 2 && bytes >= kRingMinBytes && count >= size_;
   MPI_Request request = MPI_REQUEST_NULL;
-  MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, view.data(), count, mpi_type(inout.dtype), mpi_op(op),
-                           comm_, &request));
+  if (!ring) {
+    MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, view.data(), count, mpi_type(inout.dtype), mpi_op(op),
+                             comm_, &request));
+  }
   if (!request_pool_) request_pool_ = std::make_shared<RequestPool>();
   std::vector<MpiRequest*>& spare = request_pool_->spare;
   MpiRequest* r = nullptr;
@@ -187,6 +212,11 @@ Request MpiCommunicator::start_allreduce(const Tensor& inout, ReduceOp op) {
     r->reset(request, info, std::move(view), true);
   }
   r->pool = request_pool_;
+  if (ring) {
+    r->start_ring().start(comm_, rank_, size_,
+                          kRingTag + static_cast<int>(ring_calls_++ % kRingTags), r->data(), count,
+                          mpi_type(inout.dtype), dtype_size(inout.dtype), mpi_op(op));
+  }
   return Request(Request::ImplPtr(r));
 }
 

@@ -57,6 +57,7 @@ class MpiCommunicator final : public Communicator {
   // Ended request objects kept for the next non-blocking collective (Request::Impl::release):
   // shared with the requests, which may outlive this communicator.
   std::shared_ptr<RequestPool> request_pool_;
+  int64_t ring_calls_ = 0;  // ring allreduces started: their tags (same on every rank)
 };
 
 // MPI's int counts: n elements as an int, or Error naming the operation and the limit.

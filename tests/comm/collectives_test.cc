@@ -79,6 +79,34 @@ TEST_P(Collectives, NonBlockingAllreducesOutstandingTogether) {
   EXPECT_EQ(comm_->stats()[Collective::Allreduce].calls, 5);
 }
 
+// From 256 KiB (and one element per rank), MPI allreduces go around a ring of point-to-point
+// messages (comm/ring_allreduce.h): sizes that do not split evenly over the ranks, every op and
+// dtype, and rings in flight together, waited for in any order.
+TEST_P(Collectives, LargeAllreducesGoAroundTheRing) {
+  for (ReduceOp op : {ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min}) {
+    for (int64_t n : {int64_t{65536}, int64_t{100003}}) {
+      check_allreduce<float>(op, n, 21 + n);
+      check_allreduce<double>(op, n, 22 + n);
+      check_allreduce<int32_t>(op, n, 23 + n);
+    }
+  }
+  std::vector<std::unique_ptr<DeviceTensor>> tensors;
+  std::vector<comm::Request> requests;
+  for (int k = 0; k < 4; ++k) {
+    const int64_t n = 70001 + 977 * k;
+    tensors.push_back(std::make_unique<DeviceTensor>(device(), Shape{n}, DType::F32));
+    tensors.back()->upload(seeded<float>(60 + k, rank_, n));
+    requests.push_back(comm_->start_allreduce(*tensors.back(), ReduceOp::Sum));
+  }
+  for (int k = 3; k >= 0; --k) requests[k].wait();
+  for (int k = 0; k < 4; ++k) {
+    const int64_t n = 70001 + 977 * k;
+    EXPECT_EQ(tensors[k]->download<float>(),
+              expected_reduce<float>(60 + k, size_, n, ReduceOp::Sum))
+        << "allreduce " << k;
+  }
+}
+
 TEST_P(Collectives, BroadcastFromEveryRoot) {
   for (int root = 0; root < size_; ++root) {
     DeviceTensor t(device(), Shape{3, 33}, DType::F64);
