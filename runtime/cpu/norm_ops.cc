@@ -57,14 +57,14 @@ void CpuBackend::rmsnorm_backward(const Context&, const Tensor& dout, const Tens
       const T inv = pr[r];
       if constexpr (std::is_same_v<T, float>) {
         simd::kernels().rmsnorm_row_backward(g, xr, ps, inv, pdx + r * c, pds, c);
-        continue;
-      }
-      T dot = 0;
-      for (int64_t i = 0; i < c; ++i) dot += g[i] * ps[i] * xr[i];
-      const T k = dot * inv * inv * inv / T(c);
-      for (int64_t i = 0; i < c; ++i) {
-        pdx[r * c + i] = inv * g[i] * ps[i] - xr[i] * k;
-        pds[i] += g[i] * xr[i] * inv;
+      } else {
+        T dot = 0;
+        for (int64_t i = 0; i < c; ++i) dot += g[i] * ps[i] * xr[i];
+        const T k = dot * inv * inv * inv / T(c);
+        for (int64_t i = 0; i < c; ++i) {
+          pdx[r * c + i] = inv * g[i] * ps[i] - xr[i] * k;
+          pds[i] += g[i] * xr[i] * inv;
+        }
       }
     }
   });

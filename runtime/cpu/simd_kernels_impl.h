@@ -1,9 +1,8 @@
 // The kernels of simd_kernels.h written once over a vector type V, included only by
 // simd_kernels_avx512.cc, simd_kernels_avx2.cc and simd_kernels_sse2.cc after each defines its V.
 // Everything is in an anonymous namespace: the translation units are built for different
-// instruction sets, so
-// no function may be shared between them by the linker. For that reason this file calls no
-// inline function of a standard header either.
+// instruction sets, so no function may be shared between them by the linker. For that reason
+// this file calls no inline function of a standard header either.
 //
 // V provides: type F (L floats), load, store, set1, add, sub, mul, div, sqrt, min, max,
 // fmadd(a,b,c) = a*b+c, fnmadd(a,b,c) = c-a*b, tanh, exp, keep_first(v, k) (lanes >= k zeroed),
