@@ -9,7 +9,7 @@
 #include <sstream>
 
 #include "data/document_reader.h"
-#include "data/hash.h"
+#include "runtime/hash.h"
 #include "runtime/check.h"
 
 namespace mowe::data {

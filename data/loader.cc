@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "data/hash.h"
+#include "runtime/hash.h"
 #include "data/stream_source.h"
 #include "runtime/check.h"
 

@@ -2,9 +2,9 @@
 
 #include <cctype>
 
-#include "data/hash.h"
 #include "data/token_stream.h"
 #include "runtime/check.h"
+#include "runtime/hash.h"
 
 namespace mowe::data {
 
@@ -60,7 +60,7 @@ QaExamples::QaExamples(std::vector<std::vector<int32_t>> inputs,
   for (size_t i = 0; i < inputs_.size(); ++i) {
     for (const auto* ids : {&inputs_[i], &targets_[i]}) {
       h = hash_ints(h, ids->size());
-      for (int32_t t : *ids) h = (h ^ static_cast<uint32_t>(t)) * 0x100000001b3ULL;
+      h = fnv1a_tokens(ids->data(), ids->size(), h);
     }
   }
   hash_ = mix64(h);

@@ -1,6 +1,6 @@
 #include "data/routing_tokenizer.h"
 
-#include "data/hash.h"
+#include "runtime/hash.h"
 #include "runtime/check.h"
 
 namespace mowe::data {

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "data/hash.h"
+#include "data/rng.h"
 #include "runtime/check.h"
 
 namespace mowe::data {

@@ -10,7 +10,7 @@
 #include <mutex>
 #include <thread>
 
-#include "data/hash.h"
+#include "runtime/hash.h"
 #include "data/token_stream.h"
 #include "runtime/check.h"
 

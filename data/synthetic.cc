@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "data/hash.h"
+#include "runtime/hash.h"
 #include "runtime/check.h"
 #include "runtime/checkpoint/crc32c.h"
 #include "runtime/config/config.h"

@@ -8,7 +8,7 @@
 #include <numeric>
 #include <thread>
 
-#include "data/hash.h"
+#include "data/rng.h"
 #include "runtime/check.h"
 
 namespace mowe::data {
@@ -102,15 +102,13 @@ TokenStream::TokenStream(const TokenizedCorpus& corpus, int32_t eos_id, uint64_t
     tokens_.push_back(eos_id);
   }
   uint64_t h = hash_ints(seed, tokens_.size());
-  for (int32_t t : tokens_) h = (h ^ static_cast<uint32_t>(t)) * 0x100000001b3ULL;
-  hash_ = mix64(h);
+  hash_ = mix64(fnv1a_tokens(tokens_.data(), tokens_.size(), h));
 }
 
 TokenStream::TokenStream(std::vector<int32_t> tokens, uint64_t seed)
     : tokens_(std::move(tokens)), seed_(seed) {
   uint64_t h = hash_ints(seed, tokens_.size());
-  for (int32_t t : tokens_) h = (h ^ static_cast<uint32_t>(t)) * 0x100000001b3ULL;
-  hash_ = mix64(h);
+  hash_ = mix64(fnv1a_tokens(tokens_.data(), tokens_.size(), h));
 }
 
 std::span<const int32_t> TokenStream::example(int64_t example, int64_t chunk_length) const {

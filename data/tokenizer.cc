@@ -7,7 +7,7 @@
 #include <filesystem>
 #include <thread>
 
-#include "data/hash.h"
+#include "runtime/hash.h"
 #include "data/spm_shim.h"
 #include "runtime/check.h"
 #include "runtime/config/config.h"

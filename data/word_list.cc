@@ -4,7 +4,7 @@
 #include <charconv>
 
 #include "data/corpus.h"
-#include "data/hash.h"
+#include "runtime/hash.h"
 #include "data/input_file.h"
 #include "data/routing_tokenizer.h"
 #include "data/routing_vocab.h"

@@ -31,6 +31,7 @@
 #include "runtime/backend.h"
 #include "runtime/checkpoint/directory.h"
 #include "runtime/config/config.h"
+#include "runtime/hash.h"
 #include "runtime/log.h"
 
 namespace {
@@ -51,9 +52,7 @@ constexpr const char* kUsage =
 
 // FNV-1a: a cheap fingerprint of the resolved config, compared across ranks.
 uint64_t fingerprint(const std::string& text) {
-  uint64_t h = 1469598103934665603ULL;
-  for (unsigned char c : text) h = (h ^ c) * 1099511628211ULL;
-  return h;
+  return mowe::fnv1a(text);
 }
 
 std::string resume_mode(const mowe::config::CommonFlags& flags) {

@@ -5,9 +5,9 @@
 #include <queue>
 #include <tuple>
 
-#include "data/hash.h"
 #include "model/expert_form.h"
 #include "runtime/check.h"
+#include "runtime/hash.h"
 
 namespace mowe::model {
 namespace {
@@ -123,11 +123,10 @@ std::string serving_sizes(const config::MoweConfig& config) {
 
 uint64_t bucket_config_hash(const config::MoweConfig& config) {
   // Accessors, not presence: an unset field and its explicit default hash the same.
-  uint64_t h = data::hash_ints(0x6d6f77652d706c61ULL, config.num_unrouted_ids(),
-                               config.routing_vocab_size(), config.buckets_size());
+  uint64_t h = hash_ints(0x6d6f77652d706c61ULL, config.num_unrouted_ids(),
+                         config.routing_vocab_size(), config.buckets_size());
   for (const auto& b : config.buckets())
-    h = data::hash_ints(h, b.num_routing_ids(), b.num_blocks(), b.experts_per_block(),
-                        b.expert_d_ff());
+    h = hash_ints(h, b.num_routing_ids(), b.num_blocks(), b.experts_per_block(), b.expert_d_ff());
   // The effective form of every bucket (model/expert_form.h). When all buckets share one form it
   // enters once, as before per-bucket forms existed, so plans of uniform configs stay valid;
   // otherwise every bucket's form enters. Either way the hash is a function of the effective
@@ -137,11 +136,11 @@ uint64_t bucket_config_hash(const config::MoweConfig& config) {
       std::all_of(forms.begin(), forms.end(), [&](auto a) { return a == forms.front(); });
   if (forms.empty() || uniform) {
     const config::Activation form = forms.empty() ? config.expert_activation() : forms.front();
-    return data::hash_ints(h, form, config.share_expert_parameters());
+    return hash_ints(h, form, config.share_expert_parameters());
   }
-  h = data::hash_ints(h, 0x6d697865642d6666ULL);  // "mixed-ff": no uniform hash takes this path
-  for (config::Activation form : forms) h = data::hash_ints(h, form);
-  return data::hash_ints(h, config.share_expert_parameters());
+  h = hash_ints(h, 0x6d697865642d6666ULL);  // "mixed-ff": no uniform hash takes this path
+  for (config::Activation form : forms) h = hash_ints(h, form);
+  return hash_ints(h, config.share_expert_parameters());
 }
 
 std::string world_size_refusal(const config::MoweConfig& config, int world_size) {

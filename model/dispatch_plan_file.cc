@@ -3,27 +3,27 @@
 #include <cmath>
 
 #include "data/derived_file.h"
-#include "data/hash.h"
 #include "data/span_corruption.h"
 #include "runtime/check.h"
 #include "runtime/config/config.h"
+#include "runtime/hash.h"
 
 namespace mowe::model {
 
 uint64_t routing_vocab_hash(const data::RoutingVocabFile& f) {
-  uint64_t h = data::hash_ints(0x766f636162756c61ULL, f.tokenizer_hash(), f.default_vocab_size(),
-                               f.case_variants(), f.entries_size());
+  uint64_t h = hash_ints(0x766f636162756c61ULL, f.tokenizer_hash(), f.default_vocab_size(),
+                         f.case_variants(), f.entries_size());
   for (const data::RoutingEntry& e : f.entries()) {
-    h = data::hash_ints(h, e.tokens_size());
-    for (int32_t t : e.tokens()) h = data::hash_ints(h, t);
+    h = hash_ints(h, e.tokens_size());
+    for (int32_t t : e.tokens()) h = hash_ints(h, t);
   }
-  h = data::hash_ints(h, f.variant_keys_size());
+  h = hash_ints(h, f.variant_keys_size());
   for (const data::RoutingKey& k : f.variant_keys()) {
-    h = data::hash_ints(h, k.routing_id(), k.tokens_size());
-    for (int32_t t : k.tokens()) h = data::hash_ints(h, t);
+    h = hash_ints(h, k.routing_id(), k.tokens_size());
+    for (int32_t t : k.tokens()) h = hash_ints(h, t);
   }
-  h = data::hash_ints(h, f.frequency_size());
-  for (int64_t c : f.frequency()) h = data::hash_ints(h, c);
+  h = hash_ints(h, f.frequency_size());
+  for (int64_t c : f.frequency()) h = hash_ints(h, c);
   return h;
 }
 
@@ -36,7 +36,7 @@ std::vector<int64_t> zipf_frequencies(int64_t vocab_size, double exponent) {
 }
 
 uint64_t zipf_vocab_hash(int64_t vocab_size, double exponent) {
-  return data::hash_ints(0x7a697066ULL, vocab_size, std::llround(exponent * 1e6));
+  return hash_ints(0x7a697066ULL, vocab_size, std::llround(exponent * 1e6));
 }
 
 StepTokens step_tokens(const config::Config& config) {

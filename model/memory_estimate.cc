@@ -13,6 +13,7 @@
 
 #include "model/expert_form.h"
 #include "runtime/check.h"
+#include "runtime/hash.h"
 #include "runtime/optimizer.h"
 #include "runtime/span_lengths.h"
 
@@ -291,9 +292,7 @@ int ranks_on_this_host(comm::Communicator& comm) {
   char name[256] = {};
   ::gethostname(name, sizeof name - 1);
   // FNV-1a of the host name, cut to 52 bits so that a double holds it exactly.
-  uint64_t hash = 1469598103934665603ULL;
-  for (const char* ch = name; *ch; ++ch)
-    hash = (hash ^ static_cast<unsigned char>(*ch)) * 1099511628211ULL;
+  const uint64_t hash = fnv1a(name);
   const double mine = static_cast<double>(hash & ((uint64_t{1} << 52) - 1));
   std::vector<double> hosts(comm.size(), 0.0);
   hosts[comm.rank()] = mine;

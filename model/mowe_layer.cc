@@ -62,8 +62,8 @@ void MoweLayer::derive_row_seeds(const Context& ctx, const Tensor& x, const Toke
       const auto example = static_cast<int64_t>(static_cast<double>(k[3 * i]) +
                                                 static_cast<double>(k[3 * i + 1]) * kLow);
       const auto position = static_cast<uint64_t>(k[3 * i + 2]);
-      row_seeds_[i] = math::mix64(dropout_example_seed(dropout.step_seed, dropout.site, example) ^
-                                  math::mix64(position + 1));
+      row_seeds_[i] = mix64(dropout_example_seed(dropout.step_seed, dropout.site, example) ^
+                            mix64(position + 1));
     }
   });
 }

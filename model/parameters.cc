@@ -4,15 +4,14 @@
 #include <cmath>
 #include <vector>
 
+#include "runtime/hash.h"
 #include "runtime/math.h"
 
 namespace mowe::model {
 namespace {
 
 uint64_t name_hash(const std::string& name) {
-  uint64_t h = 1469598103934665603ULL;  // FNV-1a
-  for (unsigned char c : name) h = (h ^ c) * 1099511628211ULL;
-  return h;
+  return fnv1a(name);
 }
 
 }  // namespace
@@ -97,7 +96,7 @@ int64_t ParameterStore::count(ParamKind kind) const {
 // Uniform in [0, 1) with 53 bits, draw number `slot` of element `index`: no generator state, so
 // any shard computes its own elements alone.
 static double uniform_at(uint64_t key, uint64_t index, uint64_t slot) {
-  return static_cast<double>(math::mix64(key + index * 32 + slot) >> 11) * 0x1.0p-53;
+  return static_cast<double>(mix64(key + index * 32 + slot) >> 11) * 0x1.0p-53;
 }
 
 // Standard normal draw number `attempt` (< 16) for element `index`, by Box-Muller on two hashed
@@ -134,7 +133,7 @@ void ParameterStore::initialise(Parameter& p) const {
   const Tensor& t = p.value.tensor();
   const int64_t n = t.numel();
   const int64_t row_elems = t.shape.ndim() == 0 || t.dim(0) == 0 ? 0 : n / t.dim(0);
-  const uint64_t key = math::mix64(seed_ ^ name_hash(p.name));
+  const uint64_t key = mix64(seed_ ^ name_hash(p.name));
   for (int64_t i = 0; i < n; ++i) {
     const int64_t row = row_elems ? i / row_elems : 0;
     const uint64_t global =

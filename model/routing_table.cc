@@ -7,8 +7,8 @@
 #include <string_view>
 #include <tuple>
 
-#include "data/hash.h"
 #include "runtime/check.h"
+#include "runtime/hash.h"
 
 namespace mowe::model {
 namespace {
@@ -165,16 +165,16 @@ int32_t RoutingTable::block_of(int bucket, int32_t expert) const {
 }
 
 uint64_t routing_table_hash(const RoutingTable& table) {
-  uint64_t h = data::hash_ints(0x726f7574696e67ULL, static_cast<uint64_t>(table.vocab_size()),
-                               static_cast<uint64_t>(table.num_buckets()));
+  uint64_t h = hash_ints(0x726f7574696e67ULL, static_cast<uint64_t>(table.vocab_size()),
+                         static_cast<uint64_t>(table.num_buckets()));
   for (const BucketLayout& b : table.buckets())
-    h = data::hash_ints(h, static_cast<uint64_t>(b.num_routing_ids), b.num_blocks,
-                        b.experts_per_block, b.expert_d_ff);
+    h = hash_ints(h, static_cast<uint64_t>(b.num_routing_ids), b.num_blocks, b.experts_per_block,
+                  b.expert_d_ff);
   const auto bytes = [](const std::vector<int32_t>& v) {
     return std::string_view(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(int32_t));
   };
-  h = data::hash_bytes(bytes(table.bucket_array()), h);
-  return data::hash_bytes(bytes(table.expert_array()), h);
+  h = hash_bytes(bytes(table.bucket_array()), h);
+  return hash_bytes(bytes(table.expert_array()), h);
 }
 
 }  // namespace mowe::model

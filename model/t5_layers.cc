@@ -5,7 +5,7 @@
 namespace mowe::model {
 
 uint64_t dropout_example_seed(uint64_t step_seed, uint64_t site, int64_t example) {
-  return math::mix64(step_seed ^ math::mix64(site * 0x100000001b3ULL + example));
+  return mix64(step_seed ^ mix64(site * kFnv1aPrime + example));
 }
 
 Weight Weight::of(ParameterStore& store, const std::string& name) {

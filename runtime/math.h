@@ -5,11 +5,7 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define MOWE_HD __host__ __device__
-#else
-#define MOWE_HD
-#endif
+#include "runtime/hash.h"  // mix64, MOWE_HD
 
 namespace mowe::math {
 
@@ -58,12 +54,6 @@ MOWE_HD inline int relative_position_bucket(int relative_position, bool bidirect
 
 // Counter-based random numbers: the value at (seed, index) needs no state, so dropout masks are
 // recomputed in the backward pass and are identical on every device and thread split.
-MOWE_HD inline uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
 // Uniform in [0, 1) with 24 bits, the resolution of a float.
 MOWE_HD inline float uniform01(uint64_t seed, uint64_t index) {
   uint64_t r = mix64(seed * 0x9e3779b97f4a7c15ULL + mix64(index + 0x632be59bd9b4e019ULL));

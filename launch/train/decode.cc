@@ -5,9 +5,9 @@
 #include <map>
 
 #include "data/corpus.h"
-#include "data/hash.h"
 #include "data/qa.h"
 #include "model/mowe_dispatch.h"
+#include "runtime/hash.h"
 
 namespace mowe::train {
 namespace {
@@ -143,7 +143,7 @@ std::vector<ProbeItem> wordnet_probe(const config::Config& config, const data::T
     // Only synsets the model saw in pre-training.
     if (data::split_corpus({doc}, d.validation_fraction(), uint64_t(d.seed())).train.empty())
       continue;
-    const uint64_t key = data::hash_bytes(doc, seed);
+    const uint64_t key = hash_bytes(doc, seed);
     candidates.push_back({key, std::move(doc), s.gloss, s.lemmas.empty() ? "" : s.lemmas[0]});
   }
   // A fixed pseudo-random order, so --probe N takes the same N questions on every run.

@@ -9,6 +9,7 @@
 #include "launch/train/sharding.h"
 #include "model/dispatch_plan_file.h"
 #include "model/memory_estimate.h"
+#include "runtime/hash.h"
 #include "runtime/optimizer_config.h"
 
 namespace mowe::train {
@@ -18,8 +19,7 @@ namespace {
 // exist on some nodes only): compare a fingerprint of its serialisation.
 void check_same_plan_everywhere(const model::DispatchPlan& plan, comm::Communicator& comm) {
   const std::string bytes = plan.to_proto().SerializeAsString();
-  uint64_t h = 1469598103934665603ULL;  // FNV-1a
-  for (unsigned char c : bytes) h = (h ^ c) * 1099511628211ULL;
+  const uint64_t h = fnv1a(bytes);
   // Two 31-bit halves as exact doubles: min == max over the ranks iff all agree.
   double lo[2] = {static_cast<double>(h & 0x7fffffff), static_cast<double>((h >> 32) & 0x7fffffff)};
   double hi[2] = {lo[0], lo[1]};

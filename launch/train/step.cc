@@ -107,8 +107,7 @@ double StepRunner::forward_backward(const data::Batch& batch, const TrainState* 
   s.expert_dropout_rate =
       backward ? static_cast<float>(job_.config().model().mowe().expert_dropout_rate()) : 0.0f;
   if (backward)
-    s.dropout_seed =
-        math::mix64(state->dropout_seed ^ math::mix64(static_cast<uint64_t>(batch.step)));
+    s.dropout_seed = mix64(state->dropout_seed ^ mix64(static_cast<uint64_t>(batch.step)));
   s.first_example = batch.first_example;
   if (backward) {
     s.on_grads_ready = [&](size_t group) {

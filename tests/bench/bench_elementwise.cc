@@ -86,7 +86,7 @@ Buffer random_f32(Shape shape, uint32_t seed, float lo, float hi) {
   float* p = b.tensor().ptr<float>();
   uint64_t s = seed * 0x9e3779b97f4a7c15ULL + 1;
   for (int64_t i = 0; i < b.tensor().numel(); ++i) {
-    s = math::mix64(s);
+    s = mix64(s);
     p[i] = lo + (hi - lo) * float(s >> 40) * (1.0f / 16777216.0f);
   }
   return b;

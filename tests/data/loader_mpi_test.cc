@@ -4,7 +4,7 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
-#include "data/hash.h"
+#include "data/rng.h"
 #include "data/loader.h"
 
 namespace mowe::data {

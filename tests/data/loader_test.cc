@@ -5,7 +5,7 @@
 
 #include <set>
 
-#include "data/hash.h"
+#include "data/rng.h"
 #include "runtime/check.h"
 #include "tests/util/expect_error.h"
 

@@ -6,7 +6,7 @@
 #include <map>
 #include <random>
 
-#include "data/hash.h"
+#include "data/rng.h"
 #include "runtime/check.h"
 
 namespace mowe::data {

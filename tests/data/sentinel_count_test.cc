@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <set>
 
-#include "data/hash.h"
+#include "data/rng.h"
 #include "data/loader.h"
 #include "runtime/check.h"
 #include "runtime/config/config.h"
