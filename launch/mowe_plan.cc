@@ -1,5 +1,4 @@
-// mowe_plan: the dispatch plan of a config for a world size (DESIGN.md, "Launcher: dispatch
-// plans"; docs/dispatch_plans.md).
+// mowe_plan: the dispatch plan of a config for a world size (docs/dispatch_plans.md).
 //
 //   build/bin/mowe_plan --config configs/wordnet_small.textproto --world-size 4
 //   build/bin/mowe_plan --config configs/base.textproto --simulate --zipf 1 --world-size 64,1024

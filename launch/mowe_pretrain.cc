@@ -189,7 +189,7 @@ int run(const Startup& s, int rank, int world) {
   mowe::comm::CommOptions options;
   options.timeout_seconds = s.config.parallel().collective_timeout_s();
   auto comm = mowe::comm::make_communicator(MPI_COMM_WORLD, mowe::Device::CPU, options);
-  // Ranks on one node share its cores (DESIGN: threads per rank = cores / ranks on the node).
+  // Ranks on one node share its cores (threads per rank = cores / ranks on the node).
   const int cores = static_cast<int>(std::thread::hardware_concurrency());
   // Counted by host name: nodes may hold different numbers of ranks (a flat all-to-all does not
   // care), which comm->ranks_per_node() refuses.

@@ -1,4 +1,4 @@
-// The dispatch plan (DESIGN.md, "Launcher: dispatch plans"): for one world size, where every
+// The dispatch plan (docs/dispatch_plans.md): for one world size, where every
 // routed token goes. It holds
 //   routing id -> (bucket, expert)   the RoutingTable built from the frequencies;
 //   expert -> block                  expert e of a bucket lives in block e / experts_per_block;

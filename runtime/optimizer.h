@@ -1,4 +1,4 @@
-// Optimizers of the update step (DESIGN.md, "Data flow" step 4): AdamW and T5X's Adafactor over a
+// Optimizers of the update step (docs/optimizers.md): AdamW and T5X's Adafactor over a
 // list of named parameters, plus the global gradient norm and the clipping factor. Formulas,
 // defaults and sources: docs/optimizers.md; the per-element math is in runtime/math.h and runs
 // through the backend ops adamw_update and adafactor_update on the parameters' device.

@@ -1,4 +1,4 @@
-// Analytic parameter counts against the paper's figures (Tables 2, 6, 7; DESIGN.md) and against
+// Analytic parameter counts against the paper's figures (Tables 2, 6, 7) and against
 // the tensors a model actually allocates.
 #include "model/describe.h"
 
