@@ -15,10 +15,10 @@ AllToAll::AllToAll(Communicator& comm, Algorithm algorithm, int ranks_per_node)
   MOWE_CHECK(ranks_per_node >= 0, "[comm] hierarchical all-to-all: ranks_per_node {} is negative",
              ranks_per_node);
   local_ = ranks_per_node > 0 ? ranks_per_node : comm.ranks_per_node();
-  MOWE_CHECK(size % local_ == 0,
-             "[comm] hierarchical all-to-all on group '{}': {} ranks cannot "
-             "form nodes of {} ranks (parallel.ranks_per_node must divide the world size)",
-             comm.name(), size, local_);
+  MOWE_REQUIRE(size % local_ == 0,
+               "[comm] hierarchical all-to-all on group '{}': {} ranks cannot "
+               "form nodes of {} ranks (parallel.ranks_per_node must divide the world size)",
+               comm.name(), size, local_);
   nodes_ = size / local_;
   const int node = comm.rank() / local_, local = comm.rank() % local_;
   intra_ = comm.split(node, local);

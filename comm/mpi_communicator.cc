@@ -322,13 +322,13 @@ int mpi_ranks_per_node(MPI_Comm comm) {
   const int bad_here = (last - first + 1 != local_size || first % local_size != 0) ? 1 : 0;
   int bad = 0;
   MPI_CHECK(MPI_Allreduce(&bad_here, &bad, 1, MPI_INT, MPI_MAX, comm));
-  MOWE_CHECK(all[0] == -all[1],
-             "[comm] nodes hold between {} and {} ranks: the hierarchical "
-             "all-to-all needs the same number on every node (or set parallel.ranks_per_node)",
-             all[0], -all[1]);
-  MOWE_CHECK(bad == 0,
-             "[comm] ranks are not numbered node by node (rank = node * ranks_per_node "
-             "+ local index): start mpirun with --map-by slot, or set parallel.ranks_per_node");
+  MOWE_REQUIRE(all[0] == -all[1],
+               "[comm] nodes hold between {} and {} ranks: the hierarchical "
+               "all-to-all needs the same number on every node (or set parallel.ranks_per_node)",
+               all[0], -all[1]);
+  MOWE_REQUIRE(bad == 0,
+               "[comm] ranks are not numbered node by node (rank = node * ranks_per_node "
+               "+ local index): start mpirun with --map-by slot, or set parallel.ranks_per_node");
   return local_size;
 }
 

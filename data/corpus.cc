@@ -17,7 +17,7 @@ namespace {
 
 std::ifstream open_or_throw(const std::string& path, const char* what) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(fmt::format("cannot open {} {}: {}", what, path, std::strerror(errno)));
+  if (!in) throw UserError(fmt::format("cannot open {} {}: {}", what, path, std::strerror(errno)));
   return in;
 }
 
@@ -67,7 +67,7 @@ std::vector<Synset> read_wordnet(const std::string& dir, CorpusStats* stats) {
   for (const char* name : {"data.noun", "data.verb", "data.adj", "data.adv"}) {
     std::string path = (std::filesystem::path(dir) / name).string();
     if (!std::filesystem::exists(path)) {
-      throw Error(fmt::format(
+      throw UserError(fmt::format(
           "WordNet file {} is missing: install the Debian package wordnet-base "
           "(apt-get install wordnet-base, or run launch/setup.sh), or point data.wordnet_dir at a "
           "WordNet 3.0 database",
@@ -174,7 +174,7 @@ Corpus read_validation_corpus(const config::DataConfig& config) {
          resolve_corpus_files(config.validation_path(), "data.validation_path")) {
       const std::string canonical = std::filesystem::weakly_canonical(f).string();
       if (std::binary_search(train.begin(), train.end(), canonical))
-        throw Error(
+        throw UserError(
             fmt::format("data.validation_path names {}, which data.corpus_path = \"{}\" "
                         "also trains on: keep held-out files out of the corpus",
                         f, config.corpus_path()));
@@ -185,8 +185,8 @@ Corpus read_validation_corpus(const config::DataConfig& config) {
       read_files(config.validation_path(),
                  text ? DocumentReader::Format::kText : DocumentReader::Format::kJsonl,
                  config.jsonl_text_field(), text ? "text" : "JSON-lines", "data.validation_path");
-  MOWE_CHECK(!corpus.documents.empty(), "data.validation_path: {} holds no document",
-             corpus.source);
+  MOWE_REQUIRE(!corpus.documents.empty(), "data.validation_path: {} holds no document",
+               corpus.source);
   return corpus;
 }
 
@@ -194,7 +194,7 @@ Corpus read_corpus(const config::DataConfig& config, int64_t max_documents) {
   Corpus corpus;
   if (max_documents > 0 && config.corpus() != config::DataConfig::TEXT &&
       config.corpus() != config::DataConfig::JSONL)
-    throw Error(
+    throw UserError(
         fmt::format("a sample of {} documents is for TEXT and JSONL corpora, but "
                     "data.corpus = {}",
                     max_documents, config::DataConfig::Corpus_Name(config.corpus())));
@@ -206,7 +206,7 @@ Corpus read_corpus(const config::DataConfig& config, int64_t max_documents) {
       corpus = read_jsonl_corpus(config.corpus_path(), config.jsonl_text_field(), max_documents);
       break;
     case config::DataConfig::SYNTHETIC:
-      throw Error("data.corpus SYNTHETIC has no documents: its examples are drawn, not read");
+      throw UserError("data.corpus SYNTHETIC has no documents: its examples are drawn, not read");
     default:
       corpus = wordnet_corpus(config.wordnet_dir());
       break;
@@ -217,9 +217,9 @@ Corpus read_corpus(const config::DataConfig& config, int64_t max_documents) {
         "[data] {}: skipped {} lines that are not valid UTF-8 and {} malformed lines of {}",
         corpus.source, s.skipped_invalid_utf8, s.skipped_malformed, s.lines);
   }
-  MOWE_CHECK(!corpus.documents.empty(),
-             "{} holds no document ({} lines read: {} not valid UTF-8, {} malformed)",
-             corpus.source, s.lines, s.skipped_invalid_utf8, s.skipped_malformed);
+  MOWE_REQUIRE(!corpus.documents.empty(),
+               "{} holds no document ({} lines read: {} not valid UTF-8, {} malformed)",
+               corpus.source, s.lines, s.skipped_invalid_utf8, s.skipped_malformed);
   return corpus;
 }
 

@@ -51,7 +51,7 @@ std::string read_derived_file(const DerivedFile& kind, const std::string& path,
     std::string problem;
     switch (e.fault()) {
       case FramedFault::kMissing:
-        throw Error(
+        throw UserError(
             fmt::format("{} {} does not exist: build it with {}", kind.what, path, rebuild));
       case FramedFault::kTruncated:
       case FramedFault::kDamaged:
@@ -71,10 +71,10 @@ std::string read_derived_file(const DerivedFile& kind, const std::string& path,
     // Older files have no frame at all (and may be shorter than one).
     if (e.fault() != FramedFault::kDamaged && written_before_framing(path))
       problem = "was written by an older version of mowe (format 1, without a checksum)";
-    throw Error(derived_file_problem(kind, path, problem, rebuild));
+    throw UserError(derived_file_problem(kind, path, problem, rebuild));
   }
   if (version != kind.version)
-    throw Error(derived_file_problem(
+    throw UserError(derived_file_problem(
         kind, path,
         fmt::format("has format version {}, this build reads {}: it was written by an older "
                     "version of mowe, or its header is damaged",

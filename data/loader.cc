@@ -132,10 +132,10 @@ Loader::Loader(std::shared_ptr<const RoutingTokenizer> table, LoaderOptions opti
   MOWE_CHECK(table_, "the loader needs a routing table");
   MOWE_CHECK(o.world_size > 0 && o.rank >= 0 && o.rank < o.world_size, "rank {} of {} ranks",
              o.rank, o.world_size);
-  MOWE_CHECK(o.global_batch_size > 0 && o.global_batch_size % o.world_size == 0,
-             "training.global_batch_size = {} is not a multiple of the {} ranks: every rank "
-             "takes the same number of examples, so choose a multiple of the world size",
-             o.global_batch_size, o.world_size);
+  MOWE_REQUIRE(o.global_batch_size > 0 && o.global_batch_size % o.world_size == 0,
+               "training.global_batch_size = {} is not a multiple of the {} ranks: every rank "
+               "takes the same number of examples, so choose a multiple of the world size",
+               o.global_batch_size, o.world_size);
   MOWE_CHECK(o.prefetch_batches >= 1, "prefetch_batches = {} must be >= 1", o.prefetch_batches);
   local_batch_ = o.global_batch_size / o.world_size;
 }

@@ -29,7 +29,7 @@ void check_tokenizer(const Tokenizer& t, const config::DataConfig& config) {
     const std::filesystem::path source = t.source();
     const std::string copy =
         (source.parent_path() / (source.stem().string() + ".sentinels.model")).string();
-    throw Error(fmt::format(
+    throw UserError(fmt::format(
         "SentencePiece model {} has {} sentinel pieces (<extra_id_0>, <extra_id_1>, ...), but "
         "data.num_sentinels needs {}: write a copy with the missing ones appended at the top of "
         "its vocabulary, as T5 does, with {}, then set data.tokenizer_model={} and "
@@ -39,7 +39,7 @@ void check_tokenizer(const Tokenizer& t, const config::DataConfig& config) {
         t.vocab_size() + t.missing_sentinels(config.num_sentinels()), retrain));
   }
   if (t.vocab_size() != config.sp_vocab_size())
-    throw Error(fmt::format(
+    throw UserError(fmt::format(
         "SentencePiece model {} has {} pieces, but data.sp_vocab_size is {}: it must be the "
         "model's piece count, sentinels included: set data.sp_vocab_size={} (and model.vocab_size "
         "to at least that){}",
@@ -58,7 +58,7 @@ void refuse_replacing_a_foreign_model(const std::string& path) {
     // Other special ids: not one of ours either.
   }
   if (!ours)
-    throw Error(fmt::format(
+    throw UserError(fmt::format(
         "--retrain would replace SentencePiece model {}, which mowe_vocab did not train (its "
         "sentinels are not right after pad, eos and unk): to train a new one, set "
         "data.tokenizer_model to another path",
@@ -80,7 +80,7 @@ std::shared_ptr<const TokenStream> tokenize_split(const std::vector<std::string>
 
 Split read_split(const config::DataConfig& config, int64_t max_documents) {
   if (config.corpus() == config::DataConfig::SYNTHETIC)
-    throw Error(
+    throw UserError(
         "data.corpus SYNTHETIC has no documents to split: its examples are drawn, not read "
         "(docs/data.md)");
   auto t0 = std::chrono::steady_clock::now();
@@ -97,8 +97,9 @@ Split read_split(const config::DataConfig& config, int64_t max_documents) {
     split = split_corpus(std::move(corpus.documents), config.validation_fraction(),
                          static_cast<uint64_t>(config.seed()));
   }
-  MOWE_CHECK(!split.train.empty(), "{}: all {} documents fell in the validation split",
-             corpus.source, total);
+  MOWE_REQUIRE(!split.train.empty(),
+               "{}: all {} documents fell in the validation split: lower data.validation_fraction",
+               corpus.source, total);
   spdlog::info("[data] {}: {} documents ({:.1f} MB), {} for training, {} for validation ({:.1f} s)",
                corpus.source, total, corpus.stats.bytes / 1e6, split.train.size(),
                split.validation.size(), seconds_since(t0));
@@ -112,8 +113,9 @@ bool has_validation_split(const config::DataConfig& config) {
 
 Tokenizer load_tokenizer(const config::DataConfig& config) {
   if (config.corpus() == config::DataConfig::SYNTHETIC) return synthetic_tokenizer(config);
-  MOWE_CHECK(!config.tokenizer_model().empty(),
-             "data.tokenizer_model is empty: set it to the SentencePiece model mowe_vocab writes");
+  MOWE_REQUIRE(
+      !config.tokenizer_model().empty(),
+      "data.tokenizer_model is empty: set it to the SentencePiece model mowe_vocab writes");
   Tokenizer t = Tokenizer::load(config.tokenizer_model());
   check_tokenizer(t, config);
   return t;
@@ -122,8 +124,8 @@ Tokenizer load_tokenizer(const config::DataConfig& config) {
 Tokenizer train_or_load_tokenizer(const config::DataConfig& config, const Split& split,
                                   bool retrain) {
   const std::string& path = config.tokenizer_model();
-  MOWE_CHECK(!path.empty(),
-             "data.tokenizer_model is empty: set where the SentencePiece model goes");
+  MOWE_REQUIRE(!path.empty(),
+               "data.tokenizer_model is empty: set where the SentencePiece model goes");
   if (!retrain && std::filesystem::exists(path)) {
     spdlog::info("[vocab] using the existing tokenizer {} (--retrain to train a new one)", path);
     return load_tokenizer(config);
@@ -180,11 +182,11 @@ DataPipeline open_synthetic_pipeline(const config::Config& config) {
   const config::DataConfig& d = config.data();
   DataPipeline p;
   p.tokenizer = std::make_shared<const Tokenizer>(synthetic_tokenizer(d));
-  MOWE_CHECK(!d.routing_vocab().empty(),
-             "data.routing_vocab is empty: set it to the file mowe_vocab writes");
+  MOWE_REQUIRE(!d.routing_vocab().empty(),
+               "data.routing_vocab is empty: set it to the file mowe_vocab writes");
   auto vocab = std::make_shared<RoutingVocab>(RoutingVocab::load(d.routing_vocab()));
   if (std::string why = synthetic_vocab_mismatch(config, *vocab, d.routing_vocab()); !why.empty())
-    throw Error(why);
+    throw UserError(why);
   vocab->check_tokenizer(*p.tokenizer);
   p.table = std::make_shared<const RoutingTokenizer>(vocab->table(false));  // never consulted
   p.vocab = std::move(vocab);
@@ -210,19 +212,19 @@ DataPipeline open_pipeline(const config::Config& config) {
   // A streaming corpus is only listed here: the loaders read its files while training.
   Split split = d.streaming() ? Split{} : read_split(d);
   p.tokenizer = std::make_shared<const Tokenizer>(load_tokenizer(d));
-  MOWE_CHECK(!d.routing_vocab().empty(),
-             "data.routing_vocab is empty: set it to the file mowe_vocab writes");
+  MOWE_REQUIRE(!d.routing_vocab().empty(),
+               "data.routing_vocab is empty: set it to the file mowe_vocab writes");
   auto vocab = std::make_shared<RoutingVocab>(RoutingVocab::load(d.routing_vocab(), *p.tokenizer));
   const bool variants = config.model().mowe().case_variants();
-  MOWE_CHECK(vocab->case_variants() == variants,
-             "{} counted its frequencies with case_variants={}, but model.mowe.case_variants is "
-             "{}: rebuild it with mowe_vocab",
-             d.routing_vocab(), vocab->case_variants(), variants);
-  MOWE_CHECK(!vocab->synthetic(),
-             "routing vocabulary {} was built for data.corpus SYNTHETIC, but data.corpus is {}: "
-             "rebuild it with {}",
-             d.routing_vocab(), config::DataConfig::Corpus_Name(d.corpus()),
-             config::command_for_this_config("mowe_vocab"));
+  MOWE_REQUIRE(vocab->case_variants() == variants,
+               "{} counted its frequencies with case_variants={}, but model.mowe.case_variants is "
+               "{}: rebuild it with mowe_vocab",
+               d.routing_vocab(), vocab->case_variants(), variants);
+  MOWE_REQUIRE(!vocab->synthetic(),
+               "routing vocabulary {} was built for data.corpus SYNTHETIC, but data.corpus is {}: "
+               "rebuild it with {}",
+               d.routing_vocab(), config::DataConfig::Corpus_Name(d.corpus()),
+               config::command_for_this_config("mowe_vocab"));
   p.table = std::make_shared<const RoutingTokenizer>(vocab->table(variants));
   p.vocab = std::move(vocab);
   const uint64_t seed = static_cast<uint64_t>(d.seed());

@@ -393,7 +393,7 @@ RoutingVocab RoutingVocab::load(const std::string& path) {
   vocab.path_ = path;
   const std::string payload = read_derived_file(kVocabFile, path, rebuild);
   auto refuse = [&](const std::string& problem) {
-    throw Error(derived_file_problem(kVocabFile, path, problem, rebuild));
+    throw UserError(derived_file_problem(kVocabFile, path, problem, rebuild));
   };
   // The checksum matched: contents that do not hold together were written wrong, not damaged.
   if (!vocab.file_.ParseFromString(payload)) refuse("passes its checksum but does not parse");
@@ -441,10 +441,10 @@ std::string RoutingVocab::tokenizer_damage(const Tokenizer& tokenizer) const {
 void RoutingVocab::check_tokenizer(const Tokenizer& tokenizer) const {
   if (tokenizer.hash() == tokenizer_hash() && tokenizer.vocab_size() == default_vocab_size())
     return;
-  if (std::string damage = tokenizer_damage(tokenizer); !damage.empty()) throw Error(damage);
+  if (std::string damage = tokenizer_damage(tokenizer); !damage.empty()) throw UserError(damage);
   // Both files are intact (the vocabulary's checksum matched; the model's pieces are not the
   // recorded ones): the tokenizer was replaced, and the vocabulary must follow it.
-  throw Error(fmt::format(
+  throw UserError(fmt::format(
       "routing vocabulary {} was built with another tokenizer: it records tokenizer hash {} "
       "({} pieces, {}), but {} has hash {} ({} pieces); rebuild it with {}",
       path_.empty() ? "(in memory)" : path_, format_hash(tokenizer_hash()), default_vocab_size(),

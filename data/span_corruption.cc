@@ -39,10 +39,10 @@ void random_spans_noise_mask(int64_t length, double noise_density, double mean_n
   const int64_t orig_length = length;
   length = std::max<int64_t>(length, 2);
   auto [noise, spans] = t5_noise_counts(length, noise_density, mean_noise_span_length);
-  MOWE_CHECK(spans <= length - noise,
-             "{} noise spans need at least as many non-noise tokens, but a chunk of {} tokens at "
-             "noise density {} has {}: lower data.noise_density",
-             spans, length, noise_density, length - noise);
+  MOWE_REQUIRE(spans <= length - noise,
+               "{} noise spans need at least as many non-noise tokens, but a chunk of {} tokens at "
+               "noise density {} has {}: lower data.noise_density",
+               spans, length, noise_density, length - noise);
   Rng rng(seed);
   // Working storage kept per thread: a loader builds every example with it.
   thread_local std::vector<uint8_t> first;
@@ -66,17 +66,17 @@ void apply_noise_mask(const int32_t* tokens, const uint8_t* noise, int64_t lengt
     const bool starts_span = i == 0 || noise[i] != noise[i - 1];
     if (noise[i]) {
       if (starts_span) {
-        MOWE_CHECK(input_sentinel < sentinels.size(),
-                   "span corruption needs more than {} sentinels: raise data.num_sentinels",
-                   sentinels.size());
+        MOWE_REQUIRE(input_sentinel < sentinels.size(),
+                     "span corruption needs more than {} sentinels: raise data.num_sentinels",
+                     sentinels.size());
         inputs->push_back(sentinels[input_sentinel++]);
       }
       targets->push_back(tokens[i]);
     } else {
       if (starts_span) {
-        MOWE_CHECK(target_sentinel < sentinels.size(),
-                   "span corruption needs more than {} sentinels: raise data.num_sentinels",
-                   sentinels.size());
+        MOWE_REQUIRE(target_sentinel < sentinels.size(),
+                     "span corruption needs more than {} sentinels: raise data.num_sentinels",
+                     sentinels.size());
         targets->push_back(sentinels[target_sentinel++]);
       }
       inputs->push_back(tokens[i]);

@@ -110,10 +110,10 @@ SyntheticExamples::SyntheticExamples(const config::Config& config, Split split) 
   const config::DataConfig& d = config.data();
   const double s = d.synthetic_zipf_exponent();
   first_ordinary_ = ordinary_start(d);
-  MOWE_CHECK(d.sp_vocab_size() > first_ordinary_,
-             "data.sp_vocab_size = {} leaves no ordinary token id after pad, EOS, unk and {} "
-             "sentinels",
-             d.sp_vocab_size(), d.num_sentinels());
+  MOWE_REQUIRE(d.sp_vocab_size() > first_ordinary_,
+               "data.sp_vocab_size = {} leaves no ordinary token id after pad, EOS, unk and {} "
+               "sentinels",
+               d.sp_vocab_size(), d.num_sentinels());
   token_law_ = std::make_shared<const ZipfLaw>(d.sp_vocab_size() - first_ordinary_, s);
   routing_law_ = std::make_shared<const ZipfLaw>(config.model().mowe().routing_vocab_size(), s);
   seed_ = hash_ints(static_cast<uint64_t>(d.seed()),

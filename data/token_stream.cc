@@ -113,10 +113,10 @@ TokenStream::TokenStream(std::vector<int32_t> tokens, uint64_t seed)
 
 std::span<const int32_t> TokenStream::example(int64_t example, int64_t chunk_length) const {
   const int64_t chunks = num_chunks(chunk_length);
-  MOWE_CHECK(chunks > 0,
-             "the token stream has {} tokens, fewer than one example of {}: use a larger corpus "
-             "or a smaller data.input_length",
-             size(), chunk_length);
+  MOWE_REQUIRE(chunks > 0,
+               "the token stream has {} tokens, fewer than one example of {}: use a larger corpus "
+               "or a smaller data.input_length",
+               size(), chunk_length);
   MOWE_CHECK(example >= 0, "negative example index {}", example);
   const uint64_t epoch = static_cast<uint64_t>(example / chunks);
   const uint64_t chunk = permute_index(example % chunks, chunks, hash_ints(seed_, 0xe90c, epoch));

@@ -137,11 +137,13 @@ bool sentencepiece_available(std::string* why) {
 
 std::string Tokenizer::train(const std::vector<std::string>& documents,
                              const TokenizerTrainOptions& options) {
-  MOWE_CHECK(!documents.empty(), "cannot train SentencePiece on an empty corpus");
-  MOWE_CHECK(options.vocab_size > options.num_sentinels + 3,
-             "SentencePiece vocabulary of {} pieces has no room beyond pad, eos, unk and {} "
-             "sentinels",
-             options.vocab_size, options.num_sentinels);
+  MOWE_REQUIRE(
+      !documents.empty(),
+      "cannot train SentencePiece on an empty corpus: point data.corpus_path at documents");
+  MOWE_REQUIRE(options.vocab_size > options.num_sentinels + 3,
+               "SentencePiece vocabulary of {} pieces has no room beyond pad, eos, unk and {} "
+               "sentinels: raise data.sp_vocab_size or lower data.num_sentinels",
+               options.vocab_size, options.num_sentinels);
   std::string sentinels;
   for (int k = 0; k < options.num_sentinels; ++k)
     sentinels += fmt::format("{}<extra_id_{}>", k ? "," : "", k);
@@ -193,7 +195,7 @@ Tokenizer Tokenizer::from_model(std::string model, std::string source) {
   // parses, or later by the routing vocabulary's record of the model
   // (RoutingVocab::check_tokenizer).
   if (!t.spm_)
-    throw Error(fmt::format(
+    throw UserError(fmt::format(
         "SentencePiece model {} is not a valid SentencePiece model: it is damaged, truncated or "
         "another kind of file ({}): retrain it and the routing vocabulary with {}",
         source, error, config::command_for_this_config("mowe_vocab", "--retrain")));
@@ -213,7 +215,7 @@ Tokenizer Tokenizer::from_model(std::string model, std::string source) {
   const int pad = t.api_->special_id(t.spm_, 0), eos = t.api_->special_id(t.spm_, 1),
             unk = t.api_->special_id(t.spm_, 2);
   if (pad != kPadId || eos != kEosId || unk != kUnkId)
-    throw Error(fmt::format(
+    throw UserError(fmt::format(
         "SentencePiece model {} has pad={}, eos={}, unk={} (-1: none), but MoWE uses T5's ids "
         "pad=0, eos=1, unk=2: use a model trained with those ids (T5's models are), or let "
         "mowe_vocab train one on the corpus by setting data.tokenizer_model to a path that does "
@@ -278,10 +280,10 @@ std::string Tokenizer::with_sentinels(int n) const {
 }
 
 Tokenizer Tokenizer::synthetic(int32_t vocab_size, int num_sentinels) {
-  MOWE_CHECK(vocab_size > kUnkId + 1 + num_sentinels,
-             "a synthetic vocabulary of {} ids has no room for pad, EOS, unk and {} sentinels "
-             "besides ordinary ids",
-             vocab_size, num_sentinels);
+  MOWE_REQUIRE(vocab_size > kUnkId + 1 + num_sentinels,
+               "a synthetic vocabulary of {} ids has no room for pad, EOS, unk and {} sentinels "
+               "besides ordinary ids: raise data.sp_vocab_size or lower data.num_sentinels",
+               vocab_size, num_sentinels);
   Tokenizer t;
   t.source_ =
       fmt::format("the SYNTHETIC vocabulary ({} ids, {} sentinels)", vocab_size, num_sentinels);
@@ -324,7 +326,7 @@ Tokenizer::~Tokenizer() {
 
 void Tokenizer::encode(std::string_view text, std::vector<int32_t>* ids) const {
   if (!spm_)
-    throw Error(
+    throw UserError(
         fmt::format("{} has no text tokenizer: data.corpus SYNTHETIC makes token ids, "
                     "not text (use a WORDNET, TEXT or JSONL corpus to encode text)",
                     source_));

@@ -160,7 +160,7 @@ std::string world_size_refusal(const config::MoweConfig& config, int world_size)
 
 DispatchPlan DispatchPlan::build(const config::MoweConfig& config, const PlanInputs& in) {
   const std::string refusal = world_size_refusal(config, in.world_size);
-  if (!refusal.empty()) throw Error(refusal);
+  if (!refusal.empty()) throw UserError(refusal);
   RoutingTable table = RoutingTable::build(config, in.frequencies);
   DispatchPlanFile meta;
   meta.set_format_version(kFormatVersion);

@@ -53,10 +53,10 @@ std::vector<int64_t> padded_frequencies(const data::RoutingVocab& vocab, const s
                                         int64_t routing_vocab_size) {
   std::vector<int64_t> f = vocab.frequencies();
   if (f.empty())
-    throw Error(fmt::format(
+    throw UserError(fmt::format(
         "routing vocabulary {} holds no frequencies: rebuild it with mowe_vocab", path));
   if (static_cast<int64_t>(f.size()) > routing_vocab_size)
-    throw Error(fmt::format(
+    throw UserError(fmt::format(
         "routing vocabulary {} has {} routing ids, more than model.mowe.routing_vocab_size = {}: "
         "rebuild it with mowe_vocab for this config",
         path, f.size(), routing_vocab_size));
@@ -104,8 +104,8 @@ DispatchPlan load_plan(const std::string& path, int world_size) {
   const std::string payload = data::read_derived_file(kPlanFile, path, rebuild);
   DispatchPlanFile file;
   if (!file.ParseFromString(payload))
-    throw Error(data::derived_file_problem(kPlanFile, path,
-                                           "passes its checksum but does not parse", rebuild));
+    throw UserError(data::derived_file_problem(kPlanFile, path,
+                                               "passes its checksum but does not parse", rebuild));
   return DispatchPlan::from_proto(file, path);
 }
 
@@ -120,7 +120,7 @@ DispatchPlan load_plan_for(const config::Config& config, const data::RoutingVoca
                            int world_size) {
   const std::string& path = config.parallel().plan();
   if (path.empty())
-    throw Error("parallel.plan is empty: set where mowe_plan writes the dispatch plan");
+    throw UserError("parallel.plan is empty: set where mowe_plan writes the dispatch plan");
   return load_plan(path, world_size, routing_vocab_hash(vocab),
                    bucket_config_hash(config.model().mowe()));
 }

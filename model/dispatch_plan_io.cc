@@ -14,7 +14,7 @@ std::string rebuild_hint(const DispatchPlan& plan, int world_size) {
 
 DispatchPlan DispatchPlan::from_proto(const DispatchPlanFile& file, const std::string& source) {
   if (file.format_version() != kFormatVersion)
-    throw Error(fmt::format(
+    throw UserError(fmt::format(
         "dispatch plan {} has format version {}, this program reads version {}: rebuild it with "
         "mowe_plan",
         source, file.format_version(), kFormatVersion));
@@ -69,16 +69,17 @@ DispatchPlanFile DispatchPlan::to_proto() const {
 
 void DispatchPlan::check(int world_size, uint64_t vocab_hash, uint64_t bucket_hash) const {
   if (world_size != this->world_size())
-    throw Error(fmt::format("dispatch plan {} was built for {} ranks, this job has {}: {}", source_,
-                            this->world_size(), world_size, rebuild_hint(*this, world_size)));
+    throw UserError(fmt::format("dispatch plan {} was built for {} ranks, this job has {}: {}",
+                                source_, this->world_size(), world_size,
+                                rebuild_hint(*this, world_size)));
   if (vocab_hash != this->vocab_hash())
-    throw Error(fmt::format(
+    throw UserError(fmt::format(
         "dispatch plan {} was built for routing vocabulary hash {:016x} (frequencies from {}), "
         "this job's routing vocabulary has hash {:016x}: {}",
         source_, this->vocab_hash(), frequency_source(), vocab_hash,
         rebuild_hint(*this, world_size)));
   if (bucket_hash != bucket_config_hash())
-    throw Error(fmt::format(
+    throw UserError(fmt::format(
         "dispatch plan {} was built for bucket configuration hash {:016x}, this job's model.mowe "
         "has hash {:016x} (num_unrouted_ids, routing_vocab_size, buckets, expert forms or "
         "share_expert_parameters differ): {}",

@@ -318,7 +318,7 @@ void check_memory_fits(const MemoryEstimate& e, const HostMemory& host, int rank
   const std::string share = ranks_on_host > 1
                                 ? fmt::format("to each of the {} ranks on this host", ranks_on_host)
                                 : "on this host";
-  throw Error(fmt::format(
+  throw UserError(fmt::format(
       "this job needs about {} per rank at {} rank{}, but {} is available {} ({} {}): {}; reduce "
       "these fields, or spread the experts and the batch over more ranks (mowe_pretrain "
       "--describe shows the whole estimate)",

@@ -58,16 +58,17 @@ std::vector<int64_t> assign_bucket(std::span<const int32_t> ids, std::span<const
 RoutingTable RoutingTable::build(const config::MoweConfig& config,
                                  std::span<const int64_t> frequencies) {
   const int64_t vocab = config.routing_vocab_size();
-  MOWE_CHECK(static_cast<int64_t>(frequencies.size()) == vocab,
-             "routing table: {} routing-id frequencies given, but model.mowe.routing_vocab_size "
-             "is {}",
-             frequencies.size(), vocab);
+  MOWE_REQUIRE(static_cast<int64_t>(frequencies.size()) == vocab,
+               "routing table: {} routing-id frequencies given, but model.mowe.routing_vocab_size "
+               "is {}",
+               frequencies.size(), vocab);
   for (int64_t id = 0; id < vocab; ++id)
     MOWE_CHECK(frequencies[id] >= 0, "routing table: frequency of routing id {} is negative ({})",
                id, frequencies[id]);
-  MOWE_CHECK(config.num_unrouted_ids() <= vocab,
-             "routing table: model.mowe.num_unrouted_ids ({}) exceeds the routing vocabulary ({})",
-             config.num_unrouted_ids(), vocab);
+  MOWE_REQUIRE(
+      config.num_unrouted_ids() <= vocab,
+      "routing table: model.mowe.num_unrouted_ids ({}) exceeds the routing vocabulary ({})",
+      config.num_unrouted_ids(), vocab);
 
   std::vector<int32_t> order(vocab);
   std::iota(order.begin(), order.end(), 0);
@@ -82,15 +83,15 @@ RoutingTable RoutingTable::build(const config::MoweConfig& config,
   for (int b = 0; b < config.buckets_size(); ++b) {
     const config::BucketConfig& bc = config.buckets(b);
     const bool rest = bc.num_routing_ids() == 0;
-    MOWE_CHECK(!rest || b + 1 == config.buckets_size(),
-               "routing table: model.mowe.buckets[{}].num_routing_ids = 0 (all remaining ids) "
-               "is only allowed on the last bucket",
-               b);
+    MOWE_REQUIRE(!rest || b + 1 == config.buckets_size(),
+                 "routing table: model.mowe.buckets[{}].num_routing_ids = 0 (all remaining ids) "
+                 "is only allowed on the last bucket",
+                 b);
     const int64_t count = rest ? vocab - next : bc.num_routing_ids();
-    MOWE_CHECK(next + count <= vocab,
-               "routing table: model.mowe.buckets[{}] needs routing ids [{}, {}) in frequency "
-               "order, but the routing vocabulary has only {}",
-               b, next, next + count, vocab);
+    MOWE_REQUIRE(next + count <= vocab,
+                 "routing table: model.mowe.buckets[{}] needs routing ids [{}, {}) in frequency "
+                 "order, but the routing vocabulary has only {}",
+                 b, next, next + count, vocab);
     BucketLayout layout{count, bc.num_blocks(), bc.experts_per_block(), bc.expert_d_ff()};
     t.loads_.push_back(assign_bucket(std::span(order).subspan(next, count), frequencies, b, layout,
                                      t.bucket_, t.expert_));

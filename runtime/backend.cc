@@ -56,9 +56,9 @@ Backend& backend_for(Device device) {
 #ifdef MOWE_WITH_CUDA
   return cuda_backend();
 #else
-  MOWE_CHECK(false,
-             "the CUDA backend was not compiled in: configure with -DMOWE_WITH_CUDA=ON "
-             "on a machine with nvcc and NCCL, or set parallel.device: CPU");
+  MOWE_REQUIRE(false,
+               "the CUDA backend was not compiled in: configure with -DMOWE_WITH_CUDA=ON "
+               "on a machine with nvcc and NCCL, or set parallel.device: CPU");
   return cpu_backend();
 #endif
 }

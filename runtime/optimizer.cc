@@ -217,10 +217,10 @@ void Adafactor::update(Backend& backend, const Context& ctx, const ParamSlot& sl
   // Slices are whole rows of dim 0 when the stack has one leading dimension (experts [E, C, F]).
   MOWE_CHECK(slot.value.shape.ndim() == 3, "adafactor: '{}' is {}; stacked parameters are [B,R,C]",
              slot.name, slot.value.shape.str());
-  MOWE_CHECK(slot.value.device == Device::CPU,
-             "adafactor: '{}' is on {}; lazy Adafactor updates of expert parameters run on the "
-             "host only and are not supported on GPUs yet (use training.optimizer ADAMW there)",
-             slot.name, device_name(slot.value.device));
+  MOWE_REQUIRE(slot.value.device == Device::CPU,
+               "adafactor: '{}' is on {}; lazy Adafactor updates of expert parameters run on the "
+               "host only and are not supported on GPUs yet (use training.optimizer ADAMW there)",
+               slot.name, device_name(slot.value.device));
   const double* log = state[2].ptr<double>();
   const int64_t slices = slot.value.dim(0);
   // The first applied update reaches every slice: beta2 restarts all statistics (it is 0 at

@@ -64,11 +64,11 @@ CommonFlags parse_common_flags(int argc, char** argv,
     bool inline_value = eq != std::string::npos;
     auto value = [&]() -> std::string {
       if (inline_value) return arg.substr(eq + 1);
-      if (i + 1 >= argc) throw Error(fmt::format("flag {} needs a value", name));
+      if (i + 1 >= argc) throw UserError(fmt::format("flag {} needs a value", name));
       return argv[++i];
     };
     auto no_value = [&]() {
-      if (inline_value) throw Error(fmt::format("flag {} takes no value", name));
+      if (inline_value) throw UserError(fmt::format("flag {} takes no value", name));
     };
     if (name == "--config") {
       flags.config_path = value();
@@ -81,14 +81,14 @@ CommonFlags parse_common_flags(int argc, char** argv,
     } else if (name == "--log-level") {
       flags.log_level = value();
       if (!contains(kLogLevels, flags.log_level))
-        throw Error(fmt::format("flag --log-level: '{}' is not one of {}", flags.log_level,
-                                fmt::join(kLogLevels, ", ")));
+        throw UserError(fmt::format("flag --log-level: '{}' is not one of {}", flags.log_level,
+                                    fmt::join(kLogLevels, ", ")));
     } else if (contains(extra_bool_flags, name)) {
       no_value(), flags.flags.insert(name);
     } else if (contains(extra_value_flags, name)) {
       flags.values[name] = value();
     } else {
-      throw Error(fmt::format("unknown flag '{}' (run with --help for the flags)", name));
+      throw UserError(fmt::format("unknown flag '{}' (run with --help for the flags)", name));
     }
   }
   if (!flags.config_path.empty()) {
@@ -108,7 +108,7 @@ int64_t parse_int_flag(const std::string& text, const std::string& flag, int64_t
     used = 0;
   }
   if (used == 0 || used != text.size() || value < minimum)
-    throw Error(fmt::format("{} expects an integer >= {}, not '{}'", flag, minimum, text));
+    throw UserError(fmt::format("{} expects an integer >= {}, not '{}'", flag, minimum, text));
   return value;
 }
 
@@ -122,7 +122,8 @@ double parse_double_flag(const std::string& text, const std::string& flag,
     used = 0;
   }
   if (used == 0 || used != text.size() || !std::isfinite(value) || value <= exclusive_minimum)
-    throw Error(fmt::format("{} expects a number > {}, not '{}'", flag, exclusive_minimum, text));
+    throw UserError(
+        fmt::format("{} expects a number > {}, not '{}'", flag, exclusive_minimum, text));
   return value;
 }
 

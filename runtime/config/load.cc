@@ -24,21 +24,21 @@ void parse_text(const std::string& text, const std::string& source, Config* conf
   parser.WriteLocationsTo(tree);
   if (parser.ParseFromString(text, config)) return;
   ParseError e = describe_parse_error(text, Config::descriptor(), "", errors);
-  throw Error(fmt::format("{}:{}:{}: {}", source, e.line + 1, e.column + 1, e.message));
+  throw UserError(fmt::format("{}:{}:{}: {}", source, e.line + 1, e.column + 1, e.message));
 }
 
 std::string read_config_file(const std::string& path) {
-  if (path.empty()) throw Error("no config file given: pass --config PATH (see configs/)");
+  if (path.empty()) throw UserError("no config file given: pass --config PATH (see configs/)");
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec))
-    throw Error(
+    throw UserError(
         fmt::format("{}: no such config file (check the path; the shipped configs are "
                     "in configs/)",
                     path));
   std::ifstream in(path, std::ios::binary);
   std::stringstream buffer;
   buffer << in.rdbuf();
-  if (!in) throw Error(fmt::format("{}: cannot read the config file", path));
+  if (!in) throw UserError(fmt::format("{}: cannot read the config file", path));
   return buffer.str();
 }
 
@@ -98,7 +98,7 @@ Config load_config_text(const std::string& text, const std::string& source,
   parse_text(text, source, &config, &tree);
   for (const std::string& o : overrides) apply_override(&config, o);
   if (auto v = find_violation(config))
-    throw Error(locate(v->path, source, tree, overrides) + ": " + v->message);
+    throw UserError(locate(v->path, source, tree, overrides) + ": " + v->message);
   return config;
 }
 

@@ -218,7 +218,7 @@ void apply_override(Config* config, const std::string& assignment) {
       throw OverrideError{"expected path.to.field=value"};
     apply(config, trim(assignment.substr(0, eq)), trim(assignment.substr(eq + 1)));
   } catch (const OverrideError& e) {
-    throw Error(fmt::format("--set {}: {}", assignment, e.message));
+    throw UserError(fmt::format("--set {}: {}", assignment, e.message));
   }
 }
 

@@ -487,7 +487,7 @@ std::optional<Violation> find_violation(const Config& config) {
 }
 
 void validate(const Config& config) {
-  if (auto v = find_violation(config)) throw Error("config: " + v->message);
+  if (auto v = find_violation(config)) throw UserError("config: " + v->message);
 }
 
 }  // namespace mowe::config

@@ -45,10 +45,10 @@ Offsets offsets(const AttentionDims& d, int64_t b) {
 
 // Attention dropout has no CUDA kernel yet: refused rather than silently skipped.
 void refuse_dropout(const char* op, const AttentionDropout& dropout) {
-  MOWE_CHECK(dropout.rate <= 0.0f,
-             "{}: attention dropout (model.dropout_rate = {}) is not supported on GPU; train "
-             "with model.dropout_rate: 0 on the CUDA backend, or on the CPU backend",
-             op, dropout.rate);
+  MOWE_REQUIRE(dropout.rate <= 0.0f,
+               "{}: attention dropout (model.dropout_rate = {}) is not supported on GPU; train "
+               "with model.dropout_rate: 0 on the CUDA backend, or on the CPU backend",
+               op, dropout.rate);
 }
 
 }  // namespace
