@@ -23,6 +23,7 @@
 #include "comm/mpi_check.h"
 #include "data/span_corruption.h"
 #include "launch/train/collective.h"
+#include "launch/train/config_rules.h"
 #include "launch/train/job.h"
 #include "launch/train/preemption.h"
 #include "launch/train/trainer.h"
@@ -107,7 +108,7 @@ Startup parse_and_load(int argc, char** argv, int rank, int world) {
   if (!s.flags.positional.empty())
     throw mowe::Error(fmt::format("unexpected argument '{}' (a forgotten --set? run with --help)",
                                   s.flags.positional[0]));
-  s.config = mowe::config::load_config(s.flags.config_path, s.flags.overrides);
+  s.config = mowe::train::load_config(s.flags.config_path, s.flags.overrides);
   const std::string resume = resume_mode(s.flags);
   if (resume != "auto" && resume != "none" &&
       !std::filesystem::exists(std::filesystem::path(resume) / "manifest.pb"))

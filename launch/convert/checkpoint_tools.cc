@@ -9,6 +9,7 @@
 #include <map>
 
 #include "launch/convert/names.h"
+#include "launch/train/config_rules.h"
 #include "model/expert_form.h"
 #include "runtime/check.h"
 #include "runtime/checkpoint/crc32c.h"
@@ -199,7 +200,7 @@ void inspect(const ManifestView& view, std::ostream& out) {
       "--config):\n",
       m.config().size(), view.dir);
   try {
-    print_config_summary(config::load_config_text(m.config(), view.manifest_path + " (config)"),
+    print_config_summary(train::load_config_text(m.config(), view.manifest_path + " (config)"),
                          out);
   } catch (const std::exception& e) {
     out << "  this build cannot read it: " << e.what() << "\n";

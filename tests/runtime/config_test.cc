@@ -6,11 +6,17 @@
 #include <fstream>
 #include <sstream>
 
+#include "launch/train/config_rules.h"
 #include "runtime/check.h"
 #include "runtime/config/config.h"
 
 namespace mowe::config {
 namespace {
+
+// The whole validation, every module's rules, as the programs load configs.
+using train::load_config;
+using train::load_config_text;
+using train::validate;
 
 const std::filesystem::path kSourceDir = MOWE_SOURCE_DIR;
 
@@ -152,7 +158,7 @@ TEST(ConfigValidate, SentinelsAndEvaluationFollowTheData) {
   const std::string base = std::string(MOWE_SOURCE_DIR) + "/configs/base.textproto";
   std::string error;
   try {
-    config::load_config(base, {"data.num_sentinels=27"});
+    train::load_config(base, {"data.num_sentinels=27"});
   } catch (const Error& e) {
     error = e.what();
   }
@@ -160,7 +166,7 @@ TEST(ConfigValidate, SentinelsAndEvaluationFollowTheData) {
             "--set data.num_sentinels=27: data.num_sentinels = 27 is too few: data.input_length "
             "512 at noise_density 0.15 and mean_noise_span_length 3 corrupts 568 raw tokens in 28 "
             "spans, each needing its own sentinel: set data.num_sentinels to at least 28");
-  EXPECT_NO_THROW(config::load_config(base, {"data.num_sentinels=28"}));
+  EXPECT_NO_THROW(train::load_config(base, {"data.num_sentinels=28"}));
   EXPECT_EQ(tiny_error({"data.validation_fraction=0"}),
             "tiny.textproto:53:3: training.eval_every = 5 evaluates on the held-out split, but "
             "data.validation_fraction = 0 holds nothing out: set training.eval_every "
