@@ -29,6 +29,7 @@
 #include "launch/train/trainer.h"
 #include "model/describe.h"
 #include "model/memory_estimate.h"
+#include "model/mowe_layers.h"
 #include "runtime/backend.h"
 #include "runtime/checkpoint/directory.h"
 #include "runtime/config/config.h"
@@ -134,9 +135,7 @@ void dry_run(const mowe::config::Config& cfg, MPI_Comm world_comm, int rank, int
       mowe::checkpoint::check_checkpoint_directory(cfg.training().checkpoint_dir(),
                                                    "training.checkpoint_dir");
     const mowe::data::DataPipeline data = mowe::data::open_pipeline(cfg);
-    const auto& m = cfg.model().mowe();
-    if (m.encoder_layers_size() + m.decoder_layers_size() > 0)
-      mowe::train::resolve_plan(cfg, *data.vocab, world);
+    if (mowe::model::has_mowe_layers(cfg)) mowe::train::resolve_plan(cfg, *data.vocab, world);
     spdlog::info("[pretrain] dry run: inputs, dispatch plan and checkpoint directory are usable");
   });
 }

@@ -11,6 +11,7 @@
 #include "launch/convert/names.h"
 #include "launch/train/config_rules.h"
 #include "model/expert_form.h"
+#include "model/mowe_layers.h"
 #include "runtime/check.h"
 #include "runtime/checkpoint/crc32c.h"
 #include "runtime/checkpoint/framed_file.h"
@@ -55,7 +56,7 @@ void print_config_summary(const config::Config& c, std::ostream& out) {
       m.num_decoder_layers(), m.vocab_size(), m.relative_attention_num_buckets(),
       m.relative_attention_max_distance());
   const auto& w = m.mowe();
-  if (w.encoder_layers_size() + w.decoder_layers_size() > 0) {
+  if (model::has_mowe_layers(w)) {
     out << fmt::format(
         "  mowe: encoder blocks [{}], decoder blocks [{}], routing vocabulary {} ({} unrouted), "
         "experts {}{}, default expert form {}\n",
