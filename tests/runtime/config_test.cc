@@ -6,7 +6,9 @@
 #include <fstream>
 #include <sstream>
 
+#include "data/config_rules.h"
 #include "launch/train/config_rules.h"
+#include "model/config_rules.h"
 #include "runtime/check.h"
 #include "runtime/config/config.h"
 
@@ -150,6 +152,23 @@ TEST(ConfigValidate, MoweLayerIndicesMustBeBlocksAndUnique) {
   EXPECT_EQ(tiny_error({"model.mowe.decoder_layers=[1,1]"}),
             "--set model.mowe.decoder_layers=[1,1]: model.mowe.decoder_layers[1] = 1 is listed "
             "twice");
+}
+
+// runtime/config checks the schema's bounds and only the rules it is given; each module's list
+// finds the violations of its own fields.
+TEST(ConfigValidate, GenericLoadingRunsOnlyTheRulesItIsGiven) {
+  const std::vector<std::string> twice = {"model.mowe.decoder_layers=[1,1]"};
+  const Config c = config::load_config_text(tiny_text(), "tiny.textproto", twice, {});
+  EXPECT_EQ(error_of([] {
+              config::load_config_text(tiny_text(), "tiny.textproto", {"model.d_model=0"}, {});
+            }),
+            "--set model.d_model=0: model.d_model = 0 is out of range: must be >= 1");
+  const Result found = config::find_violation(c, model::config_rules());
+  ASSERT_TRUE(found);
+  EXPECT_EQ(found->path, "model.mowe.decoder_layers[1]");
+  EXPECT_EQ(found->message, "model.mowe.decoder_layers[1] = 1 is listed twice");
+  EXPECT_FALSE(config::find_violation(c, data::config_rules()));
+  EXPECT_EQ(train::find_violation(c).value_or(Violation{}).message, found->message);
 }
 
 // Validation counts spans as the loader does (568 raw tokens per 512-token example: 28 spans),
