@@ -10,15 +10,9 @@
 #include <cstdint>
 #include <vector>
 
-#include "runtime/span_lengths.h"
+#include "data/span_lengths.h"
 
 namespace mowe::data {
-
-// The arithmetic lives in runtime/span_lengths.h (configuration validation uses it too).
-using mowe::NoiseCounts;
-using mowe::SpanLengths;
-using mowe::t5_noise_counts;
-using mowe::t5_span_lengths;
 
 // random_spans_noise_mask: 1 = noise. Deterministic in `seed`.
 std::vector<uint8_t> random_spans_noise_mask(int64_t length, double noise_density,

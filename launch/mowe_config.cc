@@ -5,6 +5,7 @@
 //   mowe_config --reference > docs/configuration.md
 #include <iostream>
 
+#include "launch/train/config_rules.h"
 #include "runtime/check.h"
 #include "runtime/config/config.h"
 #include "runtime/log.h"
@@ -32,7 +33,7 @@ int run(int argc, char** argv) {
   }
   if (!flags.positional.empty())
     throw mowe::Error("unexpected argument '" + flags.positional[0] + "' (run with --help)");
-  auto config = mowe::config::load_config(flags.config_path, flags.overrides);
+  auto config = mowe::train::load_config(flags.config_path, flags.overrides);
   std::cout << mowe::config::to_text(config);
   return 0;
 }

@@ -25,6 +25,7 @@
 #include "data/routing_vocab.h"
 #include "launch/train/checkpoint.h"
 #include "launch/train/collective.h"
+#include "launch/train/config_rules.h"
 #include "launch/train/decode.h"
 #include "launch/train/job.h"
 #include "launch/train/step.h"
@@ -95,12 +96,12 @@ Options parse(int argc, char** argv, int rank, int world) {
       throw Error("--deactivate-auxiliary and --deactivate-routing-ids-above: give one of them");
     // Routing ids below the default vocabulary's size are its pieces; the auxiliary words
     // (whole words of the knowledge-rich vocabulary) come after them.
-    const auto plain = mowe::config::load_config(o.flags.config_path, overrides);
+    const auto plain = mowe::train::load_config(o.flags.config_path, overrides);
     const auto vocab = mowe::data::RoutingVocab::load(plain.data().routing_vocab());
     overrides.push_back(
         fmt::format("model.mowe.deactivate_routing_ids_above={}", vocab.default_vocab_size() - 1));
   }
-  o.config = mowe::config::load_config(o.flags.config_path, overrides);
+  o.config = mowe::train::load_config(o.flags.config_path, overrides);
   o.batches = o.config.training().eval_batches();
   if (v.count("--batches"))
     o.batches = mowe::config::parse_int_flag(v.at("--batches"), "--batches", 0);

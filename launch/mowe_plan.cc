@@ -16,6 +16,7 @@
 #include <optional>
 
 #include "data/routing_vocab.h"
+#include "launch/train/config_rules.h"
 #include "model/dispatch_plan_file.h"
 #include "model/dispatch_plan_stats.h"
 #include "runtime/check.h"
@@ -204,7 +205,7 @@ int run(int argc, char** argv) {
   if (!flags.positional.empty())
     throw Error("unexpected argument '" + flags.positional[0] + "' (run with --help)");
   if (flags.config_path.empty()) throw Error("--config FILE is required (see --help)");
-  const auto config = mowe::config::load_config(flags.config_path, flags.overrides);
+  const auto config = mowe::train::load_config(flags.config_path, flags.overrides);
   int per_node = config.parallel().ranks_per_node() > 0 ? config.parallel().ranks_per_node() : 8;
   if (flags.values.count("--ranks-per-node"))
     per_node = parse_int(flags.values.at("--ranks-per-node"), "--ranks-per-node");

@@ -23,11 +23,13 @@
 #include "comm/mpi_check.h"
 #include "data/span_corruption.h"
 #include "launch/train/collective.h"
+#include "launch/train/config_rules.h"
 #include "launch/train/job.h"
 #include "launch/train/preemption.h"
 #include "launch/train/trainer.h"
 #include "model/describe.h"
 #include "model/memory_estimate.h"
+#include "model/mowe_layers.h"
 #include "runtime/backend.h"
 #include "runtime/checkpoint/directory.h"
 #include "runtime/config/config.h"
@@ -106,7 +108,7 @@ Startup parse_and_load(int argc, char** argv, int rank, int world) {
   if (!s.flags.positional.empty())
     throw mowe::Error(fmt::format("unexpected argument '{}' (a forgotten --set? run with --help)",
                                   s.flags.positional[0]));
-  s.config = mowe::config::load_config(s.flags.config_path, s.flags.overrides);
+  s.config = mowe::train::load_config(s.flags.config_path, s.flags.overrides);
   const std::string resume = resume_mode(s.flags);
   if (resume != "auto" && resume != "none" &&
       !std::filesystem::exists(std::filesystem::path(resume) / "manifest.pb"))
@@ -132,9 +134,7 @@ void dry_run(const mowe::config::Config& cfg, MPI_Comm world_comm, int rank, int
       mowe::checkpoint::check_checkpoint_directory(cfg.training().checkpoint_dir(),
                                                    "training.checkpoint_dir");
     const mowe::data::DataPipeline data = mowe::data::open_pipeline(cfg);
-    const auto& m = cfg.model().mowe();
-    if (m.encoder_layers_size() + m.decoder_layers_size() > 0)
-      mowe::train::resolve_plan(cfg, *data.vocab, world);
+    if (mowe::model::has_mowe_layers(cfg)) mowe::train::resolve_plan(cfg, *data.vocab, world);
     spdlog::info("[pretrain] dry run: inputs, dispatch plan and checkpoint directory are usable");
   });
 }

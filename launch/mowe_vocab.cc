@@ -22,6 +22,7 @@
 #include "data/pipeline.h"
 #include "data/routing_vocab.h"
 #include "data/synthetic.h"
+#include "launch/train/config_rules.h"
 #include "runtime/check.h"
 #include "runtime/config/config.h"
 #include "runtime/files.h"
@@ -191,7 +192,7 @@ int run(int argc, char** argv) {
   if (!flags.positional.empty())
     throw mowe::Error("unexpected argument '" + flags.positional[0] + "' (run with --help)");
   if (flags.config_path.empty()) throw mowe::Error("--config FILE is required (see --help)");
-  const auto config = mowe::config::load_config(flags.config_path, flags.overrides);
+  const auto config = mowe::train::load_config(flags.config_path, flags.overrides);
   const auto& d = config.data();
   if (flags.values.count("--add-sentinels"))
     return write_with_sentinels(config, flags.values.at("--add-sentinels"));

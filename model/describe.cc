@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "model/expert_form.h"
+#include "model/mowe_layers.h"
 
 namespace mowe::model {
 namespace {
@@ -32,7 +33,7 @@ ModelSize describe(const config::ModelConfig& c, int64_t input_length, int64_t t
   const auto& w = c.mowe();
   auto stack = [&](bool decoder) {
     const int layers = decoder ? c.num_decoder_layers() : c.num_encoder_layers();
-    const auto& mowe_layers = decoder ? w.decoder_layers() : w.encoder_layers();
+    const auto& mowe_layers = stack_mowe_layers(w, decoder);
     int64_t params = stack_extra;
     for (int i = 0; i < layers; ++i)
       params += attention * (decoder ? 2 : 1) + (is_mowe(mowe_layers, i) ? d : ffn);
@@ -44,7 +45,7 @@ ModelSize describe(const config::ModelConfig& c, int64_t input_length, int64_t t
              {"decoder", stack(true)}};
   for (const auto& comp : s.dense) s.dense_params += comp.params;
 
-  const int64_t mowe_layers = w.encoder_layers_size() + w.decoder_layers_size();
+  const int64_t mowe_layers = mowe_layer_count(w);
   for (int i = 0; i < w.buckets_size(); ++i) {
     if (mowe_layers == 0) break;  // buckets without MoWE layers allocate nothing
     const config::BucketConfig& b = w.buckets(i);
@@ -63,7 +64,7 @@ ModelSize describe(const config::ModelConfig& c, int64_t input_length, int64_t t
   // Per token: 2 FLOPs per weight it meets, plus q.k and p.v over the keys it attends to.
   auto token_flops = [&](bool decoder, int64_t self_len, int64_t cross_len) {
     const int layers = decoder ? c.num_decoder_layers() : c.num_encoder_layers();
-    const auto& mowe = decoder ? w.decoder_layers() : w.encoder_layers();
+    const auto& mowe = stack_mowe_layers(w, decoder);
     int64_t flops = 0;
     for (int i = 0; i < layers; ++i) {
       flops += 2 * 4 * d * hd + 4 * hd * self_len;

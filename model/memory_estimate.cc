@@ -11,11 +11,11 @@
 #include <iterator>
 #include <tuple>
 
+#include "data/span_lengths.h"
 #include "model/expert_form.h"
 #include "runtime/check.h"
 #include "runtime/hash.h"
 #include "runtime/optimizer.h"
-#include "runtime/span_lengths.h"
 
 namespace mowe::model {
 namespace {
@@ -108,9 +108,9 @@ MemoryEstimate estimate_memory(const config::Config& config, int world_size) {
   e.input_length = data.input_length();
   e.target_length = data.target_length();
   if (e.target_length == 0)
-    e.target_length =
-        t5_span_lengths(data.input_length(), data.noise_density(), data.mean_noise_span_length())
-            .targets_length;
+    e.target_length = data::t5_span_lengths(data.input_length(), data.noise_density(),
+                                            data.mean_noise_span_length())
+                          .targets_length;
   const bool adamw = config.training().optimizer() == config::TrainingConfig::ADAMW;
   e.optimizer = adamw ? "adamw" : "adafactor";
 

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "model/mowe_layer.h"
+#include "model/mowe_layers.h"
 
 namespace mowe::model {
 namespace {
@@ -122,7 +123,7 @@ struct T5Model::Stack {
 T5Model::T5Model(const config::ModelConfig& c, ParameterStore& store, const RoutingTable* routing,
                  const MoweParallel* parallel)
     : config_(c), routing_(routing), parallel_(parallel ? *parallel : MoweParallel{}) {
-  const bool has_mowe = c.mowe().encoder_layers_size() + c.mowe().decoder_layers_size() > 0;
+  const bool has_mowe = has_mowe_layers(c);
   MOWE_CHECK(!has_mowe || routing != nullptr,
              "model.mowe lists MoWE layers, but no routing table was given to the model");
   MOWE_CHECK(parallel_.plan == nullptr || (parallel_.alltoall != nullptr && routing != nullptr),
@@ -155,8 +156,7 @@ T5Model::T5Model(const config::ModelConfig& c, ParameterStore& store, const Rout
   for (bool decoder : {false, true}) {
     auto stack = std::make_unique<Stack>();
     stack->decoder = decoder;
-    stack->has_mowe =
-        (decoder ? c.mowe().decoder_layers_size() : c.mowe().encoder_layers_size()) > 0;
+    stack->has_mowe = !stack_mowe_layers(c.mowe(), decoder).empty();
     if (parallel_.plan != nullptr && stack->has_mowe)
       stack->exchange = std::make_unique<ExchangeDispatch>(*parallel_.plan, *parallel_.alltoall);
     const std::string name = decoder ? "decoder" : "encoder";
@@ -174,8 +174,7 @@ T5Model::T5Model(const config::ModelConfig& c, ParameterStore& store, const Rout
         b.cross_attention =
             std::make_unique<AttentionSublayer>(store, prefix + ".cross_attention", spec);
       }
-      const auto& mowe_layers = decoder ? c.mowe().decoder_layers() : c.mowe().encoder_layers();
-      if (contains(mowe_layers, i)) {
+      if (contains(stack_mowe_layers(c.mowe(), decoder), i)) {
         b.feed_forward =
             std::make_unique<MoweFeedForward>(store, prefix, c, *routing, stack->router(), shards);
       } else {

@@ -9,7 +9,9 @@
 #include <map>
 
 #include "launch/convert/names.h"
+#include "launch/train/config_rules.h"
 #include "model/expert_form.h"
+#include "model/mowe_layers.h"
 #include "runtime/check.h"
 #include "runtime/checkpoint/crc32c.h"
 #include "runtime/checkpoint/framed_file.h"
@@ -54,7 +56,7 @@ void print_config_summary(const config::Config& c, std::ostream& out) {
       m.num_decoder_layers(), m.vocab_size(), m.relative_attention_num_buckets(),
       m.relative_attention_max_distance());
   const auto& w = m.mowe();
-  if (w.encoder_layers_size() + w.decoder_layers_size() > 0) {
+  if (model::has_mowe_layers(w)) {
     out << fmt::format(
         "  mowe: encoder blocks [{}], decoder blocks [{}], routing vocabulary {} ({} unrouted), "
         "experts {}{}, default expert form {}\n",
@@ -199,7 +201,7 @@ void inspect(const ManifestView& view, std::ostream& out) {
       "--config):\n",
       m.config().size(), view.dir);
   try {
-    print_config_summary(config::load_config_text(m.config(), view.manifest_path + " (config)"),
+    print_config_summary(train::load_config_text(m.config(), view.manifest_path + " (config)"),
                          out);
   } catch (const std::exception& e) {
     out << "  this build cannot read it: " << e.what() << "\n";

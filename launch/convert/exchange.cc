@@ -13,6 +13,7 @@
 #include "data/routing_vocab.h"
 #include "launch/convert/checkpoint_tools.h"
 #include "launch/convert/names.h"
+#include "launch/train/config_rules.h"
 #include "model/dispatch_plan.h"
 #include "model/dispatch_plan_file.h"
 #include "model/routing_table.h"
@@ -456,8 +457,8 @@ ExportResult export_safetensors(const std::string& checkpoint_dir, const ExportO
   if (options.routing_table) {
     config::Config cfg;
     try {
-      cfg = config::load_config_text(m.config(), checkpoint_dir + "/manifest.pb (config)",
-                                     options.overrides);
+      cfg = train::load_config_text(m.config(), checkpoint_dir + "/manifest.pb (config)",
+                                    options.overrides);
     } catch (const Error& e) {
       throw Error(
           fmt::format("{} (the routing table is built from this config; "

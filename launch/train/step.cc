@@ -7,6 +7,7 @@
 #include "launch/train/batch.h"
 #include "launch/train/collective.h"
 #include "launch/train/sharding.h"
+#include "model/mowe_layers.h"
 #include "runtime/math.h"
 #include "runtime/optimizer_config.h"
 
@@ -129,7 +130,7 @@ double StepRunner::forward_backward(const data::Batch& batch, const TrainState* 
 
 void StepRunner::gather_routing_load(StepResult& r) {
   const auto& mowe = job_.config().model().mowe();
-  if (mowe.encoder_layers_size() + mowe.decoder_layers_size() == 0) return;
+  if (!model::has_mowe_layers(mowe)) return;
   // From the config, not the routing, so every rank passes the same sizes to the collectives.
   const size_t buckets = static_cast<size_t>(mowe.buckets_size());
   model::T5Model::RoutingLoad& load = load_;

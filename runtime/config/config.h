@@ -2,9 +2,13 @@
 // runtime/proto/config.proto, with --set overrides, one validation step, and the --help text and
 // configuration reference generated from the same schema.
 //
+// Loading here is generic: it checks the schema's bounds and the rules it is given. The rules
+// about each module's fields live with the module; programs and tests load through
+// launch/train/config_rules.h, which passes all of them:
+//
 //   auto flags = config::parse_common_flags(argc, argv, {"--dry-run"});
 //   if (flags.help) { std::cout << config::help_text("mowe_pretrain", "..."); return 0; }
-//   config::Config cfg = config::load_config(flags.config_path, flags.overrides);
+//   config::Config cfg = train::load_config(flags.config_path, flags.overrides);
 //
 // Every error is a mowe::Error whose what() is one line naming the source (file:line:column or
 // the --set argument), the field's dotted path and what is allowed.
@@ -15,16 +19,19 @@
 #include <string>
 #include <vector>
 
+#include "runtime/config/rules.h"
 #include "runtime/proto/config.pb.h"
 
 namespace mowe::config {
 
-// Parses the file, applies each "path.to.field=value" override in order, then validates.
-Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// Parses the file, applies each "path.to.field=value" override in order, then validates with
+// `rules` (find_violation in rules.h), naming the position in the file or the --set argument of
+// the field to blame.
+Config load_config(const std::string& path, const std::vector<std::string>& overrides, Rules rules);
 
 // As load_config, for text already in memory; source names it in error messages.
 Config load_config_text(const std::string& text, const std::string& source,
-                        const std::vector<std::string>& overrides = {});
+                        const std::vector<std::string>& overrides, Rules rules);
 
 // Applies one "path.to.field=value" override. Paths go through nested messages with dots and
 // into repeated messages with [i] (i == size appends); repeated scalars take a whole list
@@ -32,9 +39,9 @@ Config load_config_text(const std::string& text, const std::string& source,
 // format ("{ num_blocks: 4 }", lists as "[{...}, {...}]").
 void apply_override(Config* config, const std::string& assignment);
 
-// Checks every field (set or default) against the schema's bounds, then the rules that relate
-// fields to each other. Throws at the first violation: "config: <path> ... <allowed>".
-void validate(const Config& config);
+// Checks every field (set or default) against the schema's bounds, then `rules`, the rules that
+// relate fields to each other. Throws at the first violation: "config: <path> ... <allowed>".
+void validate(const Config& config, Rules rules);
 
 // A copy with every unset field set to its default, recursively, so that printing it records
 // every value in use.

@@ -164,9 +164,10 @@ arguments with brackets or spaces so that the shell passes them unchanged.
 
 The whole configuration is validated in one step after the overrides: every value against the
 range given here, then the rules relating fields (MoWE layer indices below the number of blocks,
-buckets fitting in the routing vocabulary, enough sentinels for the corrupted spans, ...). An
-error is one line naming the file position or the `--set` argument, the field and what is
-allowed. `mowe_config --config FILE` checks a config and prints it with every default filled in;
+buckets fitting in the routing vocabulary, enough sentinels for the corrupted spans, ...), which
+live with the module that owns the field (`model/config_rules.cc`, `data/config_rules.cc`,
+`launch/train/config_rules.cc`, assembled by `launch/train/config_rules.h`). An error is one
+line naming the file position or the `--set` argument, the field and what is allowed. `mowe_config --config FILE` checks a config and prints it with every default filled in;
 each program's `--help` lists the same fields.
 )";
 

@@ -1,5 +1,6 @@
-// Loading: the text-format file, then the --set overrides, then validation; every error is one
-// line naming where the bad value came from (file:line:column or the --set argument).
+// Loading: the text-format file, then the --set overrides, then validation with the caller's
+// rules; every error is one line naming where the bad value came from (file:line:column or the
+// --set argument).
 #include <google/protobuf/text_format.h>
 #include <spdlog/spdlog.h>
 
@@ -92,18 +93,19 @@ std::string locate(const std::string& path, const std::string& source,
 }  // namespace
 
 Config load_config_text(const std::string& text, const std::string& source,
-                        const std::vector<std::string>& overrides) {
+                        const std::vector<std::string>& overrides, Rules rules) {
   Config config;
   TextFormat::ParseInfoTree tree;
   parse_text(text, source, &config, &tree);
   for (const std::string& o : overrides) apply_override(&config, o);
-  if (auto v = find_violation(config))
+  if (Result v = find_violation(config, rules))
     throw UserError(locate(v->path, source, tree, overrides) + ": " + v->message);
   return config;
 }
 
-Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
-  Config config = load_config_text(read_config_file(path), path, overrides);
+Config load_config(const std::string& path, const std::vector<std::string>& overrides,
+                   Rules rules) {
+  Config config = load_config_text(read_config_file(path), path, overrides, rules);
   spdlog::debug("[config] loaded {} with {} override(s)", path, overrides.size());
   return config;
 }

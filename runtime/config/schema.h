@@ -88,12 +88,4 @@ void for_each_schema_field(
     const pb::Descriptor* type, const std::string& prefix,
     const std::function<void(const std::string& path, const pb::FieldDescriptor*)>& visit);
 
-// The first violation found by validate(): `path` is the field to blame (for locating it in the
-// config file or the --set that set it), `message` the full one-line text naming it.
-struct Violation {
-  std::string path;
-  std::string message;
-};
-std::optional<Violation> find_violation(const Config& config);
-
 }  // namespace mowe::config

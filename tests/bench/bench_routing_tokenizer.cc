@@ -10,6 +10,7 @@
 #include <iostream>
 
 #include "data/pipeline.h"
+#include "launch/train/config_rules.h"
 #include "runtime/config/config.h"
 #include "runtime/log.h"
 
@@ -47,7 +48,7 @@ int run(int argc, char** argv) {
   mowe::log::init({.level = flags.log_level});
   const std::string path =
       flags.config_path.empty() ? "configs/wordnet_small.textproto" : flags.config_path;
-  const auto config = mowe::config::load_config(path, flags.overrides);
+  const auto config = mowe::train::load_config(path, flags.overrides);
   const int reps = flags.values.count("--reps") ? std::stoi(flags.values.at("--reps")) : 5;
   const auto& d = config.data();
   data::Tokenizer tokenizer = data::load_tokenizer(d);

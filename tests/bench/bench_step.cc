@@ -23,6 +23,7 @@
 #include <iostream>
 #include <thread>
 
+#include "launch/train/config_rules.h"
 #include "launch/train/job.h"
 #include "launch/train/step.h"
 #include "launch/train/throughput.h"
@@ -77,7 +78,7 @@ int cores_allowed() {
 }
 
 int run(const config::CommonFlags& flags, int rank, int world) {
-  const config::Config cfg = config::load_config(flags.config_path, flags.overrides);
+  const config::Config cfg = train::load_config(flags.config_path, flags.overrides);
   const int warmup =
       static_cast<int>(config::parse_int_flag(value(flags, "--warmup", "3"), "--warmup", 0));
   const int steps =

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <set>
 
+#include "launch/train/config_rules.h"
 #include "runtime/check.h"
 #include "runtime/config/config.h"
 
@@ -55,7 +56,7 @@ class PipelineTest : public ::testing::Test {
         "model.mowe.routing_vocab_size=3000",
         "training.global_batch_size=4"};
     overrides.insert(overrides.end(), extra.begin(), extra.end());
-    return config::load_config_text("", "test", overrides);
+    return train::load_config_text("", "test", overrides);
   }
 
   fs::path dir_;

@@ -8,6 +8,7 @@
 
 #include "data/rng.h"
 #include "data/loader.h"
+#include "launch/train/config_rules.h"
 #include "runtime/check.h"
 #include "runtime/config/config.h"
 
@@ -26,7 +27,7 @@ struct Setting {
 // Accepted, or the field a refusal names.
 std::string validation(const Setting& s, int64_t num_sentinels) {
   try {
-    config::load_config_text(
+    train::load_config_text(
         "", "test",
         {fmt::format("data.input_length={}", s.input_length),
          fmt::format("data.noise_density={}", s.noise_density),

@@ -12,6 +12,7 @@
 #include <fstream>
 
 #include "data/pipeline.h"
+#include "launch/train/config_rules.h"
 #include "runtime/check.h"
 #include "runtime/config/config.h"
 
@@ -68,7 +69,7 @@ class StreamSourceTest : public ::testing::Test {
   }
 
   static config::Config make_config(const std::string& corpus, int streams, int threads = 0) {
-    return config::load_config_text(
+    return train::load_config_text(
         "", "test",
         {"data.corpus=JSONL", "data.streaming=true", "data.corpus_path=" + corpus,
          fmt::format("data.stream_shards={}", streams), "data.num_sentinels=16",

@@ -6,6 +6,7 @@
 
 #include "data/pipeline.h"
 #include "data/synthetic.h"
+#include "launch/train/config_rules.h"
 #include "runtime/config/config.h"
 
 namespace mowe::data {
@@ -48,7 +49,7 @@ TEST(SyntheticLoaderMpi, EveryRankSeesItsSliceOfTheSameGlobalBatch) {
   int rank = 0, world = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &world);
-  const config::Config c = config::load_config_text(kConfig, "synthetic_loader_mpi_test");
+  const config::Config c = train::load_config_text(kConfig, "synthetic_loader_mpi_test");
   auto mine = make(c, rank, world);
   auto reference = make(c, 0, 1);
   const int64_t local = 8 / world;

@@ -11,9 +11,9 @@
 #include "data/loader.h"
 #include "data/pipeline.h"
 #include "data/synthetic.h"
+#include "launch/train/config_rules.h"
 #include "runtime/check.h"
 #include "runtime/config/config.h"
-#include "runtime/config/schema.h"
 
 namespace mowe::data {
 namespace {
@@ -33,7 +33,7 @@ training { global_batch_size: 4 }
 )";
 
 config::Config make_config(const std::vector<std::string>& overrides = {}) {
-  return config::load_config_text(kConfig, "synthetic_test", overrides);
+  return train::load_config_text(kConfig, "synthetic_test", overrides);
 }
 
 LoaderOptions options_for(const config::Config& c, int rank = 0, int world = 1) {
@@ -305,7 +305,7 @@ TEST(Synthetic, SettingsThatMakeNoSenseAreRefusedByField) {
             "data.synthetic_zipf_exponent",
             "only applies to data.corpus = SYNTHETIC"},
        }) {
-    config::Config c = config::load_config_text(kConfig, "synthetic_test");
+    config::Config c = train::load_config_text(kConfig, "synthetic_test");
     std::string error;
     try {
       c = make_config(k.overrides);
@@ -313,7 +313,7 @@ TEST(Synthetic, SettingsThatMakeNoSenseAreRefusedByField) {
       error = e.what();
     }
     if (error.empty()) {
-      const auto v = config::find_violation(c);
+      const auto v = train::find_violation(c);
       ASSERT_TRUE(v) << k.field;
       EXPECT_EQ(v->path, k.field);
       error = v->message;

@@ -12,6 +12,7 @@
 #include "data/corpus.h"
 #include "data/loader.h"
 #include "data/pipeline.h"
+#include "launch/train/config_rules.h"
 #include "runtime/check.h"
 #include "runtime/config/config.h"
 #include "runtime/files.h"
@@ -68,7 +69,7 @@ class UserTokenizerTest : public ::testing::Test {
   }
 
   static config::Config make_config(const std::string& model, int sp_vocab_size) {
-    return config::load_config_text(
+    return train::load_config_text(
         "", "test",
         {"data.corpus=TEXT", "data.corpus_path=unused.txt", "data.tokenizer_model=" + model,
          fmt::format("data.sp_vocab_size={}", sp_vocab_size), "data.num_sentinels=16",

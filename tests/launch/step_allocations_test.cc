@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <new>
 
+#include "launch/train/config_rules.h"
 #include "launch/train/trainer.h"
 #include "runtime/config/config.h"
 
@@ -92,7 +93,7 @@ TEST_P(StepAllocations, NoneInSteadyStateSteps) {
   if (world->rank() == 0) fs::remove_all(dir);
   world->barrier();
   const std::string data = MOWE_TEST_DATA;
-  const config::Config cfg = config::load_config(
+  const config::Config cfg = train::load_config(
       std::string(MOWE_SOURCE_DIR) + "/configs/tiny.textproto",
       {"data.tokenizer_model=" + data + "/spm.model", "data.routing_vocab=" + data + "/vocab.pb",
        "training.checkpoint_dir=" + dir, "training.optimizer=" + std::string(GetParam()),

@@ -19,6 +19,7 @@
 #include "data/corpus.h"
 #include "launch/train/checkpoint.h"
 #include "launch/train/collective.h"
+#include "launch/train/config_rules.h"
 #include "launch/train/decode.h"
 #include "launch/train/trainer.h"
 #include "runtime/checkpoint/framed_file.h"
@@ -54,7 +55,7 @@ struct Env {
 
 config::Config tiny(const std::string& checkpoint_dir, const char* optimizer) {
   const std::string data = MOWE_TEST_DATA;
-  return config::load_config(
+  return train::load_config(
       std::string(MOWE_SOURCE_DIR) + "/configs/tiny.textproto",
       {"data.tokenizer_model=" + data + "/spm.model", "data.routing_vocab=" + data + "/vocab.pb",
        "training.checkpoint_dir=" + checkpoint_dir, "training.optimizer=" + std::string(optimizer),
@@ -534,7 +535,7 @@ config::Config finetune(const std::string& checkpoint_dir, const std::string& in
   cfg.mutable_data()->set_target_length(8);
   cfg.mutable_model()->mutable_mowe()->set_freeze_experts(true);
   cfg.mutable_training()->set_init_from(init_from);
-  config::validate(cfg);
+  train::validate(cfg);
   return cfg;
 }
 

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include "launch/train/config_rules.h"
 #include "model/t5_model.h"
 #include "runtime/config/config.h"
 
@@ -12,7 +13,7 @@ namespace mowe::model {
 namespace {
 
 ModelSize size_of(const std::string& name, const std::vector<std::string>& overrides = {}) {
-  auto cfg = config::load_config(std::string(MOWE_SOURCE_DIR) + "/configs/" + name, overrides);
+  auto cfg = train::load_config(std::string(MOWE_SOURCE_DIR) + "/configs/" + name, overrides);
   return describe(cfg.model(), 512, 114);
 }
 
@@ -177,7 +178,7 @@ TEST(Describe, MatchesAllocatedTinyModel) {
         {"model.mowe.expert_activation=GATED_GELU"},
         {"model.mowe.buckets[1].expert_activation=GATED_GELU"},
         {"model.mowe.encoder_layers=[]", "model.mowe.decoder_layers=[]"}}) {
-    auto cfg = config::load_config(path, overrides);
+    auto cfg = train::load_config(path, overrides);
     const auto& m = cfg.model().mowe();
     std::vector<int64_t> freq(m.routing_vocab_size(), 1);
     const RoutingTable table = RoutingTable::build(m, freq);

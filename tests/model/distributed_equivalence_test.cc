@@ -10,6 +10,7 @@
 #include <cmath>
 #include <random>
 
+#include "launch/train/config_rules.h"
 #include "launch/train/sharding.h"
 #include "model/mowe_layer.h"
 #include "model/t5_model.h"
@@ -24,7 +25,7 @@ using testing::get;
 constexpr int64_t kGlobalBatch = 4, kEncLen = 6, kDecLen = 5;
 
 config::Config tiny() {
-  return config::load_config(std::string(MOWE_SOURCE_DIR) + "/configs/tiny.textproto");
+  return train::load_config(std::string(MOWE_SOURCE_DIR) + "/configs/tiny.textproto");
 }
 
 std::vector<int64_t> zipf_frequencies(int64_t n) {

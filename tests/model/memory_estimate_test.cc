@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include "launch/train/config_rules.h"
 #include "model/describe.h"
 #include "runtime/check.h"
 #include "runtime/config/config.h"
@@ -122,7 +123,7 @@ TEST(MemoryEstimate, ReportNamesEveryTermAndTheTotal) {
 
 TEST(MemoryEstimate, RefusalNamesTheEstimateTheFieldsAndWhatIsAvailable) {
   // One sequence per step: the parameters lead.
-  config::Config c = config::load_config_text(
+  config::Config c = train::load_config_text(
       "", "test", {"model.d_model=1000000", "training.global_batch_size=1"});
   const MemoryEstimate e = estimate_memory(c, 1);
   EXPECT_NO_THROW(check_memory_fits(e, {e.total(), "test"}, 1));
@@ -140,7 +141,7 @@ TEST(MemoryEstimate, RefusalNamesTheEstimateTheFieldsAndWhatIsAvailable) {
        "1000000)",
        "reduce these fields, or spread the experts and the batch over more ranks"});
   // A huge batch: the activations lead.
-  c = config::load_config_text("", "test", {"training.global_batch_size=1000000"});
+  c = train::load_config_text("", "test", {"training.global_batch_size=1000000"});
   expect_error(
       [&] {
         check_memory_fits(estimate_memory(c, 4), {1e9, "test"}, 1);
@@ -163,26 +164,26 @@ TEST(MemoryEstimate, HostMemoryIsKnown) {
 TEST(ModelSizeLimits, CountsThatWouldOverflowAreRefused) {
   expect_error(
       [] {
-        config::load_config_text("", "test",
-                                 {"model.vocab_size=2000000000", "model.d_model=2000000000"});
+        train::load_config_text("", "test",
+                                {"model.vocab_size=2000000000", "model.d_model=2000000000"});
       },
       {"--set model.vocab_size=2000000000: model.vocab_size = 2000000000 x model.d_model = "
        "2000000000 gives 8e+18 embedding and output parameters, beyond any machine and 64-bit "
        "counts"});
   expect_error(
       [] {
-        config::load_config_text("", "test", {"model.d_model=2000000000", "model.d_ff=2000000000"});
+        train::load_config_text("", "test", {"model.d_model=2000000000", "model.d_ff=2000000000"});
       },
       {"model.d_model = 2000000000 with model.d_ff = 2000000000 and model.num_heads x "
        "model.d_kv = 768 over 24 blocks gives 2.88e+20 parameters"});
   expect_error(
       [] {
-        config::load_config_text("", "test",
-                                 {"model.d_model=1073741824", "model.vocab_size=16777216"});
+        train::load_config_text("", "test",
+                                {"model.d_model=1073741824", "model.vocab_size=16777216"});
       },
       {"FLOPs per sequence, beyond 64-bit counts"});
   // The paper's largest configurations stay well inside.
-  EXPECT_NO_THROW(config::load_config_text("", "test", {"model.d_model=4096", "model.d_ff=16384"}));
+  EXPECT_NO_THROW(train::load_config_text("", "test", {"model.d_model=4096", "model.d_ff=16384"}));
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 
 #include <cmath>
 
+#include "launch/train/config_rules.h"
 #include "model/t5_model.h"
 #include "runtime/config/config.h"
 #include "tests/util/gradcheck.h"
@@ -59,7 +60,7 @@ RoutingTable table_from(const testing::ReferenceFile& ref, const config::MoweCon
 TEST(Reference, TinyModelMatchesPyTorch) {
   const auto ref = testing::read_reference_file(kSource + "/tests/reference/tiny_reference.bin");
   ASSERT_EQ(ref.version, 1u);
-  const config::Config cfg = config::load_config(kSource + "/configs/tiny.textproto");
+  const config::Config cfg = train::load_config(kSource + "/configs/tiny.textproto");
   const config::ModelConfig& c = cfg.model();
   const std::vector<int64_t> dims = {c.d_model(),
                                      c.num_heads(),

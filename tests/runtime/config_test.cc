@@ -6,11 +6,19 @@
 #include <fstream>
 #include <sstream>
 
+#include "data/config_rules.h"
+#include "launch/train/config_rules.h"
+#include "model/config_rules.h"
 #include "runtime/check.h"
 #include "runtime/config/config.h"
 
 namespace mowe::config {
 namespace {
+
+// The whole validation, every module's rules, as the programs load configs.
+using train::load_config;
+using train::load_config_text;
+using train::validate;
 
 const std::filesystem::path kSourceDir = MOWE_SOURCE_DIR;
 
@@ -146,13 +154,30 @@ TEST(ConfigValidate, MoweLayerIndicesMustBeBlocksAndUnique) {
             "twice");
 }
 
+// runtime/config checks the schema's bounds and only the rules it is given; each module's list
+// finds the violations of its own fields.
+TEST(ConfigValidate, GenericLoadingRunsOnlyTheRulesItIsGiven) {
+  const std::vector<std::string> twice = {"model.mowe.decoder_layers=[1,1]"};
+  const Config c = config::load_config_text(tiny_text(), "tiny.textproto", twice, {});
+  EXPECT_EQ(error_of([] {
+              config::load_config_text(tiny_text(), "tiny.textproto", {"model.d_model=0"}, {});
+            }),
+            "--set model.d_model=0: model.d_model = 0 is out of range: must be >= 1");
+  const Result found = config::find_violation(c, model::config_rules());
+  ASSERT_TRUE(found);
+  EXPECT_EQ(found->path, "model.mowe.decoder_layers[1]");
+  EXPECT_EQ(found->message, "model.mowe.decoder_layers[1] = 1 is listed twice");
+  EXPECT_FALSE(config::find_violation(c, data::config_rules()));
+  EXPECT_EQ(train::find_violation(c).value_or(Violation{}).message, found->message);
+}
+
 // Validation counts spans as the loader does (568 raw tokens per 512-token example: 28 spans),
 // and evaluation needs a held-out split.
 TEST(ConfigValidate, SentinelsAndEvaluationFollowTheData) {
   const std::string base = std::string(MOWE_SOURCE_DIR) + "/configs/base.textproto";
   std::string error;
   try {
-    config::load_config(base, {"data.num_sentinels=27"});
+    train::load_config(base, {"data.num_sentinels=27"});
   } catch (const Error& e) {
     error = e.what();
   }
@@ -160,7 +185,7 @@ TEST(ConfigValidate, SentinelsAndEvaluationFollowTheData) {
             "--set data.num_sentinels=27: data.num_sentinels = 27 is too few: data.input_length "
             "512 at noise_density 0.15 and mean_noise_span_length 3 corrupts 568 raw tokens in 28 "
             "spans, each needing its own sentinel: set data.num_sentinels to at least 28");
-  EXPECT_NO_THROW(config::load_config(base, {"data.num_sentinels=28"}));
+  EXPECT_NO_THROW(train::load_config(base, {"data.num_sentinels=28"}));
   EXPECT_EQ(tiny_error({"data.validation_fraction=0"}),
             "tiny.textproto:53:3: training.eval_every = 5 evaluates on the held-out split, but "
             "data.validation_fraction = 0 holds nothing out: set training.eval_every "

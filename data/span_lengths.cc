@@ -1,10 +1,11 @@
-#include "runtime/span_lengths.h"
+#include "data/span_lengths.h"
 
 #include <algorithm>
 #include <cmath>
 #include <utility>
 
-namespace mowe {
+namespace mowe::data {
+
 SpanLengths t5_span_lengths(int64_t input_length, double noise_density,
                             double mean_noise_span_length) {
   // The counts of the noise mask itself: T5's helper rounds without the mask's floor of one
@@ -35,4 +36,4 @@ NoiseCounts t5_noise_counts(int64_t length, double noise_density, double mean_no
   return {noise, spans};
 }
 
-}  // namespace mowe
+}  // namespace mowe::data
