@@ -106,7 +106,7 @@ void apply_hidden_dropout(const Tensor& a, std::span<const uint64_t> seeds, floa
   MOWE_CHECK(static_cast<int64_t>(seeds.size()) == a.rows(),
              "expert hidden dropout: {} row seeds for {} rows", seeds.size(), a.rows());
   const int64_t f = a.cols();
-  dispatch_float(Device::CPU, "expert hidden dropout", a.dtype, [&](auto zero) {
+  visit_dtype(Device::CPU, "expert hidden dropout", a.dtype, [&](auto zero) {
     using T = decltype(zero);
     T* pa = a.ptr<T>();
     cpu::parallel_for(a.rows(), std::max<int64_t>(1, 4096 / std::max<int64_t>(1, f)),

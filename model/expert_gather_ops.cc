@@ -128,7 +128,7 @@ void expert_gather_matmul(const Context&, const Tensor& x, const Tensor& w, cons
   const char* op = "expert_gather_matmul";
   MOWE_CHECK(beta == 0.0f || beta == 1.0f, "{}: beta must be 0 or 1, not {}", op, beta);
   const GatherDims d = check_gather(op, x, w, expert, out, trans_w);
-  dispatch_float(Device::CPU, op, x.dtype, [&](auto zero) {
+  visit_dtype(Device::CPU, op, x.dtype, [&](auto zero) {
     using T = decltype(zero);
     const int32_t* e = expert.ptr<int32_t>();
     const T* px = x.ptr<T>();
@@ -149,7 +149,7 @@ void expert_gather_weight_grad(const Context&, const Tensor& x, const Tensor& g,
                                const Tensor& expert, const Tensor& dw) {
   const char* op = "expert_gather_weight_grad";
   const GatherDims d = check_gather(op, x, dw, expert, g, false);
-  dispatch_float(Device::CPU, op, x.dtype, [&](auto zero) {
+  visit_dtype(Device::CPU, op, x.dtype, [&](auto zero) {
     using T = decltype(zero);
     const int32_t* e = expert.ptr<int32_t>();
     for_each_block(e, d.rows, [&](int64_t r, int nb) {

@@ -43,7 +43,7 @@ void MoweLayer::derive_row_seeds(const Context& ctx, const Tensor& x, const Toke
   ArenaScope scope(*ctx.scratch);
   Tensor keys = ctx.scratch->alloc({n, 3}, x.dtype);
   Tensor keys_p = ctx.scratch->alloc({r, 3}, x.dtype);
-  dispatch_float(ctx.device, "expert dropout keys", x.dtype, [&](auto zero) {
+  visit_dtype(ctx.device, "expert dropout keys", x.dtype, [&](auto zero) {
     using T = decltype(zero);
     T* k = keys.ptr<T>();
     for (int64_t i = 0; i < n; ++i) {
@@ -55,7 +55,7 @@ void MoweLayer::derive_row_seeds(const Context& ctx, const Tensor& x, const Toke
   });
   router.dispatch(ctx, keys, keys_p);  // collective across ranks, like the activations
   row_seeds_.resize(static_cast<size_t>(r));
-  dispatch_float(ctx.device, "expert dropout keys", x.dtype, [&](auto zero) {
+  visit_dtype(ctx.device, "expert dropout keys", x.dtype, [&](auto zero) {
     using T = decltype(zero);
     const T* k = keys_p.ptr<T>();
     for (int64_t i = 0; i < r; ++i) {

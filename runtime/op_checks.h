@@ -25,7 +25,7 @@ namespace mowe {
 // Calls f(T{}) with T = float or double for the dtype; other dtypes are an error naming the op
 // and the backend (`device`) that runs it.
 template <typename F>
-void dispatch_float(Device device, const char* op, DType dtype, F&& f) {
+void visit_dtype(Device device, const char* op, DType dtype, F&& f) {
   if (dtype == DType::F32) {
     f(float{});
   } else if (dtype == DType::F64) {

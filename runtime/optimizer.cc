@@ -187,7 +187,7 @@ void Adafactor::bring_up_to_date(std::span<const Tensor> state, int64_t begin, i
   for (int64_t b = begin; b < end; ++b) {
     if (log[b] == kNeverUpdated || log[b] == now) continue;
     const double factor = std::exp(now - log[b]);
-    dispatch_float(Device::CPU, "adafactor", row.dtype, [&](auto zero) {
+    visit_dtype(Device::CPU, "adafactor", row.dtype, [&](auto zero) {
       using T = decltype(zero);
       decay_statistics(row.ptr<T>() + b * row.dim(1), row.dim(1), factor, options_.eps1);
       decay_statistics(col.ptr<T>() + b * col.dim(1), col.dim(1), factor, options_.eps1);

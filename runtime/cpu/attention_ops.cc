@@ -19,7 +19,7 @@ void CpuBackend::position_bias_forward(const Context&, const Tensor& table, cons
                                        bool bidirectional, int max_distance) {
   for (const Tensor* t : {&table, &out}) check_cpu("position_bias_forward", *t);
   const PositionBiasDims d = check_position_bias_forward(table, out, max_distance);
-  dispatch_float(Device::CPU, "position_bias_forward", table.dtype, [&](auto zero) {
+  visit_dtype(Device::CPU, "position_bias_forward", table.dtype, [&](auto zero) {
     using T = decltype(zero);
     const T* tab = table.ptr<T>();
     T* po = out.ptr<T>();
@@ -38,7 +38,7 @@ void CpuBackend::position_bias_backward(const Context&, const Tensor& dout, cons
                                         bool bidirectional, int max_distance) {
   for (const Tensor* t : {&dout, &dtable}) check_cpu("position_bias_backward", *t);
   const PositionBiasDims d = check_position_bias_backward(dout, dtable, max_distance);
-  dispatch_float(Device::CPU, "position_bias_backward", dtable.dtype, [&](auto zero) {
+  visit_dtype(Device::CPU, "position_bias_backward", dtable.dtype, [&](auto zero) {
     using T = decltype(zero);
     const T* pd = dout.ptr<T>();
     T* tab = dtable.ptr<T>();
@@ -94,7 +94,7 @@ void CpuBackend::attention_forward(const Context& ctx, const Tensor& q, const Te
     scope.emplace(*ctx.scratch);
     dropped = ctx.scratch->alloc({d.t, d.s}, q.dtype);
   }
-  dispatch_float(Device::CPU, "attention_forward", q.dtype, [&](auto zero) {
+  visit_dtype(Device::CPU, "attention_forward", q.dtype, [&](auto zero) {
     using T = decltype(zero);
     const T mask = static_cast<T>(args.mask_value);
     // Masks as additive rows, so each score row takes whole-row vector adds: `masks` holds the
@@ -154,7 +154,7 @@ void CpuBackend::attention_backward(const Context& ctx, const Tensor& dout, cons
   const bool drop = dropout.rate > 0.0f;
   Tensor dropped = drop ? ctx.scratch->alloc({d.t, d.s}, q.dtype) : Tensor();  // M * P
   const int64_t hd = d.h * d.d;
-  dispatch_float(Device::CPU, "attention_backward", q.dtype, [&](auto zero) {
+  visit_dtype(Device::CPU, "attention_backward", q.dtype, [&](auto zero) {
     using T = decltype(zero);
     T* pds = ds.ptr<T>();
     for (int64_t b = 0; b < d.b; ++b) {

@@ -31,7 +31,7 @@ void CpuBackend::matmul(const Context&, const Tensor& a, const Tensor& b, const 
                         bool trans_a, bool trans_b, float alpha, float beta) {
   for (const Tensor* t : {&a, &b, &c}) check_cpu("matmul", *t);
   const MatmulDims d = check_matmul(a, b, c, trans_a, trans_b);
-  dispatch_float(Device::CPU, "matmul", a.dtype, [&](auto zero) {
+  visit_dtype(Device::CPU, "matmul", a.dtype, [&](auto zero) {
     using T = decltype(zero);
     gemm(trans_a, trans_b, d.m, d.n, d.k, T(alpha), a.ptr<T>(), a.cols(), b.ptr<T>(), b.cols(),
          T(beta), c.ptr<T>(), c.cols());
@@ -42,7 +42,7 @@ void CpuBackend::batched_matmul(const Context&, const Tensor& a, const Tensor& b
                                 bool trans_a, bool trans_b, float alpha, float beta) {
   for (const Tensor* t : {&a, &b, &c}) check_cpu("batched_matmul", *t);
   const BatchedMatmulDims d = check_batched_matmul(a, b, c, trans_a, trans_b);
-  dispatch_float(Device::CPU, "batched_matmul", a.dtype, [&](auto zero) {
+  visit_dtype(Device::CPU, "batched_matmul", a.dtype, [&](auto zero) {
     using T = decltype(zero);
     for (int64_t g = 0; g < d.groups; ++g) {
       gemm(trans_a, trans_b, d.m, d.n, d.k, T(alpha), a.ptr<T>() + g * d.stride_a, a.dim(2),

@@ -53,7 +53,7 @@ void CpuBackend::fill(const Context&, const Tensor& x, double value) {
     std::fill_n(x.ptr<int32_t>(), x.numel(), static_cast<int32_t>(value));
     return;
   }
-  dispatch_float(Device::CPU, "fill", x.dtype, [&](auto zero) {
+  visit_dtype(Device::CPU, "fill", x.dtype, [&](auto zero) {
     using T = decltype(zero);
     T* p = x.ptr<T>();
     parallel_for(x.numel(), kGrainStreaming, [&](int64_t b, int64_t e) {
@@ -69,7 +69,7 @@ void CpuBackend::fill(const Context&, const Tensor& x, double value) {
 void CpuBackend::axpy(const Context&, double alpha, const Tensor& x, const Tensor& y) {
   check_cpu("axpy", x);
   check_same_shape("axpy", x, y);
-  dispatch_float(Device::CPU, "axpy", x.dtype, [&](auto zero) {
+  visit_dtype(Device::CPU, "axpy", x.dtype, [&](auto zero) {
     using T = decltype(zero);
     const T* px = x.ptr<T>();
     T* py = y.ptr<T>();
@@ -87,7 +87,7 @@ void CpuBackend::axpy(const Context&, double alpha, const Tensor& x, const Tenso
 void CpuBackend::gelu_forward(const Context&, const Tensor& x, const Tensor& out) {
   check_cpu("gelu_forward", x);
   check_same_shape("gelu_forward", x, out);
-  dispatch_float(Device::CPU, "gelu_forward", x.dtype, [&](auto zero) {
+  visit_dtype(Device::CPU, "gelu_forward", x.dtype, [&](auto zero) {
     using T = decltype(zero);
     const T* px = x.ptr<T>();
     T* po = out.ptr<T>();
@@ -105,7 +105,7 @@ void CpuBackend::gelu_backward(const Context&, const Tensor& dout, const Tensor&
                                const Tensor& dx) {
   check_cpu("gelu_backward", x);
   check_unary_backward("gelu_backward", dout, x, dx);
-  dispatch_float(Device::CPU, "gelu_backward", x.dtype, [&](auto zero) {
+  visit_dtype(Device::CPU, "gelu_backward", x.dtype, [&](auto zero) {
     using T = decltype(zero);
     const T *pd = dout.ptr<T>(), *px = x.ptr<T>();
     T* pdx = dx.ptr<T>();
@@ -123,7 +123,7 @@ void CpuBackend::gated_gelu_forward(const Context&, const Tensor& gate, const Te
                                     const Tensor& out) {
   check_cpu("gated_gelu_forward", gate);
   check_gated_gelu_forward(gate, linear, out);
-  dispatch_float(Device::CPU, "gated_gelu_forward", gate.dtype, [&](auto zero) {
+  visit_dtype(Device::CPU, "gated_gelu_forward", gate.dtype, [&](auto zero) {
     using T = decltype(zero);
     const T *pg = gate.ptr<T>(), *pl = linear.ptr<T>();
     T* po = out.ptr<T>();
@@ -142,7 +142,7 @@ void CpuBackend::gated_gelu_backward(const Context&, const Tensor& dout, const T
                                      const Tensor& dlinear) {
   check_cpu("gated_gelu_backward", gate);
   check_gated_gelu_backward(dout, gate, linear, dgate, dlinear);
-  dispatch_float(Device::CPU, "gated_gelu_backward", gate.dtype, [&](auto zero) {
+  visit_dtype(Device::CPU, "gated_gelu_backward", gate.dtype, [&](auto zero) {
     using T = decltype(zero);
     const T *pd = dout.ptr<T>(), *pg = gate.ptr<T>(), *pl = linear.ptr<T>();
     T *pdg = dgate.ptr<T>(), *pdl = dlinear.ptr<T>();
@@ -162,7 +162,7 @@ void CpuBackend::gated_gelu_backward(const Context&, const Tensor& dout, const T
 void CpuBackend::softmax_forward(const Context&, const Tensor& x, const Tensor& out) {
   check_cpu("softmax_forward", x);
   check_same_shape("softmax_forward", x, out);
-  dispatch_float(Device::CPU, "softmax_forward", x.dtype, [&](auto zero) {
+  visit_dtype(Device::CPU, "softmax_forward", x.dtype, [&](auto zero) {
     using T = decltype(zero);
     const int64_t rows = x.rows(), n = x.cols();
     const T* px = x.ptr<T>();
@@ -179,7 +179,7 @@ void CpuBackend::softmax_backward(const Context&, const Tensor& dout, const Tens
                                   const Tensor& dx) {
   check_cpu("softmax_backward", out);
   check_unary_backward("softmax_backward", dout, out, dx);
-  dispatch_float(Device::CPU, "softmax_backward", out.dtype, [&](auto zero) {
+  visit_dtype(Device::CPU, "softmax_backward", out.dtype, [&](auto zero) {
     using T = decltype(zero);
     const int64_t rows = out.rows(), n = out.cols();
     if (n == 0) return;
@@ -196,7 +196,7 @@ namespace {
 void dropout(const char* op, const Tensor& x, const Tensor& out, float rate, uint64_t seed) {
   check_cpu(op, x);
   check_dropout(op, x, out, rate);
-  dispatch_float(Device::CPU, op, x.dtype, [&](auto zero) {
+  visit_dtype(Device::CPU, op, x.dtype, [&](auto zero) {
     using T = decltype(zero);
     const T* px = x.ptr<T>();
     T* po = out.ptr<T>();

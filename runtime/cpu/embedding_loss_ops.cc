@@ -29,7 +29,7 @@ void CpuBackend::embedding_forward(const Context&, const Tensor& table, const Te
   const EmbeddingDims d = check_embedding_forward(table, ids, out);
   check_id_range("embedding_forward", ids, d.vocab);
   const int64_t c = d.cols, n = d.n;
-  dispatch_float(Device::CPU, "embedding_forward", table.dtype, [&](auto zero) {
+  visit_dtype(Device::CPU, "embedding_forward", table.dtype, [&](auto zero) {
     using T = decltype(zero);
     const int32_t* pi = ids.ptr<int32_t>();
     for (int64_t i = 0; i < n; ++i)
@@ -43,7 +43,7 @@ void CpuBackend::embedding_backward(const Context&, const Tensor& dout, const Te
   const EmbeddingDims d = check_embedding_backward(dout, ids, dtable);
   check_id_range("embedding_backward", ids, d.vocab);
   const int64_t c = d.cols, n = d.n;
-  dispatch_float(Device::CPU, "embedding_backward", dtable.dtype, [&](auto zero) {
+  visit_dtype(Device::CPU, "embedding_backward", dtable.dtype, [&](auto zero) {
     using T = decltype(zero);
     const int32_t* pi = ids.ptr<int32_t>();
     for (int64_t i = 0; i < n; ++i) {
@@ -61,7 +61,7 @@ void CpuBackend::cross_entropy_forward(const Context&, const Tensor& logits, con
     check_cpu("cross_entropy_forward", *t);
   const LossDims d = check_cross_entropy_forward(logits, targets, weights, losses, lse);
   check_id_range("cross_entropy_forward", targets, d.v);
-  dispatch_float(Device::CPU, "cross_entropy_forward", logits.dtype, [&](auto zero) {
+  visit_dtype(Device::CPU, "cross_entropy_forward", logits.dtype, [&](auto zero) {
     using T = decltype(zero);
     const int64_t n = d.n, v = d.v;
     parallel_for(n, rows_grain(v), [&](int64_t r0, int64_t r1) {
@@ -96,7 +96,7 @@ void CpuBackend::cross_entropy_backward(const Context&, const Tensor& logits, co
     check_cpu("cross_entropy_backward", *t);
   const LossDims d = check_cross_entropy_backward(logits, targets, weights, lse, dlogits);
   check_id_range("cross_entropy_backward", targets, d.v);
-  dispatch_float(Device::CPU, "cross_entropy_backward", logits.dtype, [&](auto zero) {
+  visit_dtype(Device::CPU, "cross_entropy_backward", logits.dtype, [&](auto zero) {
     using T = decltype(zero);
     const int64_t n = d.n, v = d.v;
     parallel_for(n, rows_grain(v), [&](int64_t r0, int64_t r1) {

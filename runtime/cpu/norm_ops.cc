@@ -16,7 +16,7 @@ void CpuBackend::rmsnorm_forward(const Context&, const Tensor& x, const Tensor& 
   for (const Tensor* t : {&x, &scale, &out, &rstd}) check_cpu("rmsnorm_forward", *t);
   const RowsDims d = check_rmsnorm_forward(x, scale, out, rstd);
   const int64_t n = d.rows, c = d.cols;
-  dispatch_float(Device::CPU, "rmsnorm_forward", x.dtype, [&](auto zero) {
+  visit_dtype(Device::CPU, "rmsnorm_forward", x.dtype, [&](auto zero) {
     using T = decltype(zero);
     const T *px = x.ptr<T>(), *ps = scale.ptr<T>();
     T *po = out.ptr<T>(), *pr = rstd.ptr<T>();
@@ -47,7 +47,7 @@ void CpuBackend::rmsnorm_backward(const Context&, const Tensor& dout, const Tens
     check_cpu("rmsnorm_backward", *t);
   const RowsDims d = check_rmsnorm_backward(dout, x, scale, rstd, dx, dscale);
   const int64_t n = d.rows, c = d.cols;
-  dispatch_float(Device::CPU, "rmsnorm_backward", x.dtype, [&](auto zero) {
+  visit_dtype(Device::CPU, "rmsnorm_backward", x.dtype, [&](auto zero) {
     using T = decltype(zero);
     const T *pg = dout.ptr<T>(), *px = x.ptr<T>(), *ps = scale.ptr<T>(), *pr = rstd.ptr<T>();
     T *pdx = dx.ptr<T>(), *pds = dscale.ptr<T>();

@@ -51,7 +51,7 @@ double reduce(const char* op, const Tensor& x) {
   check_cpu(op, x);
   check_reduction(op, x);
   double total = 0;
-  dispatch_float(Device::CPU, op, x.dtype, [&](auto zero) {
+  visit_dtype(Device::CPU, op, x.dtype, [&](auto zero) {
     using T = decltype(zero);
     const T* p = x.ptr<T>();
     const int64_t n = x.numel();
@@ -244,7 +244,7 @@ void CpuBackend::adamw_update(const Context&, const Tensor& param, const Tensor&
                               const Tensor& m, const Tensor& v, const AdamWStep& step) {
   for (const Tensor* t : {&param, &grad, &m, &v}) check_cpu("adamw_update", *t);
   check_adamw_update(param, grad, m, v, step);
-  dispatch_float(Device::CPU, "adamw_update", param.dtype, [&](auto zero) {
+  visit_dtype(Device::CPU, "adamw_update", param.dtype, [&](auto zero) {
     using T = decltype(zero);
     const math::AdamWCoeffs<T> c = adamw_coeffs<T>(step);
     T *p = param.ptr<T>(), *pm = m.ptr<T>(), *pv = v.ptr<T>();
@@ -265,7 +265,7 @@ void CpuBackend::adafactor_update(const Context&, const Tensor& param, const Ten
   for (const Tensor* t : {&param, &grad, &row, &col, &v}) check_cpu("adafactor_update", *t);
   const AdafactorDims d = check_adafactor_update(param, grad, row, col, v, step);
   const math::AdafactorCoeffs c = adafactor_coeffs(step);
-  dispatch_float(Device::CPU, "adafactor_update", param.dtype, [&](auto zero) {
+  visit_dtype(Device::CPU, "adafactor_update", param.dtype, [&](auto zero) {
     using T = decltype(zero);
     const int64_t n = d.rows * d.cols;
     if constexpr (std::is_same_v<T, float>) {

@@ -1,4 +1,4 @@
-// Chooses the kernel set once per process.
+// Selects the kernel set once per process (select_kernels).
 #include "runtime/cpu/simd_kernels.h"
 
 #include <cstdlib>
@@ -28,22 +28,29 @@ bool avx512_supported() {
 #endif
 }
 
+namespace {
+
+// The kernel set for this process: the widest the CPU supports, within MOWE_CPU_SIMD's cap (a job
+// mixing CPUs must run one set on every rank).
+const Kernels& select_kernels() {
+  const char* cap = std::getenv("MOWE_CPU_SIMD");
+  MOWE_REQUIRE(cap == nullptr || std::strcmp(cap, "avx512") == 0 || std::strcmp(cap, "avx2") == 0 ||
+                   std::strcmp(cap, "sse2") == 0,
+               "MOWE_CPU_SIMD={} is not an instruction set of the CPU kernels: use avx512, avx2 "
+               "or sse2, or unset it to take the widest this CPU has",
+               cap);
+  const bool allow512 = cap == nullptr || std::strcmp(cap, "avx512") == 0;
+  const bool allow2 = allow512 || std::strcmp(cap, "avx2") == 0;
+  if (allow512 && avx512_supported()) return avx512_kernels();
+  if (allow2 && avx2_supported()) return avx2_kernels();
+  return sse2_kernels();
+}
+
+}  // namespace
+
 const Kernels& kernels() {
-  static const Kernels& chosen = []() -> const Kernels& {
-    // MOWE_CPU_SIMD caps the choice (a job mixing CPUs must run one set on every rank).
-    const char* cap = std::getenv("MOWE_CPU_SIMD");
-    MOWE_REQUIRE(cap == nullptr || std::strcmp(cap, "avx512") == 0 ||
-                     std::strcmp(cap, "avx2") == 0 || std::strcmp(cap, "sse2") == 0,
-                 "MOWE_CPU_SIMD={} is not an instruction set of the CPU kernels: use avx512, avx2 "
-                 "or sse2, or unset it to take the widest this CPU has",
-                 cap);
-    const bool allow512 = cap == nullptr || std::strcmp(cap, "avx512") == 0;
-    const bool allow2 = allow512 || std::strcmp(cap, "avx2") == 0;
-    if (allow512 && avx512_supported()) return avx512_kernels();
-    if (allow2 && avx2_supported()) return avx2_kernels();
-    return sse2_kernels();
-  }();
-  return chosen;
+  static const Kernels& selected = select_kernels();
+  return selected;
 }
 
 }  // namespace mowe::cpu::simd

@@ -1,8 +1,8 @@
 // f32 kernels over contiguous arrays for the CPU backend's element-wise work, written once
 // (simd_kernels_impl.h) and compiled three times: AVX-512F (simd_kernels_avx512.cc, built with
 // -mavx512f), AVX2+FMA (simd_kernels_avx2.cc, built with -mavx2 -mfma) and SSE2
-// (simd_kernels_sse2.cc, the x86-64 baseline). kernels() picks one per process
-// from the running CPU, so one binary runs everywhere. tanh and exp are SLEEF's 1.0-ULP
+// (simd_kernels_sse2.cc, the x86-64 baseline). One of these kernel sets is selected per process
+// from the running CPU (kernels()), so one binary runs everywhere. tanh and exp are SLEEF's 1.0-ULP
 // functions. See docs/cpu_kernels.md.
 //
 // Every kernel treats a partial last vector exactly as a full one (padded copies), so the value
@@ -82,8 +82,9 @@ struct Kernels {
                               float grad_scale, float rfac, float size);
 };
 
-// The kernels of this process: the widest of AVX-512F, AVX2+FMA and SSE2 that the CPU and OS
-// support, capped by the environment's MOWE_CPU_SIMD (avx512, avx2 or sse2) when it is set.
+// The kernel set of this process, selected on the first call: the widest of AVX-512F, AVX2+FMA
+// and SSE2 that the CPU and OS support, capped by the environment's MOWE_CPU_SIMD (avx512, avx2
+// or sse2) when it is set.
 const Kernels& kernels();
 // Each set on its own (tests compare them; avx512_kernels() needs avx512_supported(),
 // avx2_kernels() avx2_supported()).

@@ -1,5 +1,5 @@
 // The kernels of simd_kernels.h for AVX2+FMA: this file alone is compiled with -mavx2 -mfma
-// (runtime/CMakeLists.txt) and is only called after kernels() has checked the CPU.
+// (runtime/CMakeLists.txt) and is only selected after checking the CPU (kernels()).
 #include <immintrin.h>
 #include <sleef.h>
 

@@ -1,5 +1,5 @@
 // The kernels of simd_kernels.h for AVX-512F: this file alone is compiled with -mavx512f
-// (runtime/CMakeLists.txt) and is only called after kernels() has checked the CPU. Sixteen lanes
+// (runtime/CMakeLists.txt) and is only selected after checking the CPU (kernels()). Sixteen lanes
 // halve the instructions of the AVX2 set; on CPUs that run 512-bit operations as two 256-bit
 // halves (AMD Zen 4) the gain is in the transcendental functions and the loop overhead.
 #include <immintrin.h>

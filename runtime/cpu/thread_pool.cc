@@ -185,9 +185,6 @@ bool in_parallel_region() {
 void run_parallel(int64_t n, int64_t grain, const RangeFn& body) {
   pool().run(n, grain, body);
 }
-int pool_size_for_dispatch() {
-  return pool().size();
-}
 }  // namespace detail
 
 int pool_threads() {

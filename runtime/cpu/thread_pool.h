@@ -34,7 +34,6 @@ namespace detail {
 bool in_parallel_region();
 // Runs body over [0, n) in tasks of a multiple of grain elements on the pool.
 void run_parallel(int64_t n, int64_t grain, const RangeFn& body);
-int pool_size_for_dispatch();
 }  // namespace detail
 
 // Threads of the pool, the caller included (>= 1).
@@ -48,7 +47,7 @@ template <class F>
 void parallel_for(int64_t n, int64_t grain, F&& body) {
   if (n <= 0) return;
   if (grain < 1) grain = 1;
-  if (n <= grain || detail::in_parallel_region() || detail::pool_size_for_dispatch() == 1) {
+  if (n <= grain || detail::in_parallel_region() || pool_threads() == 1) {
     body(int64_t{0}, n);
     return;
   }

@@ -13,7 +13,7 @@ void CudaBackend::position_bias_forward(const Context& ctx, const Tensor& table,
   for (const Tensor* t : {&table, &out}) check_cuda("position_bias_forward", *t);
   const PositionBiasDims p = check_position_bias_forward(table, out, max_distance);
   const BiasDims d{p.buckets, p.heads, p.t, p.s, bidirectional, max_distance};
-  dispatch_float(Device::CUDA, "position_bias_forward", table.dtype, [&](auto zero) {
+  visit_dtype(Device::CUDA, "position_bias_forward", table.dtype, [&](auto zero) {
     using T = decltype(zero);
     launch_position_bias_forward(table.ptr<T>(), out.ptr<T>(), d, stream_of(ctx));
   });
@@ -26,7 +26,7 @@ void CudaBackend::position_bias_backward(const Context& ctx, const Tensor& dout,
   for (const Tensor* t : {&dout, &dtable}) check_cuda("position_bias_backward", *t);
   const PositionBiasDims p = check_position_bias_backward(dout, dtable, max_distance);
   const BiasDims d{p.buckets, p.heads, p.t, p.s, bidirectional, max_distance};
-  dispatch_float(Device::CUDA, "position_bias_backward", dtable.dtype, [&](auto zero) {
+  visit_dtype(Device::CUDA, "position_bias_backward", dtable.dtype, [&](auto zero) {
     using T = decltype(zero);
     launch_position_bias_backward(dout.ptr<T>(), dtable.ptr<T>(), d, stream_of(ctx));
   });
@@ -62,7 +62,7 @@ void CudaBackend::attention_forward(const Context& ctx, const Tensor& q, const T
   const AttentionDims d = check_attention_forward(q, k, v, bias, key_valid, probs, out);
   refuse_dropout("attention_forward", args.dropout);
   const int64_t hd = d.h * d.d, ts = d.t * d.s;
-  dispatch_float(Device::CUDA, "attention_forward", q.dtype, [&](auto zero) {
+  visit_dtype(Device::CUDA, "attention_forward", q.dtype, [&](auto zero) {
     using T = decltype(zero);
     cublasHandle_t handle = cublas(ctx);
     T *pq = q.ptr<T>(), *pk = k.ptr<T>(), *pv = v.ptr<T>(), *pp = probs.ptr<T>();
@@ -98,7 +98,7 @@ void CudaBackend::attention_backward(const Context& ctx, const Tensor& dout, con
   ArenaScope scope(scratch);
   Tensor ds = scratch.alloc({d.h, d.t, d.s}, q.dtype);
   const int64_t hd = d.h * d.d, ts = d.t * d.s;
-  dispatch_float(Device::CUDA, "attention_backward", q.dtype, [&](auto zero) {
+  visit_dtype(Device::CUDA, "attention_backward", q.dtype, [&](auto zero) {
     using T = decltype(zero);
     cublasHandle_t handle = cublas(ctx);
     T *pds = ds.ptr<T>(), *pp = probs.ptr<T>(), *pdo = dout.ptr<T>();

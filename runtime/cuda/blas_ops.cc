@@ -66,7 +66,7 @@ void CudaBackend::matmul(const Context& ctx, const Tensor& a, const Tensor& b, c
                          bool trans_a, bool trans_b, float alpha, float beta) {
   for (const Tensor* t : {&a, &b, &c}) check_cuda("matmul", *t);
   const MatmulDims d = check_matmul(a, b, c, trans_a, trans_b);
-  dispatch_float(Device::CUDA, "matmul", a.dtype, [&](auto zero) {
+  visit_dtype(Device::CUDA, "matmul", a.dtype, [&](auto zero) {
     using T = decltype(zero);
     gemm(cublas(ctx), trans_a, trans_b, d.m, d.n, d.k, T(alpha), a.ptr<T>(), a.cols(), 0,
          b.ptr<T>(), b.cols(), 0, T(beta), c.ptr<T>(), c.cols(), 0, 1);
@@ -78,7 +78,7 @@ void CudaBackend::batched_matmul(const Context& ctx, const Tensor& a, const Tens
                                  float beta) {
   for (const Tensor* t : {&a, &b, &c}) check_cuda("batched_matmul", *t);
   const BatchedMatmulDims d = check_batched_matmul(a, b, c, trans_a, trans_b);
-  dispatch_float(Device::CUDA, "batched_matmul", a.dtype, [&](auto zero) {
+  visit_dtype(Device::CUDA, "batched_matmul", a.dtype, [&](auto zero) {
     using T = decltype(zero);
     gemm(cublas(ctx), trans_a, trans_b, d.m, d.n, d.k, T(alpha), a.ptr<T>(), a.dim(2), d.stride_a,
          b.ptr<T>(), b.dim(2), d.stride_b, T(beta), c.ptr<T>(), c.dim(2), d.stride_c, d.groups);

@@ -11,7 +11,7 @@ void CudaBackend::fill(const Context& ctx, const Tensor& x, double value) {
   if (x.dtype == DType::I32) {
     launch_fill(x.ptr<int32_t>(), x.numel(), static_cast<int32_t>(value), stream_of(ctx));
   } else {
-    dispatch_float(Device::CUDA, "fill", x.dtype, [&](auto zero) {
+    visit_dtype(Device::CUDA, "fill", x.dtype, [&](auto zero) {
       using T = decltype(zero);
       launch_fill(x.ptr<T>(), x.numel(), static_cast<T>(value), stream_of(ctx));
     });
@@ -22,7 +22,7 @@ void CudaBackend::fill(const Context& ctx, const Tensor& x, double value) {
 void CudaBackend::axpy(const Context& ctx, double alpha, const Tensor& x, const Tensor& y) {
   for (const Tensor* t : {&x, &y}) check_cuda("axpy", *t);
   check_same_shape("axpy", x, y);
-  dispatch_float(Device::CUDA, "axpy", x.dtype, [&](auto zero) {
+  visit_dtype(Device::CUDA, "axpy", x.dtype, [&](auto zero) {
     using T = decltype(zero);
     launch_axpy(static_cast<T>(alpha), x.ptr<T>(), y.ptr<T>(), x.numel(), stream_of(ctx));
   });
@@ -32,7 +32,7 @@ void CudaBackend::axpy(const Context& ctx, double alpha, const Tensor& x, const 
 void CudaBackend::gelu_forward(const Context& ctx, const Tensor& x, const Tensor& out) {
   for (const Tensor* t : {&x, &out}) check_cuda("gelu_forward", *t);
   check_same_shape("gelu_forward", x, out);
-  dispatch_float(Device::CUDA, "gelu_forward", x.dtype, [&](auto zero) {
+  visit_dtype(Device::CUDA, "gelu_forward", x.dtype, [&](auto zero) {
     using T = decltype(zero);
     launch_gelu_forward(x.ptr<T>(), out.ptr<T>(), x.numel(), stream_of(ctx));
   });
@@ -43,7 +43,7 @@ void CudaBackend::gelu_backward(const Context& ctx, const Tensor& dout, const Te
                                 const Tensor& dx) {
   for (const Tensor* t : {&dout, &x, &dx}) check_cuda("gelu_backward", *t);
   check_unary_backward("gelu_backward", dout, x, dx);
-  dispatch_float(Device::CUDA, "gelu_backward", x.dtype, [&](auto zero) {
+  visit_dtype(Device::CUDA, "gelu_backward", x.dtype, [&](auto zero) {
     using T = decltype(zero);
     launch_gelu_backward(dout.ptr<T>(), x.ptr<T>(), dx.ptr<T>(), x.numel(), stream_of(ctx));
   });
@@ -54,7 +54,7 @@ void CudaBackend::gated_gelu_forward(const Context& ctx, const Tensor& gate, con
                                      const Tensor& out) {
   for (const Tensor* t : {&gate, &linear, &out}) check_cuda("gated_gelu_forward", *t);
   check_gated_gelu_forward(gate, linear, out);
-  dispatch_float(Device::CUDA, "gated_gelu_forward", gate.dtype, [&](auto zero) {
+  visit_dtype(Device::CUDA, "gated_gelu_forward", gate.dtype, [&](auto zero) {
     using T = decltype(zero);
     launch_gated_gelu_forward(gate.ptr<T>(), linear.ptr<T>(), out.ptr<T>(), gate.numel(),
                               stream_of(ctx));
@@ -68,7 +68,7 @@ void CudaBackend::gated_gelu_backward(const Context& ctx, const Tensor& dout, co
   for (const Tensor* t : {&dout, &gate, &linear, &dgate, &dlinear})
     check_cuda("gated_gelu_backward", *t);
   check_gated_gelu_backward(dout, gate, linear, dgate, dlinear);
-  dispatch_float(Device::CUDA, "gated_gelu_backward", gate.dtype, [&](auto zero) {
+  visit_dtype(Device::CUDA, "gated_gelu_backward", gate.dtype, [&](auto zero) {
     using T = decltype(zero);
     launch_gated_gelu_backward(dout.ptr<T>(), gate.ptr<T>(), linear.ptr<T>(), dgate.ptr<T>(),
                                dlinear.ptr<T>(), gate.numel(), stream_of(ctx));
@@ -79,7 +79,7 @@ void CudaBackend::gated_gelu_backward(const Context& ctx, const Tensor& dout, co
 void CudaBackend::softmax_forward(const Context& ctx, const Tensor& x, const Tensor& out) {
   for (const Tensor* t : {&x, &out}) check_cuda("softmax_forward", *t);
   check_same_shape("softmax_forward", x, out);
-  dispatch_float(Device::CUDA, "softmax_forward", x.dtype, [&](auto zero) {
+  visit_dtype(Device::CUDA, "softmax_forward", x.dtype, [&](auto zero) {
     using T = decltype(zero);
     launch_softmax_forward(x.ptr<T>(), out.ptr<T>(), x.rows(), x.cols(), stream_of(ctx));
   });
@@ -90,7 +90,7 @@ void CudaBackend::softmax_backward(const Context& ctx, const Tensor& dout, const
                                    const Tensor& dx) {
   for (const Tensor* t : {&dout, &out, &dx}) check_cuda("softmax_backward", *t);
   check_unary_backward("softmax_backward", dout, out, dx);
-  dispatch_float(Device::CUDA, "softmax_backward", out.dtype, [&](auto zero) {
+  visit_dtype(Device::CUDA, "softmax_backward", out.dtype, [&](auto zero) {
     using T = decltype(zero);
     launch_softmax_backward(dout.ptr<T>(), out.ptr<T>(), dx.ptr<T>(), out.rows(), out.cols(),
                             stream_of(ctx));
@@ -104,7 +104,7 @@ void dropout(const char* op, const Context& ctx, const Tensor& x, const Tensor& 
              uint64_t seed) {
   for (const Tensor* t : {&x, &out}) check_cuda(op, *t);
   check_dropout(op, x, out, rate);
-  dispatch_float(Device::CUDA, op, x.dtype, [&](auto zero) {
+  visit_dtype(Device::CUDA, op, x.dtype, [&](auto zero) {
     using T = decltype(zero);
     launch_dropout(x.ptr<T>(), out.ptr<T>(), x.numel(), rate, seed, stream_of(ctx));
   });

@@ -11,7 +11,7 @@ void CudaBackend::embedding_forward(const Context& ctx, const Tensor& table, con
                                     const Tensor& out) {
   for (const Tensor* t : {&table, &ids, &out}) check_cuda("embedding_forward", *t);
   const EmbeddingDims d = check_embedding_forward(table, ids, out);
-  dispatch_float(Device::CUDA, "embedding_forward", table.dtype, [&](auto zero) {
+  visit_dtype(Device::CUDA, "embedding_forward", table.dtype, [&](auto zero) {
     using T = decltype(zero);
     launch_embedding_forward(table.ptr<T>(), ids.ptr<int32_t>(), out.ptr<T>(), d.n, d.cols, d.vocab,
                              stream_of(ctx));
@@ -23,7 +23,7 @@ void CudaBackend::embedding_backward(const Context& ctx, const Tensor& dout, con
                                      const Tensor& dtable) {
   for (const Tensor* t : {&dout, &ids, &dtable}) check_cuda("embedding_backward", *t);
   const EmbeddingDims d = check_embedding_backward(dout, ids, dtable);
-  dispatch_float(Device::CUDA, "embedding_backward", dtable.dtype, [&](auto zero) {
+  visit_dtype(Device::CUDA, "embedding_backward", dtable.dtype, [&](auto zero) {
     using T = decltype(zero);
     launch_embedding_backward(dout.ptr<T>(), ids.ptr<int32_t>(), dtable.ptr<T>(), d.n, d.cols,
                               d.vocab, stream_of(ctx));
@@ -38,7 +38,7 @@ void CudaBackend::cross_entropy_forward(const Context& ctx, const Tensor& logits
     check_cuda("cross_entropy_forward", *t);
   const LossDims d = check_cross_entropy_forward(logits, targets, weights, losses, lse);
   const LossArgs a{d.n, d.v, z_loss, 0.0};
-  dispatch_float(Device::CUDA, "cross_entropy_forward", logits.dtype, [&](auto zero) {
+  visit_dtype(Device::CUDA, "cross_entropy_forward", logits.dtype, [&](auto zero) {
     using T = decltype(zero);
     launch_cross_entropy_forward(logits.ptr<T>(), targets.ptr<int32_t>(), weights.ptr<T>(),
                                  losses.ptr<T>(), lse.ptr<T>(), a, stream_of(ctx));
@@ -54,7 +54,7 @@ void CudaBackend::cross_entropy_backward(const Context& ctx, const Tensor& logit
     check_cuda("cross_entropy_backward", *t);
   const LossDims d = check_cross_entropy_backward(logits, targets, weights, lse, dlogits);
   const LossArgs a{d.n, d.v, z_loss, loss_scale};
-  dispatch_float(Device::CUDA, "cross_entropy_backward", logits.dtype, [&](auto zero) {
+  visit_dtype(Device::CUDA, "cross_entropy_backward", logits.dtype, [&](auto zero) {
     using T = decltype(zero);
     launch_cross_entropy_backward(logits.ptr<T>(), targets.ptr<int32_t>(), weights.ptr<T>(),
                                   lse.ptr<T>(), dlogits.ptr<T>(), a, stream_of(ctx));

@@ -13,7 +13,7 @@ double reduce(const char* op, const Context& ctx, const Tensor& x, bool squares)
   check_cuda(op, x);
   check_reduction(op, x);
   double total = 0;
-  dispatch_float(Device::CUDA, op, x.dtype, [&](auto zero) {
+  visit_dtype(Device::CUDA, op, x.dtype, [&](auto zero) {
     using T = decltype(zero);
     if (x.numel() == 0) return;
     Arena& scratch = cuda_scratch(op, ctx);
@@ -42,7 +42,7 @@ void CudaBackend::adamw_update(const Context& ctx, const Tensor& param, const Te
                                const Tensor& m, const Tensor& v, const AdamWStep& step) {
   for (const Tensor* t : {&param, &grad, &m, &v}) check_cuda("adamw_update", *t);
   check_adamw_update(param, grad, m, v, step);
-  dispatch_float(Device::CUDA, "adamw_update", param.dtype, [&](auto zero) {
+  visit_dtype(Device::CUDA, "adamw_update", param.dtype, [&](auto zero) {
     using T = decltype(zero);
     launch_adamw_update(param.ptr<T>(), grad.ptr<T>(), m.ptr<T>(), v.ptr<T>(), param.numel(),
                         adamw_coeffs<T>(step), stream_of(ctx));
@@ -59,7 +59,7 @@ void CudaBackend::adafactor_update(const Context& ctx, const Tensor& param, cons
   Arena& scratch = cuda_scratch("adafactor_update", ctx);
   ArenaScope scope(scratch);
   double* stats = scratch.alloc({adafactor_scratch_doubles(d.batch)}, DType::F64).ptr<double>();
-  dispatch_float(Device::CUDA, "adafactor_update", param.dtype, [&](auto zero) {
+  visit_dtype(Device::CUDA, "adafactor_update", param.dtype, [&](auto zero) {
     using T = decltype(zero);
     launch_adafactor_update(param.ptr<T>(), grad.ptr<T>(), optional_ptr<T>(row),
                             optional_ptr<T>(col), optional_ptr<T>(v), {d.batch, d.rows, d.cols},
