@@ -7,6 +7,7 @@
 #include <ctime>
 #include <filesystem>
 #include <map>
+#include <optional>
 
 #include "launch/convert/names.h"
 #include "launch/train/config_rules.h"
@@ -123,10 +124,6 @@ void print_values(const char* data, int64_t count, DType dtype, std::ostream& ou
 
 }  // namespace
 
-std::string rank_file_name(int rank) {
-  return fmt::format("rank-{:05d}.pb", rank);
-}
-
 std::string grouped(int64_t n) {
   std::string digits = std::to_string(n < 0 ? -n : n), out;
   for (size_t i = 0; i < digits.size(); ++i) {
@@ -163,11 +160,11 @@ ManifestView read_manifest(const std::string& dir) {
 }
 
 train::TrainStateProto train_state(const ManifestView& view) {
-  train::TrainStateProto s;
-  if (!s.ParseFromString(view.manifest.user_state()) || !s.has_step())
+  std::optional<train::TrainStateProto> s = train::manifest_train_state(view.manifest);
+  if (!s)
     throw Error(
         fmt::format("{}: the manifest holds no training state (user_state)", view.manifest_path));
-  return s;
+  return *std::move(s);
 }
 
 void inspect(const ManifestView& view, std::ostream& out) {
@@ -193,8 +190,8 @@ void inspect(const ManifestView& view, std::ostream& out) {
   std::string files;
   for (const auto& f : m.files())
     files += fmt::format("{}{} ({} bytes)", files.empty() ? "" : ", ", f.name(), grouped(f.size()));
-  out << fmt::format("  files: {}, rank-00000.pb .. {}\n", files,
-                     rank_file_name(std::max(0, m.world_size() - 1)));
+  out << fmt::format("  files: {}, {} .. {}\n", files, train::rank_file_name(0),
+                     train::rank_file_name(std::max(0, m.world_size() - 1)));
 
   out << fmt::format(
       "config ({} bytes of text; print it whole with: mowe_convert inspect {} "
@@ -356,17 +353,15 @@ VerifyReport verify(const std::string& dir, size_t max_problems) {
     problem(e.what());
   }
   for (int rank = 0; rank < std::max(1, view.manifest.world_size()); ++rank) {
-    const std::string path = dir + "/" + rank_file_name(rank);
+    const std::string path = train::rank_file_path(dir, rank);
     try {
-      train::TrainStateProto own;
-      if (!own.ParseFromString(ckpt::read_framed_file(path, kRankMagic, kRankVersion)))
-        throw Error(fmt::format("{}: damaged: the payload is not a training state", path));
-      if (own.step() != state.step() || own.dropout_seed() != state.dropout_seed() ||
-          own.loader().SerializeAsString() != state.loader().SerializeAsString())
+      const std::optional<train::TrainStateProto> own = train::read_rank_file(path);
+      if (!own) throw Error(fmt::format("{}: damaged: the payload is not a training state", path));
+      if (!train::agrees_with_manifest(*own, state))
         throw Error(fmt::format(
             "{}: disagrees with the manifest's training state (step {} vs {}): a resume "
             "would refuse this checkpoint",
-            path, own.step(), state.step()));
+            path, own->step(), state.step()));
     } catch (const Error& e) {
       problem(e.what());
     }

@@ -9,17 +9,18 @@
 #include <string>
 #include <vector>
 
+#include "launch/train/checkpoint_files.h"
 #include "launch/train/proto/train_state.pb.h"
 #include "runtime/checkpoint/layout.h"
 #include "runtime/checkpoint/proto/checkpoint.pb.h"
 
 namespace mowe::convert {
 
-// Rank files as launch/train/checkpoint.cc writes them: "rank-00003.pb", a framed file with this
-// magic and version holding the rank's TrainStateProto (the manifest's, plus rank and world size).
-inline constexpr char kRankMagic[] = "MOWERANK";
-inline constexpr uint32_t kRankVersion = 1;
-std::string rank_file_name(int rank);
+// Rank files: their name, magic and version are launch/train/checkpoint_files.h's, named here
+// too for the tools' callers.
+using train::kRankMagic;
+using train::kRankVersion;
+using train::rank_file_name;
 
 // A checkpoint's manifest, read and validated (framing and CRC, protobuf, version, tensor
 // geometry) without opening the data files, so a checkpoint with a damaged data file can still

@@ -6,6 +6,11 @@
 // import rebuilds a checkpoint whose data files are byte for byte the original's and that
 // mowe_pretrain --resume trains on. Names and layouts: launch/convert/names.h and
 // docs/checkpoints.md.
+//
+// Implemented in export_safetensors.cc and import_safetensors.cc, with base64.h (the training
+// state in the metadata), tensor_table.h (mowe.tensors), tensor_bytes.h (dtypes, transposes,
+// batches of chunks) and routing_tensors.h (mowe.routing.*). Import writes the checkpoint through
+// launch/train/checkpoint_files.h, the one owner of rank files and the commit.
 #pragma once
 
 #include <cstdint>

@@ -5,9 +5,9 @@
 #include <chrono>
 #include <filesystem>
 
+#include "launch/train/checkpoint_files.h"
 #include "launch/train/collective.h"
 #include "runtime/checkpoint/directory.h"
-#include "runtime/checkpoint/framed_file.h"
 #include "runtime/checkpoint/reader.h"
 #include "runtime/checkpoint/writer.h"
 #include "runtime/config/config.h"
@@ -17,9 +17,6 @@ namespace {
 
 namespace ckpt = mowe::checkpoint;
 using Clock = std::chrono::steady_clock;
-
-constexpr std::string_view kRankMagic = "MOWERANK";
-constexpr uint32_t kRankVersion = 1;
 
 // One tensor of the checkpoint as this rank holds it.
 struct Item {
@@ -124,43 +121,24 @@ std::vector<uint32_t> gather_crcs(comm::Communicator& comm, const ckpt::ChunkWri
   return out;
 }
 
-std::string rank_file(const std::string& dir, int rank) {
-  return fmt::format("{}/rank-{:05d}.pb", dir, rank);
-}
-
-void add_fingerprints(const Fingerprints& f, ckpt::CheckpointManifest* m) {
-  // Checked in this order, so a refusal names the most specific cause first (another bucket
-  // layout also gives another routing table).
-  for (const auto& [name, value] :
-       {std::pair{"routing_vocab", f.routing_vocab}, std::pair{"bucket_layout", f.bucket_layout},
-        std::pair{"routing_table", f.routing_table}}) {
-    auto* fp = m->add_fingerprints();
-    fp->set_name(name);
-    fp->set_value(value);
-  }
-}
-
 // What each fingerprint protects, for the refusal message.
-const char* fingerprint_meaning(const std::string& name) {
-  if (name == "routing_vocab") return "another routing vocabulary (data.routing_vocab)";
-  if (name == "routing_table") return "another routing table (frequencies or num_unrouted_ids)";
+const char* fingerprint_meaning(std::string_view name) {
+  if (name == kFingerprintRoutingVocab) return "another routing vocabulary (data.routing_vocab)";
+  if (name == kFingerprintRoutingTable)
+    return "another routing table (frequencies or num_unrouted_ids)";
   return "another bucket layout (model.mowe.buckets)";
 }
 
 void check_fingerprints(const Fingerprints& mine, const ckpt::CheckpointManifest& m,
                         const std::string& path) {
-  ckpt::CheckpointManifest expected;
-  add_fingerprints(mine, &expected);
-  for (const auto& want : expected.fingerprints()) {
-    uint64_t found = 0;
-    for (const auto& fp : m.fingerprints())
-      if (fp.name() == want.name()) found = fp.value();
-    if (found != want.value())
+  for (const auto& [name, want] : fingerprint_entries(mine)) {
+    const uint64_t found = find_fingerprint(m, name).value_or(0);
+    if (found != want)
       throw Error(fmt::format(
           "checkpoint {} was written with {}: its {} hash is {:016x}, this job's is {:016x}; "
           "use the files and config it was trained with (to train anew instead, use another "
           "checkpoint_dir)",
-          path, fingerprint_meaning(want.name()), want.name(), found, want.value()));
+          path, fingerprint_meaning(name), name, found, want));
   }
 }
 
@@ -243,25 +221,16 @@ std::string save_checkpoint(Job& job, const TrainState& given) {
   run_agreed(comm, [&] {
     write_items(writer, items);
     writer.sync();
-    TrainStateProto mine = state.to_proto();
-    mine.set_rank(comm.rank());
-    mine.set_world_size(comm.size());
-    ckpt::write_framed_file(rank_file(tmp, comm.rank()), kRankMagic, kRankVersion,
-                            mine.SerializeAsString());
+    write_rank_file(tmp, comm.rank(), comm.size(), state.to_proto());
   });
   std::vector<uint32_t> crcs;
   run_agreed(comm, [&] { crcs = gather_crcs(comm, writer); });
   const std::string path = fmt::format("{}/{}", dir, ckpt::checkpoint_name(state.step));
   run_agreed(comm, [&] {
     if (comm.rank() != 0) return;
-    ckpt::CheckpointManifest manifest;
-    manifest.set_step(state.step);
-    manifest.set_config(config::to_text(job.config()));
-    add_fingerprints(job.fingerprints(), &manifest);
-    manifest.set_world_size(comm.size());
-    manifest.set_user_state(state.to_proto().SerializeAsString());
-    layout.fill_manifest(&manifest, crcs);
-    ckpt::commit_checkpoint(dir, tmp, state.step, manifest);
+    commit_training_checkpoint(dir, tmp, layout, crcs,
+                               training_manifest(state.to_proto(), config::to_text(job.config()),
+                                                 job.fingerprints(), comm.size()));
   });
   // The new checkpoint is complete: failing to tidy up is a warning, never a stop.
   if (comm.rank() == 0) {
@@ -295,21 +264,19 @@ TrainState load_checkpoint(Job& job, const std::string& path) {
     const ckpt::CheckpointReader reader(path);
     const ckpt::CheckpointManifest& m = reader.manifest();
     check_fingerprints(job.fingerprints(), m, path);
-    TrainStateProto saved;
-    if (!saved.ParseFromString(m.user_state()) || !saved.has_step() || !saved.has_loader())
+    const std::optional<TrainStateProto> saved = manifest_train_state(m);
+    if (!saved || !saved->has_loader())
       throw Error(fmt::format("checkpoint {}: the manifest holds no training state", path));
     // Each rank's own record (rank r of the new job checks rank r mod N of the old one) must
     // agree with the manifest: they are written by different processes.
     const int written_by = comm.rank() % std::max(1, m.world_size());
-    TrainStateProto own;
-    const std::string file = rank_file(path, written_by);
-    if (!own.ParseFromString(ckpt::read_framed_file(file, kRankMagic, kRankVersion)) ||
-        own.step() != saved.step() || own.dropout_seed() != saved.dropout_seed() ||
-        own.loader().SerializeAsString() != saved.loader().SerializeAsString())
+    const std::string file = rank_file_path(path, written_by);
+    const std::optional<TrainStateProto> own = read_rank_file(file);
+    if (!own || !agrees_with_manifest(*own, *saved))
       throw Error(fmt::format("checkpoint {}: {} disagrees with the manifest's training state",
                               path, file));
     bytes = read_items(reader, checkpoint_items(job));
-    state = TrainState::from_proto(saved);
+    state = TrainState::from_proto(*saved);
     job.train_loader().restore(state.loader);
   });
   const double secs = std::chrono::duration<double>(Clock::now() - start).count();

@@ -5,7 +5,8 @@
 //   (one CRC chunk) written by the first rank of its replica group at an offset fixed by its
 //   global expert index, so the files do not depend on the world size;
 // - the TrainState in the manifest, and each rank's own copy in rank-NNNNN.pb;
-// - fingerprints of the routing vocabulary, routing table and bucket layout.
+// - fingerprints of the routing vocabulary, routing table and bucket layout
+//   (those files and manifest fields, and the commit: launch/train/checkpoint_files.h).
 // Reading is resharding: each rank reads the global rows its plan gives it, at any world size.
 #pragma once
 

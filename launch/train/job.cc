@@ -9,6 +9,7 @@
 #include "launch/train/sharding.h"
 #include "model/dispatch_plan_file.h"
 #include "model/memory_estimate.h"
+#include "model/mowe_layers.h"
 #include "runtime/hash.h"
 #include "runtime/optimizer_config.h"
 
@@ -46,10 +47,6 @@ data::DataPipeline open_pipeline_agreed(const config::Config& config, comm::Comm
   return pipeline;
 }
 
-bool has_mowe(const config::Config& cfg) {
-  return cfg.model().mowe().encoder_layers_size() + cfg.model().mowe().decoder_layers_size() > 0;
-}
-
 }  // namespace
 
 model::DispatchPlan resolve_plan(const config::Config& cfg, const data::RoutingVocab& vocab,
@@ -75,7 +72,7 @@ Job::Job(const config::Config& config, comm::Communicator& comm)
       store_(host_allocator(), DType::F32, static_cast<uint64_t>(config.training().seed())) {
   model::MoweParallel parallel;
   std::vector<comm::Communicator*> groups;
-  if (has_mowe(config)) {
+  if (model::has_mowe_layers(config)) {
     run_agreed(comm, [&] {
       plan_ =
           std::make_unique<model::DispatchPlan>(resolve_plan(config, *data_.vocab, comm.size()));

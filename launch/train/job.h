@@ -11,6 +11,7 @@
 #include "comm/alltoall.h"
 #include "comm/communicator.h"
 #include "data/pipeline.h"
+#include "launch/train/checkpoint_files.h"
 #include "model/dispatch_plan.h"
 #include "model/t5_model.h"
 #include "runtime/optimizer.h"
@@ -22,14 +23,6 @@ namespace mowe::train {
 // refused when built for another world size, vocabulary or bucket layout.
 model::DispatchPlan resolve_plan(const config::Config& config, const data::RoutingVocab& vocab,
                                  int world_size);
-
-// What a checkpoint must match to be loaded into this job: the routing vocabulary, the routing
-// table and the bucket layout (hashes; 0 for a model without MoWE layers).
-struct Fingerprints {
-  uint64_t routing_vocab = 0;
-  uint64_t routing_table = 0;
-  uint64_t bucket_layout = 0;
-};
 
 class Job {
  public:
@@ -51,6 +44,7 @@ class Job {
   data::Loader& train_loader() { return *train_loader_; }
   // Throws when data.validation_fraction is 0 (there is no held-out split).
   data::Loader& eval_loader();
+  // What a checkpoint must match to be loaded into this job (launch/train/checkpoint_files.h).
   const Fingerprints& fingerprints() const { return fingerprints_; }
 
  private:
