@@ -23,6 +23,18 @@ namespace mowe::train {
 model::DispatchPlan resolve_plan(const config::Config& config, const data::RoutingVocab& vocab,
                                  int world_size);
 
+// Files may exist on some nodes only: every rank learns of a rank that cannot open them. First,
+// before the corpus is read or anything is allocated, a job beyond this host's memory is refused
+// with its estimate and the fields that drive it (model/memory_estimate.h). Collective; errors
+// agreed.
+data::DataPipeline open_pipeline_agreed(const config::Config& config, comm::Communicator& comm);
+
+// resolve_plan on every rank, then a check that every rank holds the same plan (errors agreed);
+// null for a model without MoWE layers. Collective.
+std::unique_ptr<model::DispatchPlan> resolve_plan_agreed(const config::Config& config,
+                                                         const data::RoutingVocab& vocab,
+                                                         comm::Communicator& comm);
+
 // What a checkpoint must match to be loaded into this job: the routing vocabulary, the routing
 // table and the bucket layout (hashes; 0 for a model without MoWE layers).
 struct Fingerprints {
