@@ -10,30 +10,24 @@
 //     switched off (the auxiliary words' experts when N is the default vocabulary's size).
 //   mpirun -np N build/bin/mowe_eval --config C --checkpoint DIR [--batches N] [--decode N]
 //                                    [--probe N] [--deactivate-routing-ids-above N] [--json F]
-#include <mpi.h>
+// Runs in the frame of launch/program/program.h, with the same start-up checks as mowe_pretrain.
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <string>
-#include <thread>
 
-#include "comm/agree.h"
 #include "data/routing_vocab.h"
+#include "launch/program/program.h"
 #include "launch/train/checkpoint.h"
-#include "launch/train/collective.h"
-#include "launch/train/config_rules.h"
 #include "launch/train/decode.h"
 #include "launch/train/job.h"
 #include "launch/train/step.h"
-#include "model/memory_estimate.h"
-#include "runtime/backend.h"
 #include "runtime/config/config.h"
 #include "runtime/files.h"
-#include "runtime/log.h"
+#include "launch/train/config_rules.h"
 
 namespace {
 
@@ -57,77 +51,59 @@ constexpr const char* kUsage =
 
 using mowe::Error;
 
+// The program's own flags, read by load.
 struct Options {
-  mowe::config::CommonFlags flags;
-  mowe::config::Config config;
   std::string checkpoint;
   int64_t batches = 0, decode = 32, probe = 500;
 };
 
-Options parse(int argc, char** argv, int rank, int world) {
-  Options o;
-  o.flags = mowe::config::parse_common_flags(argc, argv, {"--deactivate-auxiliary"},
-                                             {"--checkpoint", "--batches", "--decode", "--probe",
-                                              "--deactivate-routing-ids-above", "--json"});
-  mowe::log::init({.rank = rank,
-                   .world_size = world,
-                   .all_ranks = o.flags.log_all_ranks,
-                   .level = o.flags.log_level});
-  if (o.flags.help) return o;
-  if (o.flags.config_path.empty()) throw Error("--config FILE is required (see --help)");
-  if (!o.flags.positional.empty())
-    throw Error(fmt::format("unexpected argument '{}' (a forgotten --set? run with --help)",
-                            o.flags.positional[0]));
-  const auto& v = o.flags.values;
+mowe::config::Config load(const mowe::config::CommonFlags& flags, Options& o) {
+  const auto& v = flags.values;
   if (!v.count("--checkpoint"))
     throw Error("--checkpoint DIR is required: a step-NNNNNNNN directory of a training run");
   o.checkpoint = v.at("--checkpoint");
   if (!std::filesystem::exists(std::filesystem::path(o.checkpoint) / "manifest.pb"))
     throw Error(
         fmt::format("--checkpoint {}: not a checkpoint directory (no manifest.pb)", o.checkpoint));
-  std::vector<std::string> overrides = o.flags.overrides;
+  std::vector<std::string> overrides = flags.overrides;
   if (v.count("--deactivate-routing-ids-above")) {
     const int64_t above = mowe::config::parse_int_flag(v.at("--deactivate-routing-ids-above"),
                                                        "--deactivate-routing-ids-above", 1);
     overrides.push_back(fmt::format("model.mowe.deactivate_routing_ids_above={}", above));
   }
-  if (o.flags.has("--deactivate-auxiliary")) {
+  if (flags.has("--deactivate-auxiliary")) {
     if (v.count("--deactivate-routing-ids-above"))
       throw Error("--deactivate-auxiliary and --deactivate-routing-ids-above: give one of them");
     // Routing ids below the default vocabulary's size are its pieces; the auxiliary words
     // (whole words of the knowledge-rich vocabulary) come after them.
-    const auto plain = mowe::train::load_config(o.flags.config_path, overrides);
+    const auto plain = mowe::train::load_config(flags.config_path, overrides);
     const auto vocab = mowe::data::RoutingVocab::load(plain.data().routing_vocab());
     overrides.push_back(
         fmt::format("model.mowe.deactivate_routing_ids_above={}", vocab.default_vocab_size() - 1));
   }
-  o.config = mowe::train::load_config(o.flags.config_path, overrides);
-  o.batches = o.config.training().eval_batches();
+  mowe::config::Config config = mowe::train::load_config(flags.config_path, overrides);
+  o.batches = config.training().eval_batches();
   if (v.count("--batches"))
     o.batches = mowe::config::parse_int_flag(v.at("--batches"), "--batches", 0);
   if (v.count("--decode")) o.decode = mowe::config::parse_int_flag(v.at("--decode"), "--decode", 0);
   if (v.count("--probe")) o.probe = mowe::config::parse_int_flag(v.at("--probe"), "--probe", 0);
-  if (o.probe > 0 && o.config.data().corpus() != mowe::config::DataConfig::WORDNET)
+  if (o.probe > 0 && config.data().corpus() != mowe::config::DataConfig::WORDNET)
     throw Error(
         "--probe needs data.corpus: WORDNET (its questions are WordNet glosses); pass "
         "--probe 0 for another corpus");
-  return o;
+  return config;
 }
 
 std::string json_number(double x) {
   return std::isfinite(x) ? fmt::format("{:.6g}", x) : "null";
 }
 
-int run(const Options& o, int rank) {
-  mowe::comm::CommOptions options;
-  options.timeout_seconds = o.config.parallel().collective_timeout_s();
-  auto comm = mowe::comm::make_communicator(MPI_COMM_WORLD, mowe::Device::CPU, options);
-  const int cores = static_cast<int>(std::thread::hardware_concurrency());
-  mowe::set_cpu_threads(std::max(1, cores / mowe::model::ranks_on_this_host(*comm)));
-  mowe::train::Job job(o.config, *comm);
+int run(const mowe::program::Setup& s, const Options& o) {
+  const int rank = s.rank;
+  mowe::train::Job job(s.config, s.comm);
   const int64_t step = mowe::train::load_parameters(job, o.checkpoint);
   mowe::train::StepRunner runner(job);
-  const int deactivated = o.config.model().mowe().deactivate_routing_ids_above();
+  const int deactivated = s.config.model().mowe().deactivate_routing_ids_above();
   std::string json = fmt::format("{{\"checkpoint\":\"{}\",\"step\":{},\"deactivate_above\":{}",
                                  o.checkpoint, step, deactivated);
   if (rank == 0)
@@ -190,7 +166,7 @@ int run(const Options& o, int rank) {
   }
 
   if (o.probe > 0) {
-    const auto items = mowe::train::wordnet_probe(o.config, tok, o.probe, 0x9e3779b97f4a7c15ULL);
+    const auto items = mowe::train::wordnet_probe(s.config, tok, o.probe, 0x9e3779b97f4a7c15ULL);
     std::vector<mowe::train::DecodeRequest> requests;
     for (const auto& it : items) requests.push_back(it.request);
     const auto decoded = mowe::train::greedy_decode(runner, job, requests, 12, true, batch);
@@ -216,8 +192,8 @@ int run(const Options& o, int rank) {
   json += "}\n";
   if (rank == 0) {
     std::cout << json;
-    if (o.flags.values.count("--json"))
-      mowe::write_file_atomically(o.flags.values.at("--json"), json);
+    if (s.flags.values.count("--json"))
+      mowe::write_file_atomically(s.flags.values.at("--json"), json);
   }
   return 0;
 }
@@ -225,32 +201,16 @@ int run(const Options& o, int rank) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
-  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
-  int rank = 0, world = 1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &world);
-  mowe::log::init({.rank = rank, .world_size = world});
   Options options;
-  int status = 2;
-  if (mowe::comm::all_ranks_succeed(MPI_COMM_WORLD, "mowe_eval",
-                                    [&] { options = parse(argc, argv, rank, world); })) {
-    if (options.flags.help) {
-      if (rank == 0) std::cout << mowe::config::help_text("mowe_eval", kUsage);
-      status = 0;
-    } else {
-      try {
-        status = run(options, rank);
-      } catch (const mowe::train::AgreedError& e) {
-        if (rank == 0) std::fprintf(stderr, "mowe_eval: error: %s\n", e.what());
-        status = 1;
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "mowe_eval: error on rank %d of %d (host %s): %s\n", rank, world,
-                     mowe::log::host_name().c_str(), e.what());
-        if (world > 1) MPI_Abort(MPI_COMM_WORLD, 2);
-      }
-    }
-  }
-  MPI_Finalize();
-  return status;
+  return mowe::program::run_program(
+      argc, argv,
+      {.name = "mowe_eval",
+       .tag = "eval",
+       .usage = kUsage,
+       .bool_flags = {"--deactivate-auxiliary"},
+       .value_flags = {"--checkpoint", "--batches", "--decode", "--probe",
+                       "--deactivate-routing-ids-above", "--json"},
+       .on_start = nullptr,  // no stop signals to catch: an evaluation has nothing to save
+       .load = [&](const mowe::config::CommonFlags& flags) { return load(flags, options); },
+       .run = [&](const mowe::program::Setup& setup) { return run(setup, options); }});
 }

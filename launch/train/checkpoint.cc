@@ -5,8 +5,8 @@
 #include <chrono>
 #include <filesystem>
 
+#include "comm/agree.h"
 #include "launch/train/checkpoint_files.h"
-#include "launch/train/collective.h"
 #include "runtime/checkpoint/directory.h"
 #include "runtime/checkpoint/reader.h"
 #include "runtime/checkpoint/writer.h"
@@ -213,20 +213,20 @@ std::string save_checkpoint(Job& job, const TrainState& given) {
   const std::vector<Item> items = checkpoint_items(job);
   const ckpt::Layout layout = layout_of(items);
   std::string tmp;
-  run_agreed(comm, [&] {
+  comm::run_agreed(comm, [&] {
     if (comm.rank() == 0) tmp = ckpt::begin_checkpoint(dir, state.step, layout);
   });
   tmp = fmt::format("{}/.tmp-{}", dir, ckpt::checkpoint_name(state.step));
   ckpt::ChunkWriter writer(tmp, layout);
-  run_agreed(comm, [&] {
+  comm::run_agreed(comm, [&] {
     write_items(writer, items);
     writer.sync();
     write_rank_file(tmp, comm.rank(), comm.size(), state.to_proto());
   });
   std::vector<uint32_t> crcs;
-  run_agreed(comm, [&] { crcs = gather_crcs(comm, writer); });
+  comm::run_agreed(comm, [&] { crcs = gather_crcs(comm, writer); });
   const std::string path = fmt::format("{}/{}", dir, ckpt::checkpoint_name(state.step));
-  run_agreed(comm, [&] {
+  comm::run_agreed(comm, [&] {
     if (comm.rank() != 0) return;
     commit_training_checkpoint(dir, tmp, layout, crcs,
                                training_manifest(state.to_proto(), config::to_text(job.config()),
@@ -260,7 +260,7 @@ TrainState load_checkpoint(Job& job, const std::string& path) {
   comm::Communicator& comm = job.comm();
   TrainState state;
   int64_t bytes = 0;
-  run_agreed(comm, [&] {
+  comm::run_agreed(comm, [&] {
     const ckpt::CheckpointReader reader(path);
     const ckpt::CheckpointManifest& m = reader.manifest();
     check_fingerprints(job.fingerprints(), m, path);
@@ -292,7 +292,7 @@ TrainState load_checkpoint(Job& job, const std::string& path) {
 int64_t load_parameters(Job& job, const std::string& path) {
   comm::Communicator& comm = job.comm();
   int64_t step = 0;
-  run_agreed(comm, [&] {
+  comm::run_agreed(comm, [&] {
     const ckpt::CheckpointReader reader(path);
     check_fingerprints(job.fingerprints(), reader.manifest(), path);
     std::vector<Item> params;
@@ -307,7 +307,7 @@ int64_t load_parameters(Job& job, const std::string& path) {
 
 std::string find_init_checkpoint(Job& job, const std::string& path) {
   std::string found;
-  run_agreed(job.comm(), [&] {
+  comm::run_agreed(job.comm(), [&] {
     if (job.comm().rank() != 0) return;
     if (std::filesystem::exists(std::filesystem::path(path) / "manifest.pb")) {
       found = path;
@@ -324,7 +324,7 @@ std::string find_init_checkpoint(Job& job, const std::string& path) {
           path));
     found = listed.front().path;
   });
-  return broadcast_string(job.comm(), 0, found);
+  return comm::broadcast_string(job.comm(), 0, found);
 }
 
 std::optional<TrainState> resume(Job& job, const std::string& how) {
@@ -334,11 +334,11 @@ std::optional<TrainState> resume(Job& job, const std::string& how) {
   // Rank 0 lists, every rank tries the same candidates in the same order (listings of a shared
   // directory may differ between nodes for a moment).
   std::string listing;
-  run_agreed(job.comm(), [&] {
+  comm::run_agreed(job.comm(), [&] {
     if (job.comm().rank() != 0) return;
     for (const ckpt::CheckpointInfo& c : ckpt::list_checkpoints(dir)) listing += c.path + "\n";
   });
-  listing = broadcast_string(job.comm(), 0, listing);
+  listing = comm::broadcast_string(job.comm(), 0, listing);
   std::vector<std::string> found;
   for (size_t begin = 0, end; (end = listing.find('\n', begin)) != std::string::npos;
        begin = end + 1)
@@ -351,14 +351,14 @@ std::optional<TrainState> resume(Job& job, const std::string& how) {
   for (const std::string& path : found) {
     try {
       return load_checkpoint(job, path);
-    } catch (const AgreedError& e) {
+    } catch (const comm::AgreedError& e) {
       if (job.comm().rank() == 0)  // agreed: said once
         spdlog::warn("[checkpoint] cannot resume from {}: {}; trying the previous checkpoint", path,
                      e.what());
       if (first_error.empty()) first_error = e.what();
     }
   }
-  throw AgreedError(
+  throw comm::AgreedError(
       fmt::format("--resume auto: none of the {} checkpoints in {} can be loaded; "
                   "the newest failed with: {}",
                   found.size(), dir, first_error));

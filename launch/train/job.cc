@@ -4,14 +4,14 @@
 
 #include <filesystem>
 
+#include "comm/agree.h"
 #include "launch/train/batch.h"
-#include "launch/train/collective.h"
 #include "launch/train/sharding.h"
 #include "model/dispatch_plan_file.h"
 #include "model/memory_estimate.h"
+#include "runtime/optimizer_config.h"
 #include "model/mowe_layers.h"
 #include "runtime/hash.h"
-#include "runtime/optimizer_config.h"
 
 namespace mowe::train {
 namespace {
@@ -21,33 +21,35 @@ namespace {
 void check_same_plan_everywhere(const model::DispatchPlan& plan, comm::Communicator& comm) {
   const std::string bytes = plan.to_proto().SerializeAsString();
   const uint64_t h = fnv1a(bytes);
-  // Two 31-bit halves as exact doubles: min == max over the ranks iff all agree.
-  double lo[2] = {static_cast<double>(h & 0x7fffffff), static_cast<double>((h >> 32) & 0x7fffffff)};
-  double hi[2] = {lo[0], lo[1]};
-  comm.allreduce(Tensor(lo, DType::F64, Device::CPU, {2}), comm::ReduceOp::Min);
-  comm.allreduce(Tensor(hi, DType::F64, Device::CPU, {2}), comm::ReduceOp::Max);
-  if (lo[0] != hi[0] || lo[1] != hi[1])  // known to every rank alike
-    throw AgreedError(fmt::format(
-        "the ranks hold different dispatch plans ({}): give every rank the same plan file "
-        "(parallel.plan on a shared file system), or none",
-        plan.source()));
+  comm::check_same_everywhere(
+      comm, h, fmt::format("the ranks hold different dispatch plans ({})", plan.source()),
+      "give every rank the same plan file (parallel.plan on a shared file system), or none");
 }
 
-// Files may exist on some nodes only: every rank learns of a rank that cannot open them. First,
-// before the corpus is read or anything is allocated, a job beyond this host's memory is refused
-// with its estimate and the fields that drive it (model/memory_estimate.h).
+}  // namespace
+
 data::DataPipeline open_pipeline_agreed(const config::Config& config, comm::Communicator& comm) {
   const int on_host = model::ranks_on_this_host(comm);
-  run_agreed(comm, [&] {
+  comm::run_agreed(comm, [&] {
     model::check_memory_fits(model::estimate_memory(config, comm.size()),
                              model::available_host_memory(), on_host);
   });
   data::DataPipeline pipeline;
-  run_agreed(comm, [&] { pipeline = data::open_pipeline(config); });
+  comm::run_agreed(comm, [&] { pipeline = data::open_pipeline(config); });
   return pipeline;
 }
 
-}  // namespace
+std::unique_ptr<model::DispatchPlan> resolve_plan_agreed(const config::Config& config,
+                                                         const data::RoutingVocab& vocab,
+                                                         comm::Communicator& comm) {
+  if (!model::has_mowe_layers(config)) return nullptr;
+  std::unique_ptr<model::DispatchPlan> plan;
+  comm::run_agreed(comm, [&] {
+    plan = std::make_unique<model::DispatchPlan>(resolve_plan(config, vocab, comm.size()));
+  });
+  check_same_plan_everywhere(*plan, comm);
+  return plan;
+}
 
 model::DispatchPlan resolve_plan(const config::Config& cfg, const data::RoutingVocab& vocab,
                                  int world_size) {
@@ -72,12 +74,8 @@ Job::Job(const config::Config& config, comm::Communicator& comm)
       store_(host_allocator(), DType::F32, static_cast<uint64_t>(config.training().seed())) {
   model::MoweParallel parallel;
   std::vector<comm::Communicator*> groups;
-  if (model::has_mowe_layers(config)) {
-    run_agreed(comm, [&] {
-      plan_ =
-          std::make_unique<model::DispatchPlan>(resolve_plan(config, *data_.vocab, comm.size()));
-    });
-    check_same_plan_everywhere(*plan_, comm);
+  plan_ = resolve_plan_agreed(config, *data_.vocab, comm);
+  if (plan_) {
     const bool hierarchical = config.parallel().alltoall() == config::ParallelConfig::HIERARCHICAL;
     alltoall_ = std::make_unique<comm::AllToAll>(
         comm,

@@ -11,10 +11,10 @@
 #include "comm/alltoall.h"
 #include "comm/communicator.h"
 #include "data/pipeline.h"
-#include "launch/train/checkpoint_files.h"
 #include "model/dispatch_plan.h"
 #include "model/t5_model.h"
 #include "runtime/optimizer.h"
+#include "launch/train/checkpoint_files.h"
 
 namespace mowe::train {
 
@@ -23,6 +23,18 @@ namespace mowe::train {
 // refused when built for another world size, vocabulary or bucket layout.
 model::DispatchPlan resolve_plan(const config::Config& config, const data::RoutingVocab& vocab,
                                  int world_size);
+
+// Files may exist on some nodes only: every rank learns of a rank that cannot open them. First,
+// before the corpus is read or anything is allocated, a job beyond this host's memory is refused
+// with its estimate and the fields that drive it (model/memory_estimate.h). Collective; errors
+// agreed.
+data::DataPipeline open_pipeline_agreed(const config::Config& config, comm::Communicator& comm);
+
+// resolve_plan on every rank, then a check that every rank holds the same plan (errors agreed);
+// null for a model without MoWE layers. Collective.
+std::unique_ptr<model::DispatchPlan> resolve_plan_agreed(const config::Config& config,
+                                                         const data::RoutingVocab& vocab,
+                                                         comm::Communicator& comm);
 
 class Job {
  public:
@@ -44,7 +56,6 @@ class Job {
   data::Loader& train_loader() { return *train_loader_; }
   // Throws when data.validation_fraction is 0 (there is no held-out split).
   data::Loader& eval_loader();
-  // What a checkpoint must match to be loaded into this job (launch/train/checkpoint_files.h).
   const Fingerprints& fingerprints() const { return fingerprints_; }
 
  private:

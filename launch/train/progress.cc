@@ -7,8 +7,8 @@
 #include <filesystem>
 #include <limits>
 
+#include "comm/agree.h"
 #include "comm/communicator.h"
-#include "launch/train/collective.h"
 #include "runtime/backend.h"
 
 namespace mowe::train {
@@ -45,7 +45,7 @@ Progress::Progress(Job& job, int64_t start_step)
     spdlog::info("[train] sgemm peak {:.1f} GFLOP/s over {} ranks ({}{}): the MFU denominator",
                  peak_.flops / 1e9, comm.size(), peak_.measured ? "measured now" : "cached",
                  peak_.cache.empty() ? "" : ", " + peak_.cache);
-  run_agreed(comm, [&] {
+  comm::run_agreed(comm, [&] {
     if (comm.rank() == 0)
       metrics_ = std::make_unique<metrics::RunMetrics>(run_directory(c.training()), start_step);
   });

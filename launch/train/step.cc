@@ -4,8 +4,8 @@
 #include <chrono>
 #include <cmath>
 
+#include "comm/agree.h"
 #include "launch/train/batch.h"
-#include "launch/train/collective.h"
 #include "launch/train/sharding.h"
 #include "model/mowe_layers.h"
 #include "runtime/math.h"
@@ -32,9 +32,7 @@ std::string first_non_finite(const model::ParameterStore& store, comm::Communica
     }
     if (!mine.empty()) break;
   }
-  int32_t first = mine.empty() ? comm.size() : comm.rank();
-  comm.allreduce(Tensor(&first, DType::I32, Device::CPU, {1}), comm::ReduceOp::Min);
-  return first == comm.size() ? "" : broadcast_string(comm, first, mine);
+  return comm::lowest_rank_text(comm, mine);
 }
 
 // Wall clock and the blocked clocks of the two step collectives, to split a step into phases.

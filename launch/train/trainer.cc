@@ -10,8 +10,8 @@
 #include <ctime>
 #include <filesystem>
 
+#include "comm/agree.h"
 #include "launch/train/checkpoint.h"
-#include "launch/train/collective.h"
 #include "launch/train/preemption.h"
 #include "launch/train/progress.h"
 #include "runtime/checkpoint/directory.h"
@@ -39,20 +39,20 @@ const char* signal_name(int signo) {
 // the same files): rank 0 creates it and leaves a probe file that every rank must find.
 void check_shared_checkpoint_dir(const std::string& dir, comm::Communicator& comm) {
   std::string probe;
-  run_agreed(comm, [&] {
+  comm::run_agreed(comm, [&] {
     if (dir.empty()) throw Error("training.checkpoint_dir is empty: name a directory");
     if (comm.rank() != 0) return;
     checkpoint::check_checkpoint_directory(dir, "training.checkpoint_dir");
     probe = fmt::format("{}/.probe-{}-{}", dir, ::getpid(), std::time(nullptr));
     write_file_atomically(probe, "probe\n");
   });
-  probe = broadcast_string(comm, 0, probe);
+  probe = comm::broadcast_string(comm, 0, probe);
   const auto remove_probe = [&] {
     std::error_code ignored;
     if (comm.rank() == 0) std::filesystem::remove(probe, ignored);
   };
   try {
-    run_agreed(comm, [&] {
+    comm::run_agreed(comm, [&] {
       if (!std::filesystem::exists(probe))
         throw Error(fmt::format(
             "training.checkpoint_dir '{}' is not the directory rank 0 sees (its probe file {} "
@@ -67,6 +67,12 @@ void check_shared_checkpoint_dir(const std::string& dir, comm::Communicator& com
 }
 
 }  // namespace
+
+void check_training_inputs(const config::Config& config, comm::Communicator& comm) {
+  check_shared_checkpoint_dir(config.training().checkpoint_dir(), comm);
+  const data::DataPipeline data = open_pipeline_agreed(config, comm);
+  resolve_plan_agreed(config, *data.vocab, comm);
+}
 
 Trainer::Trainer(const config::Config& config, comm::Communicator& comm) {
   check_shared_checkpoint_dir(config.training().checkpoint_dir(), comm);
@@ -168,7 +174,7 @@ RunResult Trainer::run() {
             t.max_bad_steps());
       if (bad_steps >= t.max_bad_steps()) {
         progress.flush();
-        throw AgreedError(fmt::format(
+        throw comm::AgreedError(fmt::format(
             "diverged at step {}: {} steps in a row with a non-finite loss or gradient norm{}; "
             "resume from the last checkpoint with a lower training.learning_rate, or clip "
             "gradients (training.grad_clip_norm)",

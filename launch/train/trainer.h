@@ -24,10 +24,17 @@ struct RunResult {
   std::string metrics;  // metrics.jsonl of this run (rank 0; empty elsewhere)
 };
 
+// What constructing a Trainer checks before it allocates the model, through the same functions:
+// training.checkpoint_dir is usable and the same directory on every rank, the job fits this
+// host's memory, every input file opens, and the dispatch plan serves this world size and is the
+// same on every rank. mowe_pretrain --dry-run, so that it refuses what training refuses.
+// Collective; errors agreed.
+void check_training_inputs(const config::Config& config, comm::Communicator& comm);
+
 class Trainer {
  public:
-  // Builds the job; checks that training.checkpoint_dir is (or can be made) a writable
-  // directory. Collective over comm.
+  // Checks that training.checkpoint_dir is (or can be made) a writable directory that every rank
+  // sees, then builds the job. Collective over comm.
   Trainer(const config::Config& config, comm::Communicator& comm);
   ~Trainer();
 

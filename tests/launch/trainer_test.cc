@@ -18,16 +18,14 @@
 
 #include "data/corpus.h"
 #include "launch/train/checkpoint.h"
-#include "launch/train/collective.h"
-#include "launch/train/config_rules.h"
 #include "launch/train/decode.h"
 #include "launch/train/trainer.h"
 #include "runtime/checkpoint/framed_file.h"
 #include "runtime/checkpoint/proto/checkpoint.pb.h"
 #include "runtime/config/config.h"
-#include "runtime/log.h"
 #include "runtime/optimizer.h"
 #include "tests/util/expect_error.h"
+#include "launch/train/config_rules.h"
 
 namespace mowe::train {
 namespace {
@@ -296,32 +294,6 @@ TEST(TrainerConfig, GradientBucketsAtTheExtremes) {
   }
   // The same sums; only their grouping into messages (and so perhaps the reduction order) changes.
   EXPECT_NEAR(losses[1], losses[3], 1e-6 * std::abs(losses[3]));
-}
-
-// An error on one rank ends every rank alike with that rank's text, its rank and host named
-// (rank 0 prints it once); rank 0's own error reads as it is.
-TEST(TrainerCollective, AgreedErrorsNameTheFailingRankAndHost) {
-  Env env("agreed");
-  comm::Communicator& comm = *env.world;
-  const int last = comm.size() - 1;
-  const std::string expected =
-      last == 0 ? "disk gone"
-                : fmt::format("rank {} on host {}: disk gone", last, log::host_name());
-  try {
-    run_agreed(comm, [&] {
-      if (comm.rank() == last) throw Error("disk gone");
-    });
-    ADD_FAILURE() << "no error";
-  } catch (const AgreedError& e) {
-    EXPECT_EQ(std::string(e.what()), expected);
-  }
-  try {
-    run_agreed(comm, [&] { throw Error(fmt::format("bad config")); });
-    ADD_FAILURE() << "no error";
-  } catch (const AgreedError& e) {
-    EXPECT_EQ(std::string(e.what()), "bad config");
-  }
-  run_agreed(comm, [] {});  // no error: returns
 }
 
 // Greedy decoding is collective and dealt across ranks: N ranks decode what one process decodes,

@@ -65,7 +65,7 @@ config::MoweConfig two_buckets(int64_t routing_vocab_size) {
 
 TEST(UserError, ConfigFieldOutOfRangeNamesTheFieldAndWhere) {
   const Thrown t = thrown_by(
-      [] { config::load_config_text("training { global_batch_size: 0 }", "run.textproto", {}); });
+      [] { config::load_config_text("training { global_batch_size: 0 }", "run.textproto", {}, {}); });
   expect_user_error(t, {"run.textproto:1:", "training.global_batch_size", "0"});
 }
 
