@@ -4,9 +4,9 @@
 // routing an example's tokens and writing an example into a row.
 #pragma once
 
+#include <any>
 #include <cstdint>
 #include <functional>
-#include <memory>
 #include <vector>
 
 #include "data/routing_tokenizer.h"
@@ -32,7 +32,11 @@ struct Batch {
   std::vector<int32_t> decoder_mask;         // 1 = real position (position 0 included)
   std::vector<int32_t> targets;              // sentinels and noise spans, EOS
   std::vector<float> loss_weights;           // 1 on real targets, 0 on padding
-  std::shared_ptr<const void> prepared;      // whatever LoaderOptions::prepare attached
+  // What LoaderOptions::prepare computed from this batch, of a type this library does not know
+  // (the trainer's: model::RoutedBatch); read back with std::any_cast of that type, which gives
+  // null for any other. Empty when no hook ran. A loader reuses its batches, and this with them,
+  // so a hook can refill a value of its type in place.
+  std::any prepared;
 };
 
 struct LoaderOptions {
