@@ -10,30 +10,16 @@
 #include <string_view>
 #include <vector>
 
+#include "data/text.h"
 #include "runtime/proto/config.pb.h"
 
 namespace mowe::data {
-
-struct CorpusStats {
-  int64_t lines = 0;                 // lines read (data lines for WordNet)
-  int64_t skipped_invalid_utf8 = 0;  // lines dropped because they are not valid UTF-8
-  int64_t skipped_malformed = 0;     // WordNet or JSON lines that do not parse
-  int64_t bytes = 0;                 // bytes of document text kept
-};
 
 struct Corpus {
   std::string source;  // what was read, for messages: "WordNet 3.0 in /usr/share/wordnet"
   std::vector<std::string> documents;
   CorpusStats stats;
 };
-
-// `text` without its leading and trailing spaces and tabs.
-std::string_view trim(std::string_view text);
-// Drops a '\r' that ends `line` (files written on Windows).
-void strip_cr(std::string* line);
-
-// True when `text` is well-formed UTF-8 (no overlong forms, surrogates or code points > U+10FFFF).
-bool valid_utf8(std::string_view text);
 
 // One WordNet synset: lemma names with '_' turned into spaces and adjective markers such as
 // "(a)" removed, in database order, and the gloss (definitions, then examples in quotes).
@@ -66,10 +52,6 @@ Corpus read_corpus(const config::DataConfig& config, int64_t max_documents = 0);
 
 // The documents of data.validation_path, read like data.corpus_path.
 Corpus read_validation_corpus(const config::DataConfig& config);
-
-// The string value of a top-level `field` of one JSON object line, unescaped; nullopt when the
-// line is not a JSON object or the field is missing or not a string. Exposed for tests.
-bool json_string_field(std::string_view line, std::string_view field, std::string* value);
 
 struct Split {
   std::vector<std::string> train;

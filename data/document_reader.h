@@ -8,8 +8,8 @@
 #include <cstdint>
 #include <string>
 
-#include "data/corpus.h"
 #include "data/input_file.h"
+#include "data/text.h"
 
 namespace mowe::data {
 

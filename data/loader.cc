@@ -2,28 +2,12 @@
 
 #include <algorithm>
 
-#include "runtime/hash.h"
+#include "data/example_source.h"
 #include "data/stream_source.h"
 #include "runtime/check.h"
+#include "runtime/hash.h"
 
 namespace mowe::data {
-
-void corrupt_chunk(const int32_t* chunk, int64_t g, const LoaderOptions& o,
-                   const SpanLengths& lengths, int64_t target_length, std::vector<int32_t>* inputs,
-                   std::vector<int32_t>* targets) {
-  const uint64_t seed = hash_ints(o.seed, 0x5ba7, static_cast<uint64_t>(g));
-  thread_local std::vector<uint8_t> noise;  // reused: building a batch allocates nothing
-  random_spans_noise_mask(lengths.tokens_length, o.noise_density, o.mean_noise_span_length, seed,
-                          &noise);
-  inputs->clear();
-  targets->clear();
-  apply_noise_mask(chunk, noise.data(), lengths.tokens_length, o.sentinels, o.eos_id, inputs,
-                   targets);
-  MOWE_CHECK(static_cast<int64_t>(inputs->size()) <= o.input_length &&
-                 static_cast<int64_t>(targets->size()) <= target_length,
-             "span corruption gave {} inputs and {} targets for lengths {} and {}", inputs->size(),
-             targets->size(), o.input_length, target_length);
-}
 
 namespace {
 
@@ -212,6 +196,10 @@ Loader::~Loader() {
   stop();
 }
 
+bool Loader::streaming() const {
+  return source_->streaming();
+}
+
 Example Loader::example(int64_t global_index) const {
   Example ex;
   example_into(global_index, &ex);
@@ -235,29 +223,8 @@ void Loader::example_from_source(int64_t global_index, Example* out) const {
   ex.decoder_inputs.clear();
   ex.decoder_inputs.push_back(o.pad_id);
   ex.decoder_inputs.insert(ex.decoder_inputs.end(), ex.targets.begin(), ex.targets.end() - 1);
-  if (source_->route(global_index, &ex)) return;
-  ex.input_routing.resize(ex.inputs.size());
-  ex.decoder_routing.resize(ex.decoder_inputs.size());
-  table_->route(ex.inputs, ex.input_routing);
-  table_->route(ex.decoder_inputs, ex.decoder_routing);
+  if (!source_->route(global_index, &ex)) route_example(*table_, &ex);
 }
-
-namespace {
-
-// Copies `src` into row `row` of a [B, width] array, filling the rest of the row with `fill`.
-template <typename T, typename S>
-void put_row(std::vector<T>* dst, int64_t row, int64_t width, const std::vector<S>& src, T fill) {
-  T* out = dst->data() + row * width;
-  const int64_t n = static_cast<int64_t>(src.size());
-  for (int64_t i = 0; i < width; ++i) out[i] = i < n ? static_cast<T>(src[i]) : fill;
-}
-
-void put_mask(std::vector<int32_t>* dst, int64_t row, int64_t width, int64_t n) {
-  int32_t* out = dst->data() + row * width;
-  for (int64_t i = 0; i < width; ++i) out[i] = i < n ? 1 : 0;
-}
-
-}  // namespace
 
 Batch Loader::batch_at(int64_t step, int64_t first_global_example) const {
   Batch b;
@@ -277,28 +244,13 @@ void Loader::batch_into(int64_t step, int64_t first_global_example, Batch* batch
 void Loader::build_batch(int64_t step, int64_t first_global_example, Batch* batch) const {
   Batch& b = *batch;
   b.step = step;
-  b.batch_size = static_cast<int>(local_batch_);
   b.first_example = first_global_example + options_.rank * local_batch_;
-  const int64_t te = b.input_length = static_cast<int>(options_.input_length);
-  const int64_t td = b.target_length = static_cast<int>(target_length_);
-  const int64_t B = local_batch_;
-  for (auto* v : {&b.encoder_input_ids, &b.encoder_routing_ids, &b.encoder_mask}) v->resize(B * te);
-  for (auto* v : {&b.decoder_input_ids, &b.decoder_routing_ids, &b.decoder_mask, &b.targets})
-    v->resize(B * td);
-  b.loss_weights.resize(B * td);
-  const int32_t pad = options_.pad_id;
+  shape_batch(static_cast<int>(local_batch_), static_cast<int>(options_.input_length),
+              static_cast<int>(target_length_), &b);
   thread_local Example ex;  // reused: building a batch allocates nothing
-  for (int64_t r = 0; r < B; ++r) {
+  for (int64_t r = 0; r < local_batch_; ++r) {
     example_from_source(b.first_example + r, &ex);
-    put_row(&b.encoder_input_ids, r, te, ex.inputs, pad);
-    put_row(&b.encoder_routing_ids, r, te, ex.input_routing, -1);
-    put_mask(&b.encoder_mask, r, te, static_cast<int64_t>(ex.inputs.size()));
-    put_row(&b.decoder_input_ids, r, td, ex.decoder_inputs, pad);
-    put_row(&b.decoder_routing_ids, r, td, ex.decoder_routing, -1);
-    put_mask(&b.decoder_mask, r, td, static_cast<int64_t>(ex.decoder_inputs.size()));
-    put_row(&b.targets, r, td, ex.targets, pad);
-    for (int64_t i = 0; i < td; ++i)
-      b.loss_weights[r * td + i] = i < static_cast<int64_t>(ex.targets.size()) ? 1.0f : 0.0f;
+    put_example(ex, r, options_.pad_id, &b);
   }
   if (options_.prepare) options_.prepare(b);  // e.g. route tokens with the dispatch plan
 }

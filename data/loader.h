@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "data/batch.h"
 #include "data/proto/loader_state.pb.h"
 #include "data/qa.h"
 #include "data/routing_tokenizer.h"
@@ -33,91 +34,8 @@
 
 namespace mowe::data {
 
-struct Batch;
+class ExampleSource;
 struct StreamingCorpus;
-
-struct LoaderOptions {
-  int64_t input_length = 512;   // data.input_length
-  int64_t target_length = 0;    // data.target_length; 0 = derived as T5 does (114 for 512)
-  double noise_density = 0.15;  // data.noise_density
-  double mean_noise_span_length = 3.0;
-  uint64_t seed = 0;              // data.seed
-  int64_t global_batch_size = 1;  // training.global_batch_size, divisible by world_size
-  int rank = 0;
-  int world_size = 1;
-  int prefetch_batches = 2;  // data.prefetch_batches
-  int loader_threads = 0;    // data.loader_threads (streaming corpora)
-  int32_t pad_id = 0;
-  int32_t eos_id = 1;
-  std::vector<int32_t> sentinels;  // ids of <extra_id_0>, <extra_id_1>, ...
-  // Run on every built batch, on the thread that builds it (the prefetch thread for next()): the
-  // trainer routes tokens with its dispatch plan here, so the step does no routing work. Must be
-  // thread-safe with respect to the caller's other work; may fill Batch::prepared.
-  std::function<void(Batch&)> prepare;
-};
-
-// One rank's share of a global batch. Arrays are row-major [B, T] with B = batch_size examples
-// and T = input_length (encoder_*) or target_length (decoder_*, targets, loss_weights).
-// Padding (only when a configured target_length exceeds the derived one) has id pad_id, mask 0,
-// loss weight 0 and routing id -1. Pad (the decoder's start token), EOS and the sentinels are
-// real positions with routing id -1 too: not words, so no expert sees them.
-struct Batch {
-  int64_t step = 0;
-  int64_t first_example = 0;  // global index of this rank's first example
-  int batch_size = 0;
-  int input_length = 0;
-  int target_length = 0;
-  std::vector<int32_t> encoder_input_ids;    // corrupted inputs, sentinels, EOS
-  std::vector<int32_t> encoder_routing_ids;  // routing tokenization of encoder_input_ids
-  std::vector<int32_t> encoder_mask;         // 1 = real token
-  std::vector<int32_t> decoder_input_ids;    // targets shifted right, starting with pad_id (0)
-  std::vector<int32_t> decoder_routing_ids;  // routing tokenization of decoder_input_ids
-  std::vector<int32_t> decoder_mask;         // 1 = real position (position 0 included)
-  std::vector<int32_t> targets;              // sentinels and noise spans, EOS
-  std::vector<float> loss_weights;           // 1 on real targets, 0 on padding
-  std::shared_ptr<const void> prepared;      // whatever LoaderOptions::prepare attached
-};
-
-// One example before padding.
-struct Example {
-  std::vector<int32_t> inputs, input_routing;
-  std::vector<int32_t> targets, decoder_inputs, decoder_routing;
-};
-
-// Where a loader's examples come from.
-class ExampleSource {
- public:
-  virtual ~ExampleSource() = default;
-  // The inputs and targets of global example g, each ending with EOS and within the lengths the
-  // source was made for: a pure function of g.
-  virtual void make(int64_t global_index, std::vector<int32_t>* inputs,
-                    std::vector<int32_t>* targets) const = 0;
-  // Fingerprint of the examples, recorded in saved loader states.
-  virtual uint64_t hash() const = 0;
-  // Sets the routing ids of example g's inputs and decoder inputs and returns true when the
-  // source draws them itself (SYNTHETIC); false: the routing tokenizer routes the tokens.
-  virtual bool route(int64_t /*global_index*/, Example* /*example*/) const { return false; }
-
-  // A streaming source (data.streaming) reads its files forward and has a position; the others
-  // are pure functions of the example index and have none.
-  virtual bool streaming() const { return false; }
-  // The position of every stream this source reads (after a batch is built: at the boundary of
-  // the next step, since a streaming source reads its streams a whole step at a time).
-  virtual void positions(std::vector<StreamPosition>* out) const { out->clear(); }
-  // Continues at the positions of a saved state (which may hold other streams too).
-  virtual void seek(const LoaderState& /*state*/) {}
-  // Why a saved state cannot continue this source ("" when it can): a streaming source names
-  // the setting that differs before the fingerprint is compared.
-  virtual std::string mismatch(const LoaderState& /*state*/) const { return ""; }
-  // Records in a state what mismatch() compares.
-  virtual void describe(LoaderState* /*state*/) const {}
-};
-
-// T5 span corruption of global example g's raw chunk (lengths.tokens_length tokens), its noise
-// mask seeded with hash(seed, g).
-void corrupt_chunk(const int32_t* chunk, int64_t g, const LoaderOptions& options,
-                   const SpanLengths& lengths, int64_t target_length, std::vector<int32_t>* inputs,
-                   std::vector<int32_t>* targets);
 
 class Loader {
  public:
@@ -162,7 +80,7 @@ class Loader {
   const SpanLengths& lengths() const { return lengths_; }
   int64_t target_length() const { return target_length_; }
   int64_t local_batch_size() const { return local_batch_; }
-  bool streaming() const { return source_->streaming(); }
+  bool streaming() const;
   const LoaderOptions& options() const { return options_; }
 
  private:

@@ -10,6 +10,7 @@
 #include "data/derived_file.h"
 #include "data/token_stream.h"
 #include "data/word_list.h"
+#include "data/words.h"
 #include "runtime/check.h"
 #include "runtime/checkpoint/crc32c.h"
 #include "runtime/config/config.h"
@@ -26,10 +27,6 @@ std::vector<uint32_t> piece_crcs(const Tokenizer& tokenizer) {
   for (int32_t id = 0; id < tokenizer.vocab_size(); ++id)
     crcs.push_back(checkpoint::crc32c(tokenizer.piece(id).data(), tokenizer.piece(id).size()));
   return crcs;
-}
-
-bool word_byte(unsigned char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c >= 0x80;
 }
 
 struct Candidate {
@@ -255,25 +252,6 @@ std::vector<int32_t> special_pieces(const Tokenizer& tokenizer) {
 }
 
 }  // namespace
-
-void for_each_word(std::string_view text, const std::function<void(std::string_view)>& emit) {
-  std::string word;
-  for (size_t i = 0; i <= text.size(); ++i) {
-    unsigned char c = i < text.size() ? static_cast<unsigned char>(text[i]) : ' ';
-    if (word_byte(c)) {
-      word.push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : static_cast<char>(c));
-    } else if (!word.empty()) {
-      emit(word);
-      word.clear();
-    }
-  }
-}
-
-std::vector<std::string> split_words(std::string_view text) {
-  std::vector<std::string> words;
-  for_each_word(text, [&](std::string_view w) { words.emplace_back(w); });
-  return words;
-}
 
 RoutingVocab RoutingVocab::start(const Tokenizer& tokenizer, const RoutingVocabOptions& options) {
   RoutingVocab vocab;

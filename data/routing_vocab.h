@@ -13,7 +13,6 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -24,12 +23,6 @@
 #include "data/tokenizer.h"
 
 namespace mowe::data {
-
-// Lower-cased words of `text`: runs of ASCII letters and digits and of non-ASCII bytes (so
-// UTF-8 letters stay inside words); everything else separates. "Alan Mathison_Turing's" ->
-// alan, mathison, turing, s.
-void for_each_word(std::string_view text, const std::function<void(std::string_view)>& emit);
-std::vector<std::string> split_words(std::string_view text);
 
 struct RoutingVocabOptions {
   int64_t max_routing_ids = 1 << 20;  // model.mowe.routing_vocab_size

@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "data/document_reader.h"
-#include "data/loader.h"
+#include "data/example_source.h"
 #include "data/tokenizer.h"
 #include "runtime/proto/config.pb.h"
 

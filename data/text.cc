@@ -4,7 +4,7 @@
 #include <string>
 #include <string_view>
 
-#include "data/corpus.h"
+#include "data/text.h"
 
 namespace mowe::data {
 

@@ -3,11 +3,11 @@
 #include <algorithm>
 #include <charconv>
 
-#include "data/corpus.h"
-#include "runtime/hash.h"
 #include "data/input_file.h"
 #include "data/routing_tokenizer.h"
-#include "data/routing_vocab.h"
+#include "data/text.h"
+#include "data/words.h"
+#include "runtime/hash.h"
 
 namespace mowe::data {
 namespace {

@@ -36,7 +36,7 @@ Tensor column_view(const std::vector<int32_t>& v) {
 }  // namespace
 
 ExchangeDispatch::ExchangeDispatch(const DispatchPlan& plan, comm::AllToAll& alltoall)
-    : dispatch_plan_(plan), alltoall_(alltoall), rank_(alltoall.comm().rank()) {
+    : alltoall_(alltoall) {
   MOWE_CHECK(plan.world_size() == alltoall.comm().size(),
              "dispatch plan {} is for {} ranks, but the communicator has {}", plan.source(),
              plan.world_size(), alltoall.comm().size());
@@ -82,10 +82,11 @@ void route_tokens(const DispatchPlan& plan, int rank, std::span<const int32_t> r
   }
 }
 
-void ExchangeDispatch::assign(const Context& ctx, std::span<const int32_t> routing_ids,
-                              int32_t deactivate_above) {
-  route_tokens(dispatch_plan_, rank_, routing_ids, deactivate_above, &routed_);
-  assign(ctx, routed_);
+void route_batch(const DispatchPlan& plan, int rank, std::span<const int32_t> encoder_routing_ids,
+                 std::span<const int32_t> decoder_routing_ids, int32_t deactivate_above,
+                 RoutedBatch* out) {
+  route_tokens(plan, rank, encoder_routing_ids, deactivate_above, &out->encoder);
+  route_tokens(plan, rank, decoder_routing_ids, deactivate_above, &out->decoder);
 }
 
 void ExchangeDispatch::assign(const Context& ctx, const RoutedTokens& routed) {

@@ -1,12 +1,13 @@
 // Dispatch across ranks (paper, section 2.3): each rank's tokens go to the ranks owning their
 // experts' blocks with one all-to-all (one message per peer, whatever the number of experts),
 // are computed there grouped by (bucket, local expert), and come back with the reverse
-// all-to-all. Everything that sizes the exchanges is computed once per step and stack in
-// assign(), so every MoWE layer of the stack, forward and backward, reuses it:
+// all-to-all. Everything that sizes the exchanges is computed once per step and stack, by
+// route_tokens (no communication: the trainer runs it on the loader thread, ahead of the step)
+// and assign() (collective), so every MoWE layer of the stack, forward and backward, reuses it:
 //
 //   routing ids [N] -> plan.route(): (rank, bucket, local expert) per token, or skipped
 //                   -> send rows sorted by (rank, bucket, local expert), send counts
-//                   -> counts exchanged, then each send row's local-expert key (once per step)
+//   assign():       -> counts exchanged, then each send row's local-expert key (once per step)
 //                   -> received rows grouped by local expert: a Dispatch over a "local routing
 //                      table" whose ids are the keys
 //
@@ -34,19 +35,32 @@ struct RoutedTokens {
 };
 
 // Routes routing ids [N] of rank `rank` with `plan`; padding, unrouted ids and ids >
-// deactivate_above (when > 0) are skipped. Pure and thread-safe.
+// deactivate_above (when > 0) are skipped. Pure and thread-safe. The one routing of tokens
+// across ranks: whether the loader thread routes a batch ahead (route_batch) or the model routes
+// it at the step (T5Model, when its inputs bring no routing), this is what runs.
 void route_tokens(const DispatchPlan& plan, int rank, std::span<const int32_t> routing_ids,
                   int32_t deactivate_above, RoutedTokens* out);
 
+// A batch's encoder and decoder tokens routed with the plan, ahead of the step: what the
+// trainer's loader thread attaches to each batch (data::Batch::prepared) and
+// ModelInputs::routed points to.
+struct RoutedBatch {
+  RoutedTokens encoder, decoder;
+};
+
+// Both stacks' routing ids of a batch through route_tokens, into *out (its storage reused).
+void route_batch(const DispatchPlan& plan, int rank, std::span<const int32_t> encoder_routing_ids,
+                 std::span<const int32_t> decoder_routing_ids, int32_t deactivate_above,
+                 RoutedBatch* out);
+
 class ExchangeDispatch final : public TokenRouter {
  public:
-  // `plan` is for alltoall.comm()'s world size; both must outlive this object.
+  // `plan` is for alltoall.comm()'s world size (its local experts are read here); alltoall must
+  // outlive this object.
   ExchangeDispatch(const DispatchPlan& plan, comm::AllToAll& alltoall);
 
-  // Collective over the all-to-all's communicator. Routing ids [N] of this rank's tokens;
-  // padding, unrouted ids and ids > deactivate_above (when > 0) are skipped.
-  void assign(const Context& ctx, std::span<const int32_t> routing_ids, int32_t deactivate_above);
-  // The same from tokens already routed (route_tokens): only the exchanges remain.
+  // Collective over the all-to-all's communicator: this rank's tokens as route_tokens routed
+  // them; exchanges the counts and the local-expert keys of the rows.
   void assign(const Context& ctx, const RoutedTokens& routed);
 
   int64_t num_tokens() const override { return num_tokens_; }
@@ -60,9 +74,7 @@ class ExchangeDispatch final : public TokenRouter {
  private:
   Tensor send_order() const;
 
-  const DispatchPlan& dispatch_plan_;
   comm::AllToAll& alltoall_;
-  int rank_;
   RoutingTable local_table_;  // local-expert key -> (bucket, local expert) on this rank
   int64_t num_tokens_ = 0;
   std::vector<int32_t> send_order_;             // [S]: the token of each send row
@@ -71,8 +83,7 @@ class ExchangeDispatch final : public TokenRouter {
   comm::AllToAll::Plan counts_plan_;  // one row per peer, built on the first assign()
   std::vector<int32_t> counts_out_, counts_in_, recv_keys_;  // assign()'s, reused
   bool counts_plan_ready_ = false;
-  Dispatch received_;    // groups the received rows by local expert
-  RoutedTokens routed_;  // reused by assign(routing ids)
+  Dispatch received_;  // groups the received rows by local expert
 };
 
 }  // namespace mowe::model

@@ -112,6 +112,7 @@ struct T5Model::Stack {
   bool has_mowe = false;  // routing is computed only for stacks with MoWE layers
   Dispatch dispatch;
   std::unique_ptr<ExchangeDispatch> exchange;
+  RoutedTokens routed;  // with exchange, when the inputs bring no routing: routed here
   const TokenRouter& router() const {
     return exchange ? static_cast<const TokenRouter&>(*exchange) : dispatch;
   }
@@ -279,11 +280,16 @@ Tensor T5Model::run_stack(const StepContext& s, Stack& st, const Tensor& x_embed
                "routing ids are dispatched on the host: expected host i32, got {}", ids.str());
     const std::span<const int32_t> span(ids.ptr<int32_t>(), static_cast<size_t>(ids.numel()));
     const int32_t deactivate = config_.mowe().deactivate_routing_ids_above();
-    const RoutedTokens* routed = dec ? in.dec_routed : in.enc_routed;
-    if (st.exchange && routed != nullptr) {
+    if (st.exchange) {
+      const RoutedTokens* routed = nullptr;
+      if (in.routed != nullptr) {
+        routed = dec ? &in.routed->decoder : &in.routed->encoder;
+      } else {
+        route_tokens(*parallel_.plan, parallel_.alltoall->comm().rank(), span, deactivate,
+                     &st.routed);
+        routed = &st.routed;
+      }
       st.exchange->assign(s.ctx, *routed);  // collective: counts and keys only
-    } else if (st.exchange) {
-      st.exchange->assign(s.ctx, span, deactivate);  // collective
     } else {
       st.dispatch.assign(*routing_, span, deactivate);
     }

@@ -24,10 +24,10 @@ struct ModelInputs {
   Tensor enc_ids, enc_valid, enc_routing;
   Tensor dec_ids, dec_valid, dec_routing;
   Tensor targets, weights;
-  // With expert parallelism: each stack's tokens already routed (by the loader thread), so the
-  // step only exchanges counts and keys. Null: routed here from the routing ids.
-  const RoutedTokens* enc_routed = nullptr;
-  const RoutedTokens* dec_routed = nullptr;
+  // With expert parallelism: both stacks' tokens already routed (route_batch, by the loader
+  // thread), so the step only exchanges counts and keys. Null: routed here from the routing ids,
+  // by the same route_tokens.
+  const RoutedBatch* routed = nullptr;
 };
 
 // The feed-forward part of a block: dense FFN or MoWE layer behind one interface, so the stacks

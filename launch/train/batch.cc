@@ -2,6 +2,21 @@
 
 namespace mowe::train {
 
+std::function<void(data::Batch&)> route_with_plan(const model::DispatchPlan& plan, int rank,
+                                                  int32_t deactivate_above) {
+  return [&plan, rank, deactivate_above](data::Batch& b) {
+    // A recycled batch brings its routing back: refilled in place, its storage reused.
+    auto* routed = std::any_cast<model::RoutedBatch>(&b.prepared);
+    if (routed == nullptr) routed = &b.prepared.emplace<model::RoutedBatch>();
+    model::route_batch(plan, rank, b.encoder_routing_ids, b.decoder_routing_ids, deactivate_above,
+                       routed);
+  };
+}
+
+const model::RoutedBatch* attached_routing(const data::Batch& b) {
+  return std::any_cast<model::RoutedBatch>(&b.prepared);
+}
+
 model::ModelInputs model_inputs(const data::Batch& b) {
   model::ModelInputs in;
   in.batch = b.batch_size;
@@ -14,11 +29,7 @@ model::ModelInputs model_inputs(const data::Batch& b) {
   in.dec_routing = host_i32_view(b.decoder_routing_ids, {bs, td});
   in.targets = host_i32_view(b.targets, {bs, td});
   in.weights = Tensor(const_cast<float*>(b.loss_weights.data()), DType::F32, Device::CPU, {bs, td});
-  if (b.prepared) {
-    const auto* routing = static_cast<const BatchRouting*>(b.prepared.get());
-    in.enc_routed = &routing->encoder;
-    in.dec_routed = &routing->decoder;
-  }
+  in.routed = attached_routing(b);
   return in;
 }
 

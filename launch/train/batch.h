@@ -1,17 +1,26 @@
 // A loader batch as the model's inputs, with the routing the loader thread attached to it.
 #pragma once
 
-#include "data/loader.h"
+#include <cstdint>
+#include <functional>
+
+#include "data/batch.h"
+#include "model/dispatch_plan.h"
 #include "model/t5_model.h"
 
 namespace mowe::train {
 
-// What the loader thread attaches to each batch: both stacks' tokens routed with the plan.
-struct BatchRouting {
-  model::RoutedTokens encoder, decoder;
-};
+// The loader hook (data::LoaderOptions::prepare) that routes both stacks' tokens of every batch
+// with `plan` for `rank` (model::route_batch), on the thread that builds the batch, and attaches
+// the result to it as a model::RoutedBatch. `plan` must outlive the loader.
+std::function<void(data::Batch&)> route_with_plan(const model::DispatchPlan& plan, int rank,
+                                                  int32_t deactivate_above);
 
-// Views of a batch's arrays as the model's inputs (no copies); valid while `b` lives.
+// The routing route_with_plan attached to `b`; null when none was (no hook, or no plan).
+const model::RoutedBatch* attached_routing(const data::Batch& b);
+
+// Views of a batch's arrays as the model's inputs (no copies), with its attached routing;
+// valid while `b` lives.
 model::ModelInputs model_inputs(const data::Batch& b);
 
 // Real (non-padding) encoder and decoder tokens of this rank's share of the batch.

@@ -4,9 +4,9 @@
 #include <cctype>
 #include <map>
 
+#include "data/batch.h"
 #include "data/corpus.h"
 #include "data/qa.h"
-#include "model/mowe_dispatch.h"
 #include "runtime/hash.h"
 
 namespace mowe::train {
@@ -60,50 +60,40 @@ std::vector<std::vector<int32_t>> greedy_decode(StepRunner& runner, Job& job,
     }
     const int D = static_cast<int>(1 + forced + max_tokens);
     data::Batch b;
-    b.batch_size = B;
-    b.input_length = T;
-    b.target_length = D;
     b.first_example = rank * per_rank + round * batch;
-    b.encoder_input_ids.assign(B * T, data::Tokenizer::kPadId);
-    b.encoder_routing_ids.assign(B * T, model::kPaddingRoutingId);
-    b.encoder_mask.assign(B * T, 0);
-    std::vector<std::vector<int32_t>> prefix(B);
+    data::shape_batch(B, T, D, &b);
+    // Row i as an example: the request's inputs, the prefix written so far as decoder inputs,
+    // and one target (the loss is not used, but it must have one).
+    std::vector<data::Example> rows(B);
     std::vector<bool> done(B, false);
     for (int i = 0; i < B; ++i) {
       const DecodeRequest& r = requests[mine[i] < 0 ? 0 : mine[i]];
-      std::copy(r.inputs.begin(), r.inputs.end(), b.encoder_input_ids.begin() + i * T);
-      std::fill_n(b.encoder_mask.begin() + i * T, r.inputs.size(), 1);
-      table.route(r.inputs, std::span(b.encoder_routing_ids.data() + i * T, r.inputs.size()));
-      prefix[i].push_back(data::Tokenizer::kPadId);
-      prefix[i].insert(prefix[i].end(), r.forced.begin(), r.forced.end());
+      data::Example& ex = rows[i];
+      ex.inputs = r.inputs;
+      ex.decoder_inputs.push_back(data::Tokenizer::kPadId);
+      ex.decoder_inputs.insert(ex.decoder_inputs.end(), r.forced.begin(), r.forced.end());
+      ex.targets = {data::Tokenizer::kPadId};
       if (mine[i] < 0) done[i] = true;
     }
     // One forward pass per generated position over the whole prefix (no key/value cache: the
     // sequences here are short, and this reuses the training forward exactly).
     for (int step = 0; step < max_tokens; ++step) {
-      b.decoder_input_ids.assign(B * D, data::Tokenizer::kPadId);
-      b.decoder_routing_ids.assign(B * D, model::kPaddingRoutingId);
-      b.decoder_mask.assign(B * D, 0);
-      b.targets.assign(B * D, data::Tokenizer::kPadId);
-      b.loss_weights.assign(B * D, 0.0f);
       for (int i = 0; i < B; ++i) {
-        const auto& p = prefix[i];
-        std::copy(p.begin(), p.end(), b.decoder_input_ids.begin() + i * D);
-        std::fill_n(b.decoder_mask.begin() + i * D, p.size(), 1);
-        table.route(p, std::span(b.decoder_routing_ids.data() + i * D, p.size()));
-        b.loss_weights[i * D] = 1;  // the loss is not used; it must have a target
+        data::route_example(table, &rows[i]);
+        data::put_example(rows[i], i, data::Tokenizer::kPadId, &b);
       }
       double targets = 0;
       runner.loss_sum(b, &targets, [&](const Tensor& logits) {
         const int64_t V = logits.dim(1);
         for (int i = 0; i < B; ++i) {
           if (done[i]) continue;
-          const float* row = logits.ptr<float>() + (int64_t(i) * D + prefix[i].size() - 1) * V;
+          const std::vector<int32_t>& prefix = rows[i].decoder_inputs;
+          const float* row = logits.ptr<float>() + (int64_t(i) * D + prefix.size() - 1) * V;
           const int32_t next = static_cast<int32_t>(std::max_element(row, row + V) - row);
           if (next == data::Tokenizer::kEosId || (stop_at_sentinel && tok.is_sentinel(next))) {
             done[i] = true;
           } else {
-            prefix[i].push_back(next);
+            rows[i].decoder_inputs.push_back(next);
           }
         }
       });
@@ -111,7 +101,8 @@ std::vector<std::vector<int32_t>> greedy_decode(StepRunner& runner, Job& job,
     for (int i = 0; i < B; ++i) {
       if (mine[i] < 0) continue;
       const size_t skip = 1 + requests[mine[i]].forced.size();
-      out[mine[i]].assign(prefix[i].begin() + skip, prefix[i].end());
+      const std::vector<int32_t>& prefix = rows[i].decoder_inputs;
+      out[mine[i]].assign(prefix.begin() + skip, prefix.end());
     }
   }
   // Every rank gets every result: lengths, then tokens, summed (each slot is filled by one rank).

@@ -94,20 +94,8 @@ Job::Job(const config::Config& config, comm::Communicator& comm)
   auto options = data::loader_options(config, *data_.tokenizer, comm.rank(), comm.size());
   if (plan_) {
     // The loader's thread routes each batch with the plan; the step only exchanges counts.
-    options.prepare = [plan = plan_.get(), rank = comm.rank(),
-                       deactivate =
-                           config.model().mowe().deactivate_routing_ids_above()](data::Batch& b) {
-      // A recycled batch brings its routing back: reuse it unless someone else still holds it.
-      std::shared_ptr<BatchRouting> routing;
-      if (b.prepared && b.prepared.use_count() == 1)
-        routing = std::const_pointer_cast<BatchRouting>(
-            std::static_pointer_cast<const BatchRouting>(b.prepared));
-      else
-        routing = std::make_shared<BatchRouting>();
-      model::route_tokens(*plan, rank, b.encoder_routing_ids, deactivate, &routing->encoder);
-      model::route_tokens(*plan, rank, b.decoder_routing_ids, deactivate, &routing->decoder);
-      b.prepared = std::move(routing);
-    };
+    options.prepare =
+        route_with_plan(*plan_, comm.rank(), config.model().mowe().deactivate_routing_ids_above());
   }
   train_loader_ = data::make_loader(data_, false, options);
   // No held-out split (data.validation_fraction = 0 or a streaming corpus without

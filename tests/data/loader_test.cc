@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <any>
 #include <set>
 
 #include "data/rng.h"
@@ -165,6 +167,95 @@ TEST(Loader, PrefetchedBatchesEqualDirectOnes) {
   o.prefetch_batches = 3;
   Loader loader(synthetic_stream(5000, 1), synthetic_table(), o);
   for (int s = 0; s < 10; ++s) expect_same(loader.next(), loader.batch_at(s, 4 * s));
+}
+
+// What the prepare hook attaches comes back with its batch, under its own type only, and a
+// recycled batch hands the hook its earlier value to refill (no new one per batch).
+TEST(Loader, PrepareAttachesATypedValueReusedWithItsBatch) {
+  struct Sum {
+    int64_t step = -1, ids = 0;
+    int fills = 0;
+  };
+  LoaderOptions o = options(4);
+  o.prefetch_batches = 2;
+  o.prepare = [](Batch& b) {
+    Sum* sum = std::any_cast<Sum>(&b.prepared);
+    if (sum == nullptr) sum = &b.prepared.emplace<Sum>();
+    sum->step = b.step;
+    sum->ids = 0;
+    for (int32_t id : b.encoder_input_ids) sum->ids += id;
+    ++sum->fills;
+  };
+  Loader loader(synthetic_stream(5000, 1), synthetic_table(), o);
+  std::set<const Sum*> storage;
+  int most_fills = 0;
+  for (int s = 0; s < 9; ++s) {
+    const Batch& b = loader.next();
+    const Sum* sum = std::any_cast<Sum>(&b.prepared);
+    ASSERT_NE(sum, nullptr) << "step " << s;
+    EXPECT_EQ(std::any_cast<int>(&b.prepared), nullptr);
+    EXPECT_EQ(sum->step, s);
+    int64_t ids = 0;
+    for (int32_t id : b.encoder_input_ids) ids += id;
+    EXPECT_EQ(sum->ids, ids);
+    storage.insert(sum);
+    most_fills = std::max(most_fills, sum->fills);
+  }
+  // A ring of prefetch_batches + 1 batches: 3 values for 9 batches, each refilled 3 times.
+  EXPECT_EQ(storage.size(), 3u);
+  EXPECT_EQ(most_fills, 3);
+  // Built on the caller's thread, the hook runs too; without a hook nothing is attached.
+  const Batch direct = loader.batch_at(2, 8);
+  ASSERT_NE(std::any_cast<Sum>(&direct.prepared), nullptr);
+  EXPECT_EQ(std::any_cast<Sum>(&direct.prepared)->step, 2);
+  Loader plain(synthetic_stream(5000, 1), synthetic_table(), options(4));
+  EXPECT_FALSE(plain.next().prepared.has_value());
+}
+
+// Writing an example into a row: its values, then padding (id pad, routing id -1, mask 0, loss
+// weight 0), the other rows untouched; a reshaped batch keeps its storage.
+TEST(BatchRows, PutExamplePadsTheRestOfItsRow) {
+  Batch b;
+  shape_batch(2, 5, 4, &b);
+  ASSERT_EQ(b.encoder_input_ids.size(), 10u);
+  ASSERT_EQ(b.loss_weights.size(), 8u);
+  std::fill(b.encoder_input_ids.begin(), b.encoder_input_ids.end(), 77);
+  Example ex;
+  ex.inputs = {21, 22, 1};
+  ex.decoder_inputs = {0, 30};
+  ex.targets = {30, 1};
+  route_example(*synthetic_table(), &ex);
+  ASSERT_EQ(ex.input_routing.size(), 3u);
+  ASSERT_EQ(ex.decoder_routing.size(), 2u);
+  ex.input_routing = {40, 41, -1};  // values of its own, to see where they land
+  ex.decoder_routing = {-1, 42};
+  put_example(ex, 1, 0, &b);
+  EXPECT_EQ(b.encoder_input_ids, (std::vector<int32_t>{77, 77, 77, 77, 77, 21, 22, 1, 0, 0}));
+  EXPECT_EQ(std::vector<int32_t>(b.encoder_routing_ids.begin() + 5, b.encoder_routing_ids.end()),
+            (std::vector<int32_t>{40, 41, -1, -1, -1}));
+  EXPECT_EQ(std::vector<int32_t>(b.encoder_mask.begin() + 5, b.encoder_mask.end()),
+            (std::vector<int32_t>{1, 1, 1, 0, 0}));
+  EXPECT_EQ(std::vector<int32_t>(b.decoder_input_ids.begin() + 4, b.decoder_input_ids.end()),
+            (std::vector<int32_t>{0, 30, 0, 0}));
+  EXPECT_EQ(std::vector<int32_t>(b.decoder_routing_ids.begin() + 4, b.decoder_routing_ids.end()),
+            (std::vector<int32_t>{-1, 42, -1, -1}));
+  EXPECT_EQ(std::vector<int32_t>(b.decoder_mask.begin() + 4, b.decoder_mask.end()),
+            (std::vector<int32_t>{1, 1, 0, 0}));
+  EXPECT_EQ(std::vector<int32_t>(b.targets.begin() + 4, b.targets.end()),
+            (std::vector<int32_t>{30, 1, 0, 0}));
+  EXPECT_EQ(std::vector<float>(b.loss_weights.begin() + 4, b.loss_weights.end()),
+            (std::vector<float>{1, 1, 0, 0}));
+  // Routed by the table, as the loader routes its examples.
+  std::vector<int32_t> routing(3);
+  synthetic_table()->route(ex.inputs, routing);
+  route_example(*synthetic_table(), &ex);
+  EXPECT_EQ(ex.input_routing, routing);
+  // An example longer than its row is a bug, not a cut.
+  ex.inputs.assign(6, 21);
+  expect_error([&] { put_example(ex, 0, 0, &b); }, {"does not fit lengths 5 and 4"});
+  const int32_t* storage = b.encoder_input_ids.data();
+  shape_batch(1, 5, 4, &b);
+  EXPECT_EQ(b.encoder_input_ids.data(), storage);
 }
 
 TEST(Loader, EpochsVisitEveryChunkOnceInNewOrders) {

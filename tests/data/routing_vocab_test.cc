@@ -12,6 +12,7 @@
 
 #include "data/corpus.h"
 #include "data/loader.h"
+#include "data/words.h"
 #include "runtime/check.h"
 #include "runtime/files.h"
 #include "tests/util/expect_error.h"

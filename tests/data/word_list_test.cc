@@ -17,6 +17,7 @@
 
 #include "data/corpus.h"
 #include "data/routing_vocab.h"
+#include "data/words.h"
 #include "runtime/check.h"
 
 namespace mowe::data {

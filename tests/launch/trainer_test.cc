@@ -17,6 +17,7 @@
 #include <set>
 
 #include "data/corpus.h"
+#include "launch/train/batch.h"
 #include "launch/train/checkpoint.h"
 #include "launch/train/decode.h"
 #include "launch/train/trainer.h"
@@ -321,6 +322,35 @@ TEST(TrainerDecode, GreedyMatchesOneProcessAndItsOwnArgmax) {
       ASSERT_EQ(next[0], std::vector<int32_t>{decoded[i][k]}) << "request " << i << " at " << k;
     }
   }
+}
+
+// The loader thread attaches to every batch the routing model::route_batch gives its routing ids
+// with the job's plan, and the model's inputs carry it; a batch without one (decoding) makes the
+// model route its tokens itself.
+TEST(TrainerBatches, LoaderThreadAttachesThePlansRouting) {
+  Env env("attached_routing");
+  Trainer t(tiny(env.dir, "ADAMW"), *env.world);
+  Job& job = t.job();
+  ASSERT_NE(job.plan(), nullptr);
+  const int32_t deactivate = job.config().model().mowe().deactivate_routing_ids_above();
+  for (int s = 0; s < 3; ++s) {
+    const data::Batch& b = job.train_loader().next();
+    const model::RoutedBatch* routed = attached_routing(b);
+    ASSERT_NE(routed, nullptr) << "step " << s;
+    EXPECT_EQ(model_inputs(b).routed, routed);
+    model::RoutedBatch expected;
+    model::route_batch(*job.plan(), env.world->rank(), b.encoder_routing_ids, b.decoder_routing_ids,
+                       deactivate, &expected);
+    for (auto [got, want] : {std::pair{&routed->encoder, &expected.encoder},
+                             std::pair{&routed->decoder, &expected.decoder}}) {
+      EXPECT_EQ(got->num_tokens, want->num_tokens);
+      EXPECT_EQ(got->send_order, want->send_order);
+      EXPECT_EQ(got->send_keys, want->send_keys);
+      EXPECT_EQ(got->send_rows, want->send_rows);
+    }
+    EXPECT_GT(routed->encoder.send_order.size(), 0u) << "no token routed";
+  }
+  EXPECT_EQ(attached_routing(data::Batch{}), nullptr);
 }
 
 TEST(TrainerDecode, AnswerScores) {

@@ -146,15 +146,13 @@ TEST_P(DistributedEquivalence, LossGradientsAndThreeAdamWStepsMatchOneProcess) {
   T5Model model(m, store, &table, &parallel);
   const int64_t local = kGlobalBatch / n;
   Batch mine = make_batch(rank * local, local, m.vocab_size(), m.mowe().routing_vocab_size());
-  RoutedTokens enc_routed, dec_routed;
+  RoutedBatch routed;
   if (c.prerouted) {
     auto ids = [](const Tensor& t) {
       return std::span<const int32_t>(t.ptr<int32_t>(), static_cast<size_t>(t.numel()));
     };
-    route_tokens(plan, rank, ids(mine.in.enc_routing), 0, &enc_routed);
-    route_tokens(plan, rank, ids(mine.in.dec_routing), 0, &dec_routed);
-    mine.in.enc_routed = &enc_routed;
-    mine.in.dec_routed = &dec_routed;
+    route_batch(plan, rank, ids(mine.in.enc_routing), ids(mine.in.dec_routing), 0, &routed);
+    mine.in.routed = &routed;
   }
   Runner run;
   AdamW opt(host_allocator(), {.weight_decay = 0.01});
@@ -244,7 +242,9 @@ int64_t messages_per_pass(int64_t experts) {
   std::vector<int32_t> ids(512);
   std::mt19937 rng(world->rank());
   for (int32_t& id : ids) id = 16 + static_cast<int32_t>(rng() % experts);
-  router.assign(ctx, ids, 0);
+  RoutedTokens routed;
+  route_tokens(plan, world->rank(), ids, 0, &routed);
+  router.assign(ctx, routed);
   Buffer x = testing::random_buffer({512, 8}, 1, -1, 1, DType::F32);
   Buffer dx = testing::host_buffer({512, 8}, DType::F32);
   alltoall.reset_stats();
