@@ -4,6 +4,7 @@
 //
 //   mpirun -np 2 build/bin/mowe_bench_step --config configs/bench_mowe.textproto
 //       --warmup 3 --steps 10 [--threads T] [--dump-batches F] [--dump-weights F]
+//       [--dump-final-weights F]
 //
 // Printed: real tokens/s (padding excluded), the mean step time split into forward, backward,
 // all-to-all, allreduce, optimizer and other (max over ranks of each rank's mean), model FLOPs
@@ -11,8 +12,10 @@
 // measured in this run with every rank measuring at once (before and after the steps, the
 // better of the two), each rank's peak RSS; then one JSON line
 // starting with "BENCH_STEP " for scripts. --dump-batches writes every global batch it trains on
-// with each token's expert, --dump-weights (one rank) the initial parameters: the inputs of the
-// PyTorch baseline (tests/bench/t5_torch_baseline.py).
+// with each token's expert (and the owner of each expert block), --dump-weights (one rank) the
+// initial parameters: the inputs of the PyTorch baseline (tests/bench/t5_torch_baseline.py);
+// --dump-final-weights (one rank) the parameters after the last step, which the baseline's own
+// training from the same start must reproduce (tests/bench/bench_check.sh).
 #include <mpi.h>
 #include <sched.h>
 #include <sys/resource.h>
@@ -42,11 +45,13 @@ using namespace mowe;
 constexpr const char* kUsage =
     "mpirun -np N mowe_bench_step --config FILE [--set path=value]... [--warmup W] [--steps N]\n"
     "                             [--threads T] [--dump-batches FILE] [--dump-weights FILE]\n"
+    "                             [--dump-final-weights FILE]\n"
     "  --warmup        steps run first and not measured (default 3)\n"
     "  --steps         measured steps (default 10)\n"
     "  --threads       BLAS threads per rank (default: cores / ranks on this node)\n"
     "  --dump-batches  write the global batches of all W + N steps with each token's expert\n"
-    "  --dump-weights  write the initial parameters (one rank only)";
+    "  --dump-weights  write the initial parameters (one rank only)\n"
+    "  --dump-final-weights  write the parameters after the last step (one rank only)";
 
 std::string value(const config::CommonFlags& f, const std::string& flag, std::string fallback) {
   const auto it = f.values.find(flag);
@@ -85,8 +90,11 @@ int run(const config::CommonFlags& flags, int rank, int world) {
       static_cast<int>(config::parse_int_flag(value(flags, "--steps", "10"), "--steps", 1));
   const std::string dump_batches = value(flags, "--dump-batches", "");
   const std::string dump_weights = value(flags, "--dump-weights", "");
-  if (!dump_weights.empty() && world != 1)
-    throw Error("--dump-weights needs one rank (the experts are sharded over ranks otherwise)");
+  const std::string dump_final = value(flags, "--dump-final-weights", "");
+  if ((!dump_weights.empty() || !dump_final.empty()) && world != 1)
+    throw Error(
+        "--dump-weights and --dump-final-weights need one rank (the experts are sharded over "
+        "ranks otherwise)");
 
   auto comm = comm::make_communicator(MPI_COMM_WORLD, Device::CPU, {});
   const int on_host = model::ranks_on_this_host(*comm);
@@ -153,7 +161,9 @@ int run(const config::CommonFlags& flags, int rank, int world) {
                              {&sum.total, t.total}})
       *acc += part;
   }
-  if (rank == 0 && !dump_batches.empty()) bench::write_batches(dump_batches, dumped, cfg);
+  if (rank == 0 && !dump_batches.empty())
+    bench::write_batches(dump_batches, dumped, cfg, job.plan(), world);
+  if (!dump_final.empty()) bench::write_parameters(dump_final, job.parameters(), cfg);
   peak = std::max(peak, measure_peak());
 
   // The slowest rank sets the pace of a synchronous step.
@@ -209,8 +219,10 @@ int main(int argc, char** argv) {
   log::init({.rank = rank, .world_size = world, .level = "warn"});
   int status = 0;
   try {
-    const config::CommonFlags flags = config::parse_common_flags(
-        argc, argv, {}, {"--warmup", "--steps", "--threads", "--dump-batches", "--dump-weights"});
+    const config::CommonFlags flags =
+        config::parse_common_flags(argc, argv, {},
+                                   {"--warmup", "--steps", "--threads", "--dump-batches",
+                                    "--dump-weights", "--dump-final-weights"});
     if (flags.help) {
       if (rank == 0) std::cout << kUsage << "\n";
     } else {

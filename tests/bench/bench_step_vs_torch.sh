@@ -9,12 +9,14 @@
 #
 # Cases (LIST is comma-separated, default all):
 #   dense-2x1  configs/bench_dense.textproto on 2 ranks x 1 thread (each rank bound to a core)
-#   mowe-2x1   configs/bench_mowe.textproto  on 2 ranks x 1 thread (torch: DDP over gloo)
+#   mowe-2x1   configs/bench_mowe.textproto  on 2 ranks x 1 thread (torch too shards the experts
+#              over the ranks as the trainer's plan does, exchanging tokens over gloo)
 #   mowe-1x2   configs/bench_mowe.textproto  on 1 rank  x 2 threads (--bind-to none: mpirun
 #              would bind a single rank to one core, and its 2 threads would share it)
 # Builds mowe_vocab and mowe_bench_step, and the WordNet tokenizer and routing vocabulary in
 # runs/bench/ once (about a minute); the dispatch plans are built in memory. Needs Debian's
-# python3-torch (/usr/bin/python3). Raw results: runs/bench/results.jsonl.
+# python3-torch (/usr/bin/python3); the baseline sets its own thread pools (OMP_NUM_THREADS,
+# OPENBLAS_NUM_THREADS, OMP_WAIT_POLICY=PASSIVE unless set). Raw results: runs/bench/results.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -75,8 +77,9 @@ record() {
 IFS=, read -r -a list <<< "$cases"
 for c in "${list[@]}"; do
   setup "$c"
-  batches=$out/batches-$(basename "$config" .textproto)-$((warmup + steps)).safetensors
-  # The batches both programs train on: the global batches do not depend on the world size.
+  # The batches both programs train on (the global batches do not depend on the world size) and
+  # the expert placement of this world size, which the baseline follows.
+  batches=$out/batches-$(basename "$config" .textproto)-np$np-$((warmup + steps)).safetensors
   if [ ! -f "$batches" ]; then
     echo "[bench] $c: dumping the batches of $((warmup + steps)) steps to $batches"
     "${mpi[@]}" -np "$np" "${bind[@]}" "$bin/mowe_bench_step" --config "$config" \

@@ -74,7 +74,7 @@ GlobalBatch gather_batch(const data::Batch& b, const model::RoutingTable* table,
 }
 
 void write_batches(const std::string& path, const std::vector<GlobalBatch>& batches,
-                   const config::Config& config) {
+                   const config::Config& config, const model::DispatchPlan* plan, int world_size) {
   using safetensors::DType;
   std::vector<safetensors::TensorSpec> specs;
   std::vector<std::pair<const void*, uint64_t>> data;
@@ -107,8 +107,17 @@ void write_batches(const std::string& path, const std::vector<GlobalBatch>& batc
     add(p + "targets", DType::I32, dec, g.targets.data());
     add(p + "loss_weights", DType::F32, dec, g.loss_weights.data());
   }
+  std::vector<std::vector<int32_t>> block_rank;  // kept until the writer has copied them
+  block_rank.reserve(plan != nullptr ? plan->num_buckets() : 0);
+  for (int b = 0; plan != nullptr && b < plan->num_buckets(); ++b) {
+    const int blocks = config.model().mowe().buckets(b).num_blocks();
+    auto& ranks = block_rank.emplace_back();
+    for (int32_t k = 0; k < blocks; ++k) ranks.push_back(plan->owners(b, k).front());
+    add("bucket" + std::to_string(b) + ".block_rank", DType::I32, {blocks}, ranks.data());
+  }
   const std::map<std::string, std::string> metadata{{"config", config_json(config)},
-                                                    {"batches", std::to_string(n)}};
+                                                    {"batches", std::to_string(n)},
+                                                    {"world_size", std::to_string(world_size)}};
   safetensors::Writer out(path, specs, metadata);
   for (const auto& [p, bytes] : data) out.append(p, bytes);
   out.finish();

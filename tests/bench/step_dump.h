@@ -3,8 +3,11 @@
 // - the global batches it trains on, every token with its expert (bucket and expert index of the
 //   routing table, -1 when unrouted), so both programs see the same tokens and the same expert
 //   load; with each batch the trainer's model FLOPs and real tokens;
-// - the initial parameters (one rank only), under the trainer's names and layouts, so both can
-//   compute the loss of the same weights on the same batch.
+// - with a dispatch plan, the rank owning each expert block, so that the baseline shards its
+//   experts over the same ranks;
+// - the parameters (one rank only), under the trainer's names and layouts: the initial ones, so
+//   both can compute the loss of the same weights on the same batch, and those after the steps,
+//   so that the baseline's training from the same start can be compared with the trainer's.
 // The resolved config travels as JSON in the metadata ("config"), with every field spelled out.
 #pragma once
 
@@ -14,6 +17,7 @@
 
 #include "comm/communicator.h"
 #include "data/loader.h"
+#include "model/dispatch_plan.h"
 #include "model/parameters.h"
 #include "model/routing_table.h"
 #include "runtime/proto/config.pb.h"
@@ -36,9 +40,11 @@ struct GlobalBatch {
 GlobalBatch gather_batch(const data::Batch& local, const model::RoutingTable* table,
                          int deactivate_above, comm::Communicator& comm);
 
-// Writes batches as "b<i>.<array>" tensors; metadata "config" (JSON) and "batches".
+// Writes batches as "b<i>.<array>" tensors; metadata "config" (JSON), "batches" and
+// "world_size". With a plan, also "bucket<b>.block_rank" [num_blocks]: the first rank holding
+// each block of bucket b.
 void write_batches(const std::string& path, const std::vector<GlobalBatch>& batches,
-                   const config::Config& config);
+                   const config::Config& config, const model::DispatchPlan* plan, int world_size);
 
 // Writes every parameter of a one-rank job under its own name (f32, its shape).
 void write_parameters(const std::string& path, const model::ParameterStore& store,
