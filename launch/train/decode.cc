@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <map>
+#include <string_view>
 
 #include "data/batch.h"
 #include "data/corpus.h"
@@ -12,19 +13,46 @@
 namespace mowe::train {
 namespace {
 
-// Lower-case words of `text` with punctuation removed.
-std::vector<std::string> words(const std::string& text) {
+// T5's sentinels and SentencePiece's special pieces as decode() writes them: markup, not words.
+// Returns the length of the one starting at text[i], 0 when none does.
+size_t special_token_at(const std::string& text, size_t i) {
+  static constexpr std::string_view kSpecials[] = {"<pad>", "</s>", "<s>", "<unk>",
+                                                   "\xe2\x81\x87"};  // U+2047, unk's surface
+  const std::string_view rest = std::string_view(text).substr(i);
+  for (std::string_view s : kSpecials)
+    if (rest.substr(0, s.size()) == s) return s.size();
+  constexpr std::string_view kSentinel = "<extra_id_";
+  if (rest.substr(0, kSentinel.size()) != kSentinel) return 0;
+  size_t end = kSentinel.size();
+  while (end < rest.size() && std::isdigit(static_cast<unsigned char>(rest[end]))) ++end;
+  return end > kSentinel.size() && end < rest.size() && rest[end] == '>' ? end + 1 : 0;
+}
+
+// The SQuAD v1.1 normalisation (normalize_answer of the official evaluation script), after the
+// special tokens are removed: lower case, ASCII punctuation deleted (not split on: "don't" is
+// "dont"), the articles a/an/the dropped, the rest split on whitespace. Bytes above 0x7f count
+// as letters, so an article is always a whole word here.
+std::vector<std::string> answer_words(const std::string& text) {
   std::vector<std::string> out;
   std::string cur;
-  for (unsigned char c : text) {
-    if (std::isalnum(c) || c >= 0x80) {
+  const auto end_word = [&] {
+    if (!cur.empty() && cur != "a" && cur != "an" && cur != "the") out.push_back(cur);
+    cur.clear();
+  };
+  for (size_t i = 0; i < text.size();) {
+    if (const size_t n = special_token_at(text, i)) {
+      end_word();
+      i += n;
+      continue;
+    }
+    const unsigned char c = static_cast<unsigned char>(text[i++]);
+    if (c < 0x80 && std::isspace(c)) {
+      end_word();
+    } else if (c >= 0x80 || !std::ispunct(c)) {
       cur += static_cast<char>(std::tolower(c));
-    } else if (!cur.empty()) {
-      out.push_back(std::move(cur));
-      cur.clear();
     }
   }
-  if (!cur.empty()) out.push_back(std::move(cur));
+  end_word();
   return out;
 }
 
@@ -172,13 +200,10 @@ std::vector<ProbeItem> wordnet_probe(const config::Config& config, const data::T
 }
 
 AnswerScore score_answer(const std::string& predicted, const std::string& truth) {
-  const std::vector<std::string> p = words(predicted), t = words(truth);
+  const std::vector<std::string> p = answer_words(predicted), t = answer_words(truth);
   AnswerScore s;
   s.exact = p == t ? 1 : 0;
-  if (p.empty() || t.empty()) {
-    s.f1 = p.empty() && t.empty() ? 1 : 0;
-    return s;
-  }
+  // As the official script: no word in common (two empty answers included) is an F1 of 0.
   std::map<std::string, int> counts;
   for (const auto& w : t) ++counts[w];
   int common = 0;

@@ -43,8 +43,11 @@ struct ProbeItem {
 std::vector<ProbeItem> wordnet_probe(const config::Config& config, const data::Tokenizer& tokenizer,
                                      int64_t limit, uint64_t seed);
 
-// SQuAD-style answer scores: lower-case words without punctuation; exact match of the word
-// sequences and the F1 of their bags of words (both 1 when both are empty).
+// Answer scores as the official SQuAD v1.1 script computes them, after T5's sentinels
+// (<extra_id_N>) and the special pieces (<pad>, </s>, <unk>) are removed: both texts lower-cased,
+// punctuation and the articles a/an/the removed, split on whitespace; exact match of the word
+// sequences and the F1 of their bags of words. Two empty answers match exactly with an F1 of 0,
+// as in that script; an empty answer against a non-empty one scores 0 on both.
 struct AnswerScore {
   double exact = 0, f1 = 0;
 };

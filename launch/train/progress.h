@@ -46,9 +46,15 @@ class Progress {
   // Logs the window ending at `step` and appends its perf/ scalars. Collective.
   void log_window(int64_t step, std::vector<metrics::Scalar>& scalars);
 
+  // Reports the first time a step beats the sgemm peak (rank 0 logs).
+  void report_raised_peak(double achieved, double replaced);
+
   Job& job_;
   model::ModelSize size_;
-  SgemmPeak peak_;
+  SgemmPeak peak_;  // as measured or cached at the start
+  MfuMeter mfu_;    // the peak as the steps raise it
+  bool raise_reported_ = false;
+  double stored_peak_ = 0;                        // the job peak the cache was last refreshed to
   std::unique_ptr<metrics::RunMetrics> metrics_;  // rank 0 only
   using Clock = std::chrono::steady_clock;
   Clock::time_point run_start_;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -46,20 +47,29 @@ double cache_lookup(const std::string& file, const std::string& key) {
   return 0;
 }
 
-void cache_store(const std::string& file, const std::string& key, double gflops) {
+// Keeps the best rate seen for `key`: a lower one (another process may have stored a higher one
+// meanwhile) leaves the line as it is. Returns the rate the file holds afterwards.
+double cache_store(const std::string& file, const std::string& key, double gflops) {
   try {
     std::filesystem::create_directories(std::filesystem::path(file).parent_path());
+    const double stored = cache_lookup(file, key);
+    if (stored >= gflops) return stored;
     std::string kept;
     std::ifstream in(file);
     std::string line;
     while (std::getline(in, line))
       if (line.rfind(key + "\t", 0) != 0) kept += line + "\n";
     write_file_atomically(file, kept + fmt::format("{}\t{:.3f}\n", key, gflops));
+    return gflops;
   } catch (const std::exception& e) {
     // Only a cache: the next run measures again.
     spdlog::warn("[train] could not cache the sgemm peak in {}: {}", file, e.what());
+    return 0;
   }
 }
+
+// A measurement this far below the cached best is taken as one made under load.
+constexpr double kSuspiciousShare = 0.5;
 
 }  // namespace
 
@@ -75,28 +85,54 @@ SgemmPeak job_sgemm_peak(comm::Communicator& comm, int blas_threads) {
   SgemmPeak peak;
   const int per_node = model::ranks_on_this_host(comm);  // nodes may differ
   double mine = 0;
-  std::string key;
   if (const char* fixed = std::getenv("MOWE_SGEMM_PEAK_GFLOPS"); fixed && *fixed) {
     mine = std::strtod(fixed, nullptr);
   } else {
     peak.cache = cache_file();
-    key = fmt::format("{}|{}|{} ranks|{} threads", log::host_name(), cpu_model(), per_node,
-                      blas_threads);
-    if (!peak.cache.empty()) mine = cache_lookup(peak.cache, key);
+    peak.key = fmt::format("{}|{}|{} ranks|{} threads", log::host_name(), cpu_model(), per_node,
+                           blas_threads);
+    if (!peak.cache.empty()) mine = cache_lookup(peak.cache, peak.key);
   }
   // Measure when any rank lacks a value, all at once so each sees the node's contention.
   double missing = mine > 0 ? 0 : 1;
   comm.allreduce(Tensor(&missing, DType::F64, Device::CPU, {1}), comm::ReduceOp::Max);
   if (missing > 0) {
     comm.barrier();
-    mine = cpu::measure_sgemm_gflops();
+    const double measured = cpu::measure_sgemm_gflops();
     peak.measured = true;
-    // Every rank that measured stores its figure (an atomic rename; the last one wins).
-    if (!peak.cache.empty() && !key.empty()) cache_store(peak.cache, key, mine);
+    if (mine > 0 && measured < kSuspiciousShare * mine)
+      spdlog::warn(
+          "[train] sgemm measured at {:.1f} GFLOP/s now, far below the {:.1f} cached in {}: the "
+          "node is likely busy; the cached best stands",
+          measured, mine, peak.cache);
+    mine = std::max(mine, measured);
+    // Every rank that measured offers its figure; the cache keeps the best (an atomic rename).
+    if (!peak.cache.empty() && !peak.key.empty()) cache_store(peak.cache, peak.key, mine);
   }
+  peak.rank_gflops = mine;
   peak.flops = mine * 1e9;
   comm.allreduce(Tensor(&peak.flops, DType::F64, Device::CPU, {1}), comm::ReduceOp::Sum);
   return peak;
+}
+
+double refresh_cached_peak(const SgemmPeak& peak, double job_flops) {
+  if (peak.cache.empty() || peak.key.empty() || peak.flops <= 0 || job_flops <= peak.flops)
+    return 0;
+  return cache_store(peak.cache, peak.key, peak.rank_gflops * (job_flops / peak.flops));
+}
+
+double MfuMeter::observe(double achieved) {
+  if (peak_ <= 0 || !(achieved > peak_)) return 0;
+  const double replaced = peak_;
+  peak_ = achieved;
+  return replaced;
+}
+
+double MfuMeter::mfu(double model_flops, double seconds) {
+  if (peak_ <= 0 || seconds <= 0) return 0;
+  const double rate = model_flops / seconds;
+  observe(rate);
+  return rate / peak_;
 }
 
 }  // namespace mowe::train

@@ -353,17 +353,6 @@ TEST(TrainerBatches, LoaderThreadAttachesThePlansRouting) {
   EXPECT_EQ(attached_routing(data::Batch{}), nullptr);
 }
 
-TEST(TrainerDecode, AnswerScores) {
-  EXPECT_EQ(score_answer("The boundary, of", "the boundary of").exact, 1);
-  EXPECT_EQ(score_answer("the boundary of", "the boundary of").f1, 1);
-  const AnswerScore half = score_answer("boundary line", "the boundary of");
-  EXPECT_EQ(half.exact, 0);
-  EXPECT_DOUBLE_EQ(half.f1, 2 * (1.0 / 2) * (1.0 / 3) / (1.0 / 2 + 1.0 / 3));
-  EXPECT_EQ(score_answer("", "").f1, 1);
-  EXPECT_EQ(score_answer("", "x").f1, 0);
-  EXPECT_DOUBLE_EQ(score_answer("a a b", "a b b").f1, 2.0 / 3);
-}
-
 // Probe questions: documents of the training split with the gloss head replaced by
 // <extra_id_0>, the hidden words as the answer, inputs within data.input_length.
 TEST(TrainerDecode, WordnetProbeMasksTheGlossHead) {
