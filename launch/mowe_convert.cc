@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "launch/convert/checkpoint_tools.h"
-#include "launch/convert/exchange.h"
+#include "launch/convert/safetensors_io.h"
 #include "runtime/check.h"
 #include "runtime/config/config.h"
 #include "runtime/log.h"

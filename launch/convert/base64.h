@@ -1,5 +1,5 @@
 // Base64 (RFC 4648, standard alphabet, '=' padding): how an export carries the binary training
-// state in its text __metadata__ (launch/convert/exchange.h).
+// state in its text __metadata__ (launch/convert/safetensors_io.h).
 #pragma once
 
 #include <string>

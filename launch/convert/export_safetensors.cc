@@ -1,12 +1,12 @@
-// mowe_convert export: a checkpoint directory to safetensors (launch/convert/exchange.h).
+// mowe_convert export: a checkpoint directory to safetensors (launch/convert/safetensors_io.h).
 #include <filesystem>
 #include <map>
 #include <set>
 
 #include "launch/convert/base64.h"
-#include "launch/convert/exchange.h"
 #include "launch/convert/names.h"
 #include "launch/convert/routing_tensors.h"
+#include "launch/convert/safetensors_io.h"
 #include "launch/convert/tensor_bytes.h"
 #include "launch/convert/tensor_table.h"
 #include "launch/train/config_rules.h"

@@ -1,5 +1,5 @@
 // mowe_convert import: safetensors written by export back to a checkpoint directory whose files
-// are byte for byte the original's (launch/convert/exchange.h). The checkpoint is written
+// are byte for byte the original's (launch/convert/safetensors_io.h). The checkpoint is written
 // through launch/train/checkpoint_files.h's OfflineCheckpointWriter, which owns the rank files
 // and the commit.
 #include <charconv>
@@ -10,8 +10,8 @@
 #include <utility>
 
 #include "launch/convert/base64.h"
-#include "launch/convert/exchange.h"
 #include "launch/convert/routing_tensors.h"
+#include "launch/convert/safetensors_io.h"
 #include "launch/convert/tensor_bytes.h"
 #include "launch/convert/tensor_table.h"
 #include "launch/train/checkpoint_files.h"

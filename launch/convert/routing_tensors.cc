@@ -4,7 +4,7 @@
 #include <optional>
 
 #include "data/routing_vocab.h"
-#include "launch/convert/exchange.h"
+#include "launch/convert/safetensors_io.h"
 #include "launch/train/checkpoint_files.h"
 #include "model/dispatch_plan_file.h"
 #include "model/routing_table.h"

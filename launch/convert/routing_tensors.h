@@ -1,5 +1,5 @@
-// The routing table as export tensors (mowe.routing.*, launch/convert/exchange.h): built for an
-// export from the routing vocabulary of the checkpoint's config, and checked on import against
+// The routing table as export tensors (mowe.routing.*, launch/convert/safetensors_io.h): built for
+// an export from the routing vocabulary of the checkpoint's config, and checked on import against
 // the checkpoint's routing_table fingerprint. Both refuse a table whose hash is not the
 // checkpoint's.
 #pragma once

@@ -1,6 +1,6 @@
 #include "launch/convert/tensor_table.h"
 
-#include "launch/convert/exchange.h"
+#include "launch/convert/safetensors_io.h"
 #include "launch/convert/tensor_bytes.h"
 #include "runtime/check.h"
 #include "runtime/checkpoint/layout.h"

@@ -1,6 +1,6 @@
-// The tensor table of an export (__metadata__ mowe.tensors, launch/convert/exchange.h): one line
-// per checkpoint tensor in manifest order with its manifest geometry and where it went, so that
-// import can place every byte where the checkpoint had it. Also the splitting of the tab- and
+// The tensor table of an export (__metadata__ mowe.tensors, launch/convert/safetensors_io.h): one
+// line per checkpoint tensor in manifest order with its manifest geometry and where it went, so
+// that import can place every byte where the checkpoint had it. Also the splitting of the tab- and
 // line-separated text that the other metadata values share.
 #pragma once
 

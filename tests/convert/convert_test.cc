@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "launch/convert/checkpoint_tools.h"
-#include "launch/convert/exchange.h"
 #include "launch/convert/names.h"
+#include "launch/convert/safetensors_io.h"
 #include "runtime/checkpoint/directory.h"
 #include "runtime/checkpoint/framed_file.h"
 #include "runtime/checkpoint/layout.h"
