@@ -19,7 +19,7 @@ namespace mowe::data {
 namespace {
 
 constexpr DerivedFile kVocabFile{"routing vocabulary", RoutingVocab::kMagic,
-                                 RoutingVocab::kFormatVersion};
+                                 RoutingVocab::kFormatVersion, "data.routing_vocab"};
 
 // CRC32C of every piece of a tokenizer, by id.
 std::vector<uint32_t> piece_crcs(const Tokenizer& tokenizer) {
