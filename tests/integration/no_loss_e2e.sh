@@ -9,6 +9,8 @@
 #    a step directory without a manifest is named in a warning.
 # 3. A run whose last steps are all non-finite (fewer than training.max_bad_steps) exits non-zero,
 #    says DIVERGED in its summary and writes no checkpoint of the diverged steps.
+# 4. Runs whose checkpoint directories sit side by side keep their own metrics (training.run_dir
+#    defaults to the checkpoint directory itself).
 #   no_loss_e2e.sh BIN_DIR SOURCE_DIR DATA_DIR MPIEXEC [MPIEXEC_FLAGS...]
 set -euo pipefail
 bin=$1 src=$2 data=$3
@@ -85,3 +87,11 @@ complete "$c/step-00000002" || fail "no checkpoint of the finite step 2"
 [ "$(cat "$c/latest")" = step-00000002 ] || fail "latest names $(cat "$c/latest"), not step-00000002"
 echo "a run ending diverged: exit 1, DIVERGED in the summary, no checkpoint of the diverged steps"
 
+# ---- 4. Runs side by side keep their own metrics -----------------------------------------------
+# a, b and c are checkpoint directories in one directory: each run's metrics are its own, and the
+# fresh start of c dropped none of b's records.
+[ -e "$work/metrics.jsonl" ] && fail "the runs share $work/metrics.jsonl"
+steps_of() { grep -o '^{"step":[0-9]*' "$1/metrics.jsonl" | grep -o '[0-9]*$' | sort -nu | tr '\n' ' '; }
+[ "$(steps_of "$b")" = "1 2 3 " ] || fail "b's metrics hold steps '$(steps_of "$b")', not 1 2 3"
+[ "$(steps_of "$c")" = "1 2 3 4 5 " ] || fail "c's metrics hold steps '$(steps_of "$c")', not 1..5"
+echo "runs side by side: each keeps its own metrics.jsonl"
