@@ -72,6 +72,11 @@ std::string read_derived_file(const DerivedFile& kind, const std::string& path,
     if (e.fault() != FramedFault::kDamaged && written_before_framing(path))
       problem = "was written by an older version of mowe (format 1, without a checksum)";
     throw UserError(derived_file_problem(kind, path, problem, rebuild));
+  } catch (const Error& e) {  // not a file that opens: a directory, no permission
+    throw UserError(
+        fmt::format("{} '{}' cannot be read as a {} ({}): set {} to the file, or "
+                    "build it with {}",
+                    kind.field, path, kind.what, e.what(), kind.field, rebuild));
   }
   if (version != kind.version)
     throw UserError(derived_file_problem(

@@ -19,6 +19,7 @@ struct DerivedFile {
   const char* what;        // how messages name the kind of file: "routing vocabulary"
   std::string_view magic;  // 8 bytes at the start of the file
   uint32_t version;        // the format version this build writes and reads
+  const char* field;       // the config field that names the file: "data.routing_vocab"
 };
 
 // Writes the framed payload atomically.
@@ -28,7 +29,8 @@ void write_derived_file(const DerivedFile& kind, const std::string& path,
 // The payload of `path` once its frame checks out; otherwise throws Error
 // "<what> <path> <what is wrong>: rebuild it with <rebuild>". Files of format version 1 were bare
 // protobufs whose first field is format_version = 1; they are recognised by those two bytes and
-// refused as written by an older version.
+// refused as written by an older version. A path that cannot be opened as a file (a directory,
+// no permission) is refused naming the config field.
 std::string read_derived_file(const DerivedFile& kind, const std::string& path,
                               const std::string& rebuild);
 

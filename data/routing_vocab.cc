@@ -6,6 +6,7 @@
 #include <functional>
 #include <numeric>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "data/derived_file.h"
 #include "data/token_stream.h"
@@ -19,7 +20,7 @@ namespace mowe::data {
 namespace {
 
 constexpr DerivedFile kVocabFile{"routing vocabulary", RoutingVocab::kMagic,
-                                 RoutingVocab::kFormatVersion};
+                                 RoutingVocab::kFormatVersion, "data.routing_vocab"};
 
 // CRC32C of every piece of a tokenizer, by id.
 std::vector<uint32_t> piece_crcs(const Tokenizer& tokenizer) {
@@ -120,7 +121,8 @@ size_t add_entries(const Tokenizer& tokenizer, std::vector<Candidate>* ranked, i
     if (stop_when_full && file->entries_size() >= max_words) return i;
     Candidate& c = (*ranked)[i];
     const std::vector<int32_t>& tokens = encoded.tokens(i);
-    if (has_unknown(tokens)) {
+    // No piece at all (text the tokenizer normalises away) cannot be a key either.
+    if (tokens.empty() || has_unknown(tokens)) {
       stats->set_dropped_unknown(stats->dropped_unknown() + 1);
     } else if (has_unrouted(tokens, *table)) {
       // A sentinel written out in the text ("<extra_id_0>" is a user-defined piece that
@@ -321,10 +323,13 @@ RoutingVocab RoutingVocab::build_from_word_list(const Tokenizer& tokenizer,
   std::vector<Candidate> kept;  // entries with a routing id, for their variant keys
   int64_t examined = 0;
   WordListEntry last;
+  // The texts earlier passes ranked: their other lines never take a place in a later pass.
+  std::unordered_set<uint64_t> taken;
   for (int pass = 0;; ++pass) {
     WordListStats list;
-    std::vector<WordListEntry> ranked =
-        rank_word_list(word_list, corpus, keep, pass ? &last : nullptr, &list);
+    std::vector<WordListEntry> ranked = rank_word_list(
+        word_list, corpus, keep, pass ? &last : nullptr, &list, int64_t{1} << 20, &taken);
+    for (const WordListEntry& e : ranked) taken.insert(entry_key(e.text));
     if (pass == 0) {
       stats->set_list_lines(list.lines);
       stats->set_list_invalid_utf8(list.invalid_utf8);
@@ -349,6 +354,13 @@ RoutingVocab RoutingVocab::build_from_word_list(const Tokenizer& tokenizer,
                  pass + 1, candidates.size(), used, f.entries_size());
     if (f.entries_size() >= max_words || exhausted) break;
   }
+  if (f.entries_size() == 0)
+    spdlog::warn(
+        "[vocab] data.routing_word_list {}: no auxiliary word ({} lines, {} entries{}): the "
+        "routing vocabulary holds the {} tokenizer pieces only; check the file (one word or name "
+        "per line)",
+        word_list, stats->list_lines(), stats->candidate_words(),
+        stats->list_lines() == 0 ? ": the file is empty" : "", tokenizer.vocab_size());
   stats->set_dropped_over_limit(stats->candidate_words() - examined);
   int64_t absent = 0;
   for (const RoutingEntry& e : f.entries()) absent += e.word_count() == 0;

@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <charconv>
+#include <set>
 
 #include "data/input_file.h"
 #include "data/routing_tokenizer.h"
 #include "data/text.h"
 #include "data/words.h"
+#include "runtime/check.h"
 #include "runtime/hash.h"
 
 namespace mowe::data {
@@ -38,19 +40,51 @@ std::string normalized(std::string_view text) {
   return out;
 }
 
-// The best entries so far as a heap whose front is the worst of them: the one to drop.
-using Best = std::vector<WordListEntry>;
+// The best `keep` entries so far, one per text: a list that repeats an entry (a million times,
+// say) must not fill the kept entries with copies of a few texts, which would take a pass over
+// the list for each few ids. Memory is the kept entries', whatever the list's length.
+class Best {
+ public:
+  explicit Best(int64_t keep) : keep_(keep) {}
 
-void offer(WordListEntry&& e, int64_t keep, Best* best) {
-  if (static_cast<int64_t>(best->size()) < keep) {
-    best->push_back(std::move(e));
-    std::push_heap(best->begin(), best->end(), ranks_before);
-  } else if (keep > 0 && ranks_before(e, best->front())) {
-    std::pop_heap(best->begin(), best->end(), ranks_before);
-    best->back() = std::move(e);
-    std::push_heap(best->begin(), best->end(), ranks_before);
+  // Keeps e when it ranks among the best; of two entries with the same text, the better-ranked.
+  // Counts a copy dropped for its text in *duplicates.
+  void offer(WordListEntry&& e, int64_t* duplicates) {
+    if (keep_ <= 0) return;
+    const uint64_t key = entry_key(e.text);
+    if (auto same = by_text_.find(key); same != by_text_.end()) {
+      ++*duplicates;
+      if (!ranks_before(e, *same->second)) return;
+      ranked_.erase(same->second);
+      by_text_.erase(same);
+    } else if (static_cast<int64_t>(ranked_.size()) >= keep_) {
+      auto worst = std::prev(ranked_.end());
+      if (!ranks_before(e, *worst)) return;
+      by_text_.erase(entry_key(worst->text));
+      ranked_.erase(worst);
+    }
+    by_text_.emplace(key, ranked_.insert(std::move(e)).first);
   }
-}
+
+  // Best first.
+  std::vector<WordListEntry> take() {
+    std::vector<WordListEntry> out;
+    out.reserve(ranked_.size());
+    while (!ranked_.empty()) out.push_back(std::move(ranked_.extract(ranked_.begin()).value()));
+    by_text_.clear();
+    return out;
+  }
+
+ private:
+  struct Order {
+    bool operator()(const WordListEntry& a, const WordListEntry& b) const {
+      return ranks_before(a, b);
+    }
+  };
+  int64_t keep_;
+  std::set<WordListEntry, Order> ranked_;
+  std::unordered_map<uint64_t, std::set<WordListEntry, Order>::iterator> by_text_;
+};
 
 // One chunk of entries: the distinct word sequences they name, counted in one pass over the
 // corpus. Memory is the chunk's, whatever the list's length.
@@ -80,15 +114,21 @@ class Chunk {
 
   int64_t size() const { return static_cast<int64_t>(entries_.size()); }
 
-  // Counts the sequences in the corpus, then offers every entry ranking after `after`.
-  void finish(const WordListEntry* after, int64_t keep, Best* best, WordListStats* stats) {
+  // Counts the sequences in the corpus, then offers every entry ranking after `after` whose
+  // text is not `taken`.
+  void finish(const WordListEntry* after, const std::unordered_set<uint64_t>* taken, Best* best,
+              WordListStats* stats) {
     count();
     for (size_t i = 0; i < entries_.size(); ++i) {
       WordListEntry& e = entries_[i];
       e.corpus_count = slots_[i] >= 0 ? counts_[slots_[i]] : 0;
       stats->in_corpus += e.corpus_count > 0;
       if (after && !ranks_before(*after, e)) continue;
-      offer(std::move(e), keep, best);
+      if (taken && taken->contains(entry_key(e.text))) {
+        ++stats->duplicates;
+        continue;
+      }
+      best->offer(std::move(e), &stats->duplicates);
     }
     entries_.clear(), slots_.clear(), counts_.clear(), slot_of_.clear();
     std::fill(end_masks_.begin(), end_masks_.end(), 0);
@@ -129,6 +169,10 @@ class Chunk {
 };
 
 }  // namespace
+
+uint64_t entry_key(std::string_view text) {
+  return hash_bytes(text);
+}
 
 bool ranks_before(const WordListEntry& a, const WordListEntry& b) {
   if (a.corpus_count != b.corpus_count) return a.corpus_count > b.corpus_count;
@@ -189,14 +233,27 @@ int64_t CorpusWords::bytes() const {
 
 std::vector<WordListEntry> rank_word_list(const std::string& path, const CorpusWords& corpus,
                                           int64_t keep, const WordListEntry* after,
-                                          WordListStats* stats, int64_t chunk_entries) {
-  Best best;
+                                          WordListStats* stats, int64_t chunk_entries,
+                                          const std::unordered_set<uint64_t>* taken) {
+  Best best(keep);
   Chunk chunk(corpus);
   LineReader reader(path);
   std::string line;
   std::vector<std::string> words;
   while (reader.next(&line)) {
     ++stats->lines;
+    const auto control = std::find_if(line.begin(), line.end(), [](char c) {
+      return static_cast<unsigned char>(c) < 0x20 && c != '\t' && c != '\r';
+    });
+    MOWE_REQUIRE(control == line.end(),
+                 "data.routing_word_list {}: line {} holds the control byte 0x{:02x}: a binary "
+                 "file, not a word list (UTF-8 text, one word or name per line)",
+                 path, stats->lines, static_cast<unsigned>(static_cast<unsigned char>(*control)));
+    MOWE_REQUIRE(line.size() <= kMaxWordListLineBytes,
+                 "data.routing_word_list {}: line {} has {} bytes, more than the {} a word list "
+                 "line may have (one word or name of at most {} words, a TAB and a frequency): "
+                 "is it a word list?",
+                 path, stats->lines, line.size(), kMaxWordListLineBytes, kMaxWords);
     WordListEntry e;
     if (!parse_word_list_line(line, &e, stats)) continue;
     e.line = stats->lines;
@@ -208,11 +265,10 @@ std::vector<WordListEntry> rank_word_list(const std::string& path, const CorpusW
     }
     ++stats->entries;
     chunk.add(std::move(e), words);
-    if (chunk.size() >= chunk_entries) chunk.finish(after, keep, &best, stats);
+    if (chunk.size() >= chunk_entries) chunk.finish(after, taken, &best, stats);
   }
-  chunk.finish(after, keep, &best, stats);
-  std::sort(best.begin(), best.end(), ranks_before);
-  return best;
+  chunk.finish(after, taken, &best, stats);
+  return best.take();
 }
 
 }  // namespace mowe::data

@@ -16,6 +16,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace mowe::data {
@@ -27,6 +28,14 @@ struct WordListEntry {
   int64_t line = 0;            // 1-based line in the list
 };
 
+// The longest line a word list may have: an entry is a word or a name of at most 9 words, so a
+// longer line means a file that is not a word list (read whole, it would exhaust memory).
+inline constexpr size_t kMaxWordListLineBytes = size_t{64} << 10;
+
+// A 64-bit hash of an entry's text: entries are kept one per text (two texts sharing a hash,
+// odds about n^2 / 2^64, would be taken for one).
+uint64_t entry_key(std::string_view text);
+
 // True when a ranks before b: more corpus occurrences, then a higher list frequency, then an
 // earlier line.
 bool ranks_before(const WordListEntry& a, const WordListEntry& b);
@@ -37,6 +46,7 @@ struct WordListStats {
   int64_t malformed = 0;       // skipped: empty entry, or a frequency that is not an integer >= 0
   int64_t too_many_words = 0;  // skipped: more words than a routing key has pieces (9)
   int64_t entries = 0;         // the rest: the candidates
+  int64_t duplicates = 0;      // candidates not ranked: the same text as a better-ranked one
   int64_t in_corpus = 0;       // candidates that occur in the training documents
 };
 
@@ -64,12 +74,16 @@ class CorpusWords {
 };
 
 // Streams the list at `path` and returns, best first, the `keep` best entries that rank after
-// `*after` (all entries when `after` is null), each with its corpus count. Counts every line in
-// *stats (so pass a fresh one per pass). `chunk_entries` bounds the entries counted at a time.
-// Throws mowe::Error naming the file when it cannot be read.
+// `*after` (all entries when `after` is null), one per text (its best-ranked line), leaving out
+// the texts whose entry_key is in `taken` (those an earlier pass returned), each with its corpus
+// count. So however often the list repeats an entry, one pass returns `keep` distinct texts.
+// Counts every line in *stats (so pass a fresh one per pass). `chunk_entries` bounds the entries
+// counted at a time. Throws mowe::Error naming the file when it cannot be read, and a UserError
+// naming the file and the line for a line over kMaxWordListLineBytes.
 std::vector<WordListEntry> rank_word_list(const std::string& path, const CorpusWords& corpus,
                                           int64_t keep, const WordListEntry* after,
                                           WordListStats* stats,
-                                          int64_t chunk_entries = int64_t{1} << 20);
+                                          int64_t chunk_entries = int64_t{1} << 20,
+                                          const std::unordered_set<uint64_t>* taken = nullptr);
 
 }  // namespace mowe::data

@@ -17,12 +17,12 @@
 #include "comm/agree.h"
 #include "data/span_corruption.h"
 #include "launch/program/program.h"
+#include "launch/train/config_rules.h"
 #include "launch/train/preemption.h"
 #include "launch/train/trainer.h"
 #include "model/describe.h"
 #include "model/memory_estimate.h"
 #include "runtime/config/config.h"
-#include "launch/train/config_rules.h"
 
 namespace {
 
@@ -30,8 +30,10 @@ constexpr const char* kUsage =
     "mpirun -np N mowe_pretrain --config FILE [--set path=value]... [--resume auto|none|PATH]\n"
     "                           [--dry-run] [--describe]\n"
     "  --resume    auto: continue from the newest checkpoint in training.checkpoint_dir that\n"
-    "              loads (start at step 0 when there is none); none (default): start at step 0;\n"
-    "              PATH: continue from that checkpoint directory (any world size)\n"
+    "              loads (start at step 0 when there is none); none: start at step 0 and\n"
+    "              replace the checkpoints already there; PATH: continue from that checkpoint\n"
+    "              directory (any world size). Without --resume a run starts at step 0 and is\n"
+    "              refused when training.checkpoint_dir holds checkpoints\n"
     "  --dry-run   check the configuration, the MPI world, every input file, the dispatch plan\n"
     "              for this world size and the checkpoint directory, then exit without training\n"
     "  --describe  print parameter counts, FLOPs and the memory of one rank at this world size\n"
@@ -40,15 +42,16 @@ constexpr const char* kUsage =
     "Before training: mowe_vocab --config FILE (tokenizer and routing vocabulary), and\n"
     "optionally mowe_plan --config FILE --world-size N (the dispatch plan).";
 
+// "" when --resume was not given: a fresh start that must not replace committed checkpoints.
 std::string resume_mode(const mowe::config::CommonFlags& flags) {
   auto it = flags.values.find("--resume");
-  return it == flags.values.end() ? "none" : it->second;
+  return it == flags.values.end() ? "" : it->second;
 }
 
 mowe::config::Config load(const mowe::config::CommonFlags& flags) {
   mowe::config::Config config = mowe::train::load_config(flags.config_path, flags.overrides);
   const std::string resume = resume_mode(flags);
-  if (resume != "auto" && resume != "none" &&
+  if (!resume.empty() && resume != "auto" && resume != "none" &&
       !std::filesystem::exists(std::filesystem::path(resume) / "manifest.pb"))
     throw mowe::Error(fmt::format(
         "--resume {}: not a checkpoint directory (no manifest.pb); use auto, none, or a "
@@ -89,7 +92,7 @@ int run(const mowe::program::Setup& s) {
   spdlog::info("[pretrain] device: cpu");
   if (s.flags.has("--dry-run")) {
     // The checks a Trainer makes before it allocates the model, through the same functions.
-    mowe::train::check_training_inputs(s.config, s.comm);
+    mowe::train::check_training_inputs(s.config, s.comm, resume_mode(s.flags));
     spdlog::info("[pretrain] dry run: inputs, dispatch plan and checkpoint directory are usable");
     spdlog::info("[pretrain] dry run complete");
     return 0;
@@ -108,8 +111,15 @@ int run(const mowe::program::Setup& s) {
                                  ? s.config.training().checkpoint_dir() + "/latest"
                                  : result.last_checkpoint;
     summary += fmt::format("; checkpoint {}; metrics {}", ckpt, result.metrics);
+    if (result.diverged_steps > 0)
+      summary += fmt::format(
+          "; DIVERGED: the last {} steps had a non-finite loss, so no final checkpoint was "
+          "written (resume from the last one with a lower training.learning_rate or "
+          "training.grad_clip_norm)",
+          result.diverged_steps);
     spdlog::info("{}", summary);
   }
+  if (result.diverged_steps > 0) return 1;
   return result.stop_signal == SIGINT ? 130 : 0;
 }
 

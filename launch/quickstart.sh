@@ -6,6 +6,9 @@
 # training and validation loss, the checkpoint, the metrics and the plot. Extra arguments go to
 # mowe_pretrain, e.g.
 #   launch/quickstart.sh --set training.steps=50
+# Run again, it continues the run from its newest checkpoint (--resume auto; a run that is
+# complete has nothing to do, and a higher training.steps trains on). To start over and replace
+# the checkpoints of runs/wordnet_small: launch/quickstart.sh --resume none
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,10 +36,15 @@ mpi_flags=(--oversubscribe)
 # or fewer, which would put a rank's threads on one core: with more than one thread per rank, no
 # binding (one rank per core stays bound, the best placement then).
 [ $(($(nproc) / ranks)) -gt 1 ] && mpi_flags+=(--bind-to none)
+# mowe_pretrain refuses to start over checkpoints without --resume: continue unless told otherwise.
+resume=(--resume auto)
+for arg in "$@"; do
+  case $arg in --resume | --resume=*) resume=() ;; esac
+done
 log=runs/wordnet_small/pretrain.log
 mkdir -p runs/wordnet_small
-mpirun -np "$ranks" "${mpi_flags[@]}" build/bin/mowe_pretrain --config "$config" "$@" 2>&1 |
-  tee "$log"
+mpirun -np "$ranks" "${mpi_flags[@]}" build/bin/mowe_pretrain --config "$config" "${resume[@]}" \
+  "$@" 2>&1 | tee "$log"
 
 # Nothing to plot or summarise after --dry-run, --describe, or a run that was already done.
 if [ -f runs/wordnet_small/metrics.jsonl ]; then
@@ -45,6 +53,9 @@ fi
 summary=$({ grep -o '\[pretrain\] summary: .*' "$log" || true; } | tail -1 |
   sed 's/^\[pretrain\] summary: //')
 echo
+if [ -z "$summary" ] && grep -q 'nothing to train' "$log"; then
+  summary="the run was already complete (raise training.steps to train on, or pass --resume none to start over)"
+fi
 echo "quickstart finished: ${summary:-no summary line in $log}"
 echo "  log:  $log"
 echo "  plot: runs/wordnet_small/loss.png (launch/mowe_plot RUN_DIR draws it from metrics.jsonl)"

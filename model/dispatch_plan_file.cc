@@ -82,7 +82,8 @@ PlanInputs plan_inputs(const config::Config& config, const std::string& config_p
 
 namespace {
 
-constexpr data::DerivedFile kPlanFile{"dispatch plan", kPlanMagic, DispatchPlan::kFormatVersion};
+constexpr data::DerivedFile kPlanFile{"dispatch plan", kPlanMagic, DispatchPlan::kFormatVersion,
+                                      "parallel.plan"};
 
 std::string plan_command(const std::string& path, int world_size) {
   return config::command_for_this_config(

@@ -8,6 +8,8 @@
 # questions. Prints one table and writes it to RUN/table.md.
 #   launch/experiments/wordnet_knowledge.sh [RUN_DIR]   (default runs/experiment_wordnet)
 # Environment: STEPS (pre-training steps, default 300), FT_STEPS (default 300), MOWE_RANKS (2).
+# Run again on the same RUN_DIR, the training runs continue from their checkpoints (--resume
+# auto: nothing to do when complete); use a new RUN_DIR to start over.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -45,8 +47,9 @@ for model in mowe dense; do
   run "pre-train $model ($steps steps)" "$out/$model.pretrain.log" \
     "${mpi[@]}" build/bin/mowe_pretrain --config "$pre" "${extra[@]}" \
     --set training.steps="$steps" --set training.checkpoint_dir="$out/$model/checkpoints" \
+    --resume auto \
     --set training.run_dir="$out/$model"
-  latest=$(ls -d "$out/$model/checkpoints"/step-* | sort | tail -1)
+  latest=$(ls -d "$out/$model/checkpoints"/step-* | grep -E "/step-[0-9]+$" | sort | tail -1)
   run "probe $model" "$out/$model.probe.log" \
     "${mpi[@]}" build/bin/mowe_eval --config "$pre" "${extra[@]}" --checkpoint "$latest" \
     --decode 0 --probe 500 --json "$out/$model.probe.json"
@@ -58,8 +61,9 @@ for model in mowe dense; do
   run "fine-tune $model ($ft_steps steps)" "$out/$model.finetune.log" \
     "${mpi[@]}" build/bin/mowe_pretrain --config "$ft" "${extra[@]}" \
     --set training.steps="$ft_steps" --set training.init_from="$out/$model/checkpoints" \
-    --set training.checkpoint_dir="$out/$model-ft/checkpoints" --set training.run_dir="$out/$model-ft"
-  ft_latest=$(ls -d "$out/$model-ft/checkpoints"/step-* | sort | tail -1)
+    --set training.checkpoint_dir="$out/$model-ft/checkpoints" --set training.run_dir="$out/$model-ft" \
+    --resume auto
+  ft_latest=$(ls -d "$out/$model-ft/checkpoints"/step-* | grep -E "/step-[0-9]+$" | sort | tail -1)
   run "answer held-out questions ($model)" "$out/$model.qa.log" \
     "${mpi[@]}" build/bin/mowe_eval --config "$ft" "${extra[@]}" --checkpoint "$ft_latest" \
     --probe 0 --decode 500 --json "$out/$model.qa.json"

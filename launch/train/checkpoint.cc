@@ -202,6 +202,35 @@ data::LoaderState all_stream_positions(comm::Communicator& comm, const data::Loa
   return state;
 }
 
+// After --resume auto loaded listed[loaded], the newer checkpoints failed to: each is renamed
+// out of the checkpoint namespace, so that it is never picked again and retention, which counts
+// only loadable names, never removes an intact checkpoint while keeping a damaged one. Only once
+// an older checkpoint loaded, so a config that matches none of them (another routing
+// vocabulary, say) sets nothing aside. A failed rename stops the job: retention would count the
+// damaged one. Collective (rank 0 renames).
+void set_aside_damaged(comm::Communicator& comm, const std::string& dir,
+                       const std::vector<ckpt::CheckpointInfo>& listed, size_t loaded) {
+  comm::run_agreed(comm, [&] {
+    if (comm.rank() != 0) return;
+    for (size_t i = 0; i < loaded && i < listed.size(); ++i) {
+      std::string moved;
+      try {
+        moved = ckpt::set_aside_damaged(dir, listed[i]);
+      } catch (const Error& e) {
+        throw UserError(fmt::format(
+            "cannot set aside the unreadable checkpoint {} ({}): move it out of {} by hand, "
+            "then resume again",
+            listed[i].path, e.what(), dir));
+      }
+      spdlog::warn(
+          "[checkpoint] set aside {} as {}: it cannot be read, so it is never resumed from, "
+          "never counted by training.keep_checkpoints and never removed; delete it once "
+          "inspected",
+          listed[i].path, moved);
+    }
+  });
+}
+
 }  // namespace
 
 std::string save_checkpoint(Job& job, const TrainState& given) {
@@ -327,18 +356,39 @@ std::string find_init_checkpoint(Job& job, const std::string& path) {
   return comm::broadcast_string(job.comm(), 0, found);
 }
 
+void refuse_unasked_fresh_start(const std::string& checkpoint_dir, comm::Communicator& comm) {
+  comm::run_agreed(comm, [&] {
+    if (comm.rank() != 0) return;
+    const std::vector<ckpt::CheckpointInfo> found = ckpt::list_checkpoints(checkpoint_dir);
+    MOWE_REQUIRE(found.empty(),
+                 "training.checkpoint_dir '{}' holds checkpoints up to step {} ({}) and no "
+                 "--resume was given: pass --resume auto to continue from them, or --resume none "
+                 "to start over and replace them (or set another training.checkpoint_dir)",
+                 checkpoint_dir, found.front().step, found.front().path);
+  });
+}
+
 std::optional<TrainState> resume(Job& job, const std::string& how) {
   if (how == "none") return std::nullopt;
   if (how != "auto") return load_checkpoint(job, how);
+  comm::Communicator& comm = job.comm();
   const std::string dir = job.config().training().checkpoint_dir();
   // Rank 0 lists, every rank tries the same candidates in the same order (listings of a shared
   // directory may differ between nodes for a moment).
+  std::vector<ckpt::CheckpointInfo> listed;  // rank 0's
   std::string listing;
-  comm::run_agreed(job.comm(), [&] {
-    if (job.comm().rank() != 0) return;
-    for (const ckpt::CheckpointInfo& c : ckpt::list_checkpoints(dir)) listing += c.path + "\n";
+  comm::run_agreed(comm, [&] {
+    if (comm.rank() != 0) return;
+    std::vector<std::string> incomplete;
+    listed = ckpt::list_checkpoints(dir, &incomplete);
+    for (const std::string& path : incomplete)
+      spdlog::warn(
+          "[checkpoint] --resume auto: {} has no manifest.pb, so it is not a complete checkpoint "
+          "and is skipped; move it away or delete it",
+          path);
+    for (const ckpt::CheckpointInfo& c : listed) listing += c.path + "\n";
   });
-  listing = comm::broadcast_string(job.comm(), 0, listing);
+  listing = comm::broadcast_string(comm, 0, listing);
   std::vector<std::string> found;
   for (size_t begin = 0, end; (end = listing.find('\n', begin)) != std::string::npos;
        begin = end + 1)
@@ -348,13 +398,15 @@ std::optional<TrainState> resume(Job& job, const std::string& how) {
     return std::nullopt;
   }
   std::string first_error;
-  for (const std::string& path : found) {
+  for (size_t i = 0; i < found.size(); ++i) {
     try {
-      return load_checkpoint(job, path);
+      TrainState state = load_checkpoint(job, found[i]);
+      set_aside_damaged(comm, dir, listed, i);
+      return state;
     } catch (const comm::AgreedError& e) {
-      if (job.comm().rank() == 0)  // agreed: said once
-        spdlog::warn("[checkpoint] cannot resume from {}: {}; trying the previous checkpoint", path,
-                     e.what());
+      if (comm.rank() == 0)  // agreed: said once
+        spdlog::warn("[checkpoint] cannot resume from {}: {}; trying the previous checkpoint",
+                     found[i], e.what());
       if (first_error.empty()) first_error = e.what();
     }
   }

@@ -40,6 +40,12 @@ int64_t load_parameters(Job& job, const std::string& path);
 // every rank gets its answer.
 std::string find_init_checkpoint(Job& job, const std::string& path);
 
+// Without --resume, a start over committed checkpoints is refused: they would be replaced by this
+// run's (its first save removes the later steps). Throws a UserError naming the directory, its
+// newest step and both choices (--resume auto, --resume none). Collective: rank 0 lists, the
+// error is agreed.
+void refuse_unasked_fresh_start(const std::string& checkpoint_dir, comm::Communicator& comm);
+
 // --resume: "none" (nullopt), "auto" (the newest checkpoint in training.checkpoint_dir that
 // loads; a damaged one is skipped with a warning naming the file and tensor; nullopt when there
 // is none), or the path of one checkpoint directory. Collective.

@@ -24,11 +24,11 @@ std::string duration(double seconds) {
 
 }  // namespace
 
+// The checkpoint directory itself by default, never its parent: two runs whose checkpoint
+// directories sit side by side would otherwise share one metrics.jsonl, and a fresh start of one
+// would drop the other's records as abandoned.
 std::string run_directory(const config::TrainingConfig& t) {
-  if (!t.run_dir().empty()) return t.run_dir();
-  const std::filesystem::path parent =
-      std::filesystem::path(t.checkpoint_dir()).lexically_normal().parent_path();
-  return parent.empty() ? "." : parent.string();
+  return t.run_dir().empty() ? t.checkpoint_dir() : t.run_dir();
 }
 
 Progress::Progress(Job& job, int64_t start_step)

@@ -18,7 +18,7 @@
 
 namespace mowe::train {
 
-// training.run_dir, or the directory holding training.checkpoint_dir when it is empty.
+// training.run_dir, or training.checkpoint_dir itself when it is empty.
 std::string run_directory(const config::TrainingConfig& training);
 
 class Progress {

@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <string_view>
 
 #include "comm/agree.h"
 #include "launch/train/batch.h"
@@ -13,6 +16,20 @@
 
 namespace mowe::train {
 namespace {
+
+// Divergence testing: with MOWE_TRAIN_FAULT=nonfinite-loss:<n> in the environment, every step from
+// step n on (1-based, as logged) computes a NaN loss, so a test can check what a diverging run
+// does. The same environment on every rank gives every rank the same branch. Unset (always, in
+// production): never.
+bool nonfinite_loss_injected(int64_t step) {
+  static const int64_t from = [] {
+    const char* spec = std::getenv("MOWE_TRAIN_FAULT");
+    constexpr std::string_view point = "nonfinite-loss:";
+    if (spec == nullptr || !std::string_view(spec).starts_with(point)) return int64_t{0};
+    return static_cast<int64_t>(std::atoll(spec + point.size()));
+  }();
+  return from > 0 && step >= from;
+}
 
 // Where a non-finite step came from: "value of '<parameter>' on rank R" for the first parameter
 // (registration order, lowest rank) holding a non-finite value (the cause), else "gradient of
@@ -167,6 +184,7 @@ const StepResult& StepRunner::train_step(const data::Batch& batch, TrainState& s
   double targets = 0;
   TokenCounts real;
   r.loss = forward_backward(batch, &state, &targets, &real, nullptr, &r.times) / targets;
+  if (nonfinite_loss_injected(state.step + 1)) r.loss = std::numeric_limits<double>::quiet_NaN();
   PhaseClock clock;
   gather_routing_load(r);
   clock = PhaseClock::charge(clock, r.times.other, r.times);

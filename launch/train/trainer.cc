@@ -68,8 +68,10 @@ void check_shared_checkpoint_dir(const std::string& dir, comm::Communicator& com
 
 }  // namespace
 
-void check_training_inputs(const config::Config& config, comm::Communicator& comm) {
+void check_training_inputs(const config::Config& config, comm::Communicator& comm,
+                           const std::string& resume) {
   check_shared_checkpoint_dir(config.training().checkpoint_dir(), comm);
+  if (resume.empty()) refuse_unasked_fresh_start(config.training().checkpoint_dir(), comm);
   const data::DataPipeline data = open_pipeline_agreed(config, comm);
   resolve_plan_agreed(config, *data.vocab, comm);
 }
@@ -86,12 +88,16 @@ Trainer::~Trainer() = default;
 
 void Trainer::resume(const std::string& how) {
   const std::string& dir = job_->config().training().checkpoint_dir();
+  if (how.empty()) {
+    refuse_unasked_fresh_start(dir, job_->comm());
+    return resume("none");
+  }
   if (how == "none" && job_->comm().rank() == 0) {
     const auto found = checkpoint::list_checkpoints(dir);
     if (!found.empty())
       spdlog::warn(
-          "[checkpoint] starting at step 0 although {} holds checkpoints up to step {}: this "
-          "run's checkpoints replace them (--resume auto continues from them instead)",
+          "[checkpoint] --resume none: starting at step 0 although {} holds checkpoints up to "
+          "step {}: this run's checkpoints replace them",
           dir, found.front().step);
   }
   const std::string& init_from = job_->config().training().init_from();
@@ -128,11 +134,20 @@ RunResult Trainer::run() {
   const auto& t = job_->config().training();
   comm::Communicator& comm = job_->comm();
   RunResult result;
+  int bad_steps = 0;  // consecutive steps whose update was skipped
   const auto checkpoint = [&] {
-    if (last_saved_step_ != state_.step) result.last_checkpoint = save();
+    if (last_saved_step_ == state_.step) return;
+    if (bad_steps > 0) {  // agreed: the loss is global
+      if (comm.rank() == 0)
+        spdlog::warn(
+            "[checkpoint] step {} not written: the last {} steps had a non-finite loss or "
+            "gradient norm, so the newest checkpoint stays that of a finite step",
+            state_.step, bad_steps);
+      return;
+    }
+    result.last_checkpoint = save();
   };
   const auto start = Clock::now();
-  int bad_steps = 0;  // consecutive steps whose update was skipped
   if (state_.step >= t.steps()) {
     spdlog::info("[train] already at step {} of {}: nothing to train", state_.step, t.steps());
     return result;
@@ -151,7 +166,8 @@ RunResult Trainer::run() {
       checkpoint();
       spdlog::info("[train] {} received: stopped at step {} after writing {}", signal_name(signo),
                    state_.step,
-                   result.last_checkpoint.empty()
+                   bad_steps > 0 ? "nothing (its last steps had a non-finite loss)"
+                   : result.last_checkpoint.empty()
                        ? "nothing (resumed from a checkpoint of this step)"
                        : result.last_checkpoint);
       result.stop_signal = signo;
@@ -194,8 +210,16 @@ RunResult Trainer::run() {
     if ((t.checkpoint_every() > 0 && state_.step % t.checkpoint_every() == 0) || last) checkpoint();
   }
   finish();
-  spdlog::info("[train] done: step {} in {:.1f} s", state_.step,
-               std::chrono::duration<double>(Clock::now() - start).count());
+  const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+  if (bad_steps > 0) {
+    result.diverged_steps = bad_steps;
+    spdlog::error(
+        "[train] diverged: step {} in {:.1f} s, the last {} steps with a non-finite loss or "
+        "gradient norm (updates skipped); no final checkpoint written",
+        state_.step, secs, bad_steps);
+    return result;
+  }
+  spdlog::info("[train] done: step {} in {:.1f} s", state_.step, secs);
   return result;
 }
 

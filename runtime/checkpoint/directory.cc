@@ -27,6 +27,7 @@ constexpr std::string_view kTmpPrefix = ".tmp-";  // a checkpoint being written
 constexpr std::string_view kOldPrefix = ".old-";  // a replaced checkpoint being removed
 constexpr std::string_view kDelPrefix = ".del-";  // a checkpoint being deleted
 constexpr std::string_view kLatestFile = "latest";
+constexpr std::string_view kDamagedSuffix = ".damaged";  // set aside: failed to load
 
 // "step-00000010" -> 10; false for anything else.
 bool parse_checkpoint_name(std::string_view name, int64_t* step) {
@@ -149,7 +150,8 @@ void commit_checkpoint(const std::string& dir, const std::string& tmp_dir, int64
   write_file_atomically((fs::path(dir) / kLatestFile).string(), name + "\n");
 }
 
-std::vector<CheckpointInfo> list_checkpoints(const std::string& dir) {
+std::vector<CheckpointInfo> list_checkpoints(const std::string& dir,
+                                             std::vector<std::string>* incomplete) {
   // Per step the best complete directory: step-N; else, after a crash in the middle of replacing
   // step-N without RENAME_EXCHANGE, the new .tmp-step-N (its manifest is written last) or the
   // old .old-step-N.
@@ -166,7 +168,10 @@ std::vector<CheckpointInfo> list_checkpoints(const std::string& dir) {
     if (name.starts_with(kOldPrefix)) rank = 2, name.remove_prefix(kOldPrefix.size());
     CheckpointInfo info;
     if (!parse_checkpoint_name(name, &info.step) || !entry.is_directory(ec)) continue;
-    if (!fs::exists(entry.path() / kManifestFile, ec)) continue;  // not a complete checkpoint
+    if (!fs::exists(entry.path() / kManifestFile, ec)) {  // not a complete checkpoint
+      if (rank == 0 && incomplete) incomplete->push_back(entry.path().string());
+      continue;
+    }
     info.name = file;
     info.path = entry.path().string();
     auto found = best.find(info.step);
@@ -175,6 +180,17 @@ std::vector<CheckpointInfo> list_checkpoints(const std::string& dir) {
   std::vector<CheckpointInfo> out;
   for (auto it2 = best.rbegin(); it2 != best.rend(); ++it2) out.push_back(it2->second.second);
   return out;
+}
+
+std::string set_aside_damaged(const std::string& dir, const CheckpointInfo& checkpoint) {
+  const std::string base = checkpoint_name(checkpoint.step) + std::string(kDamagedSuffix);
+  fs::path target = fs::path(dir) / base;
+  std::error_code ec;
+  for (int n = 2; fs::exists(target, ec); ++n)
+    target = fs::path(dir) / fmt::format("{}-{}", base, n);
+  rename_or_throw(checkpoint.path, target);
+  fsync_directory(dir);
+  return target.string();
 }
 
 std::optional<std::string> read_latest(const std::string& dir) {

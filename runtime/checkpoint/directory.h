@@ -48,8 +48,16 @@ struct CheckpointInfo {
 
 // Complete checkpoints (directories holding manifest.pb), newest step first, one per step:
 // step-N, or where a crash interrupted the replacement of step-N (no RENAME_EXCHANGE) the
-// complete .tmp-step-N, else .old-step-N. Empty when dir does not exist.
-std::vector<CheckpointInfo> list_checkpoints(const std::string& dir);
+// complete .tmp-step-N, else .old-step-N. Empty when dir does not exist. When `incomplete` is
+// given, it receives the paths of step-N directories without a manifest: only a .tmp- or .old-
+// directory lacks one legitimately, so these were damaged or made by hand.
+std::vector<CheckpointInfo> list_checkpoints(const std::string& dir,
+                                             std::vector<std::string>* incomplete = nullptr);
+
+// Sets aside a checkpoint that failed to load: renames it to <dir>/step-N.damaged (step-N.damaged-2
+// and so on when that exists), a name that list_checkpoints never returns, so it is never resumed
+// from, never counted as a kept checkpoint and never removed by retention. Returns the new path.
+std::string set_aside_damaged(const std::string& dir, const CheckpointInfo& checkpoint);
 
 // The name in <dir>/latest, or nullopt when there is none. Error when it holds something other
 // than a checkpoint name.

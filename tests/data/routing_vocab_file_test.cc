@@ -127,6 +127,15 @@ TEST_F(RoutingVocabFileTest, OldFormatAndForeignFilesAskForARebuild) {
                 " does not exist: build it with mowe_vocab --config configs/tiny.textproto"});
 }
 
+TEST_F(RoutingVocabFileTest, ADirectoryIsRefusedNamingTheField) {
+  const std::string dir = (dir_ / "a-directory").string();
+  std::filesystem::create_directories(dir);
+  expect_error(
+      [&] { RoutingVocab::load(dir); },
+      {"data.routing_vocab '" + dir + "' cannot be read as a routing vocabulary",
+       "not a regular file", "set data.routing_vocab to the file, or " + rebuild().substr(2)});
+}
+
 TEST_F(RoutingVocabFileTest, ContentsThatPassTheChecksumButContradictThemselves) {
   RoutingVocabFile bad = file_;
   bad.add_frequency(5);  // 71 frequencies for 70 routing ids

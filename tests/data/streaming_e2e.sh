@@ -64,7 +64,7 @@ train() {  # name, ranks, corpus directory, args...
 }
 # shellcheck source=../util/run_logs.sh
 source "$src/tests/util/run_logs.sh"
-exact() { exact_metrics "$work/runs/$1/metrics.jsonl" "$2"; }  # a run's scalars from step $2 on
+exact() { exact_metrics "$work/runs/$1/checkpoints/metrics.jsonl" "$2"; }  # a run's scalars from step $2 on
 
 train plain 1 "$work/plain" --set training.steps=6
 grep -q "streaming 5 files of $work/plain in 3 streams" "$work/plain.log" ||

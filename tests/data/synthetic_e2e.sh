@@ -32,7 +32,7 @@ train() {  # name, ranks, args...
 }
 # shellcheck source=../util/run_logs.sh
 source "$src/tests/util/run_logs.sh"
-exact() { exact_metrics "$work/$1/metrics.jsonl" "$2"; }  # a run's scalars from step $2 on
+exact() { exact_metrics "$work/$1/checkpoints/metrics.jsonl" "$2"; }  # a run's scalars from step $2 on
 
 train straight 1 --set training.steps=6
 [ "$(losses "$work/straight.log" 1 | wc -l)" = 6 ] || { cat "$work/straight.log"; fail "not 6 step lines"; }

@@ -5,6 +5,8 @@
 #include "data/word_list.h"
 
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -14,11 +16,13 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <sstream>
 
 #include "data/corpus.h"
 #include "data/routing_vocab.h"
 #include "data/words.h"
 #include "runtime/check.h"
+#include "tests/util/expect_error.h"
 
 namespace mowe::data {
 namespace {
@@ -157,6 +161,56 @@ TEST(WordListRanking, CountsAndOrderMatchABruteForceInEveryChunking) {
   // The spot checks a reader can verify by eye.
   EXPECT_EQ(naive_count("park", kDocuments), 8);
   EXPECT_EQ(naive_count("Alan Turing", kDocuments), 3);
+}
+
+// A list that repeats its entries: one pass returns `keep` distinct texts, each its best-ranked
+// line, so a vocabulary builder needs one pass however many copies there are (before, the kept
+// entries were copies of a few texts and every few ids cost another pass over the list).
+TEST(WordListRanking, DuplicatesTakeOnePass) {
+  std::string text;
+  for (int copy = 0; copy < 40; ++copy)
+    for (size_t i = 0; i < kLines.size(); ++i) text += kLines[(i + copy) % kLines.size()] + "\n";
+  const std::string path = write_list("duplicates.txt", text);
+  const CorpusWords corpus(kDocuments);
+  const std::vector<Parsed> want = naive_ranking(kLines, kDocuments);
+  const int64_t n = static_cast<int64_t>(kLines.size());
+  for (int64_t chunk : {int64_t{5}, int64_t{1} << 20}) {
+    WordListStats stats;
+    const std::vector<WordListEntry> got = rank_word_list(path, corpus, n, nullptr, &stats, chunk);
+    ASSERT_EQ(static_cast<int64_t>(got.size()), n) << "chunk " << chunk;
+    std::set<std::string> texts;
+    for (size_t i = 0; i < got.size(); ++i) {
+      EXPECT_EQ(got[i].text, want[i].text) << i;
+      EXPECT_EQ(got[i].corpus_count, want[i].count) << want[i].text;
+      texts.insert(got[i].text);
+    }
+    EXPECT_EQ(static_cast<int64_t>(texts.size()), n);
+    EXPECT_EQ(stats.entries, 40 * n);
+    EXPECT_GT(stats.duplicates, 0);
+    // A later pass below the last entry leaves out every copy of the texts already returned.
+    std::unordered_set<uint64_t> taken;
+    for (const WordListEntry& e : got) taken.insert(entry_key(e.text));
+    WordListStats next_stats;
+    EXPECT_TRUE(rank_word_list(path, corpus, n, &got.back(), &next_stats, chunk, &taken).empty());
+  }
+}
+
+TEST(WordListRanking, BinaryFilesAndHugeLinesAreRefusedNamingTheLine) {
+  const CorpusWords corpus(kDocuments);
+  WordListStats stats;
+  const std::string binary = write_list("binary.bin", std::string("park\nab\0\x01"
+                                                                  "cd\x7f\n",
+                                                                  13));
+  testing::expect_error(
+      [&] { rank_word_list(binary, corpus, 10, nullptr, &stats); },
+      {"data.routing_word_list " + binary, "line 2", "control byte 0x00", "not a word list"});
+  std::string huge = "park\nzebra\n" + std::string(kMaxWordListLineBytes + 1, 'a') + "\n";
+  const std::string long_path = write_list("long.txt", huge);
+  stats = {};
+  testing::expect_error([&] { rank_word_list(long_path, corpus, 10, nullptr, &stats); },
+                        {"data.routing_word_list " + long_path, "line 3",
+                         std::to_string(kMaxWordListLineBytes + 1) + " bytes",
+                         "more than the " + std::to_string(kMaxWordListLineBytes)});
 }
 
 TEST(WordListRanking, CompressedListsGiveTheSameRanking) {
@@ -301,6 +355,41 @@ std::string synthetic_word(int64_t i) {
     i /= 16;
   } while (i > 0);
   return w;
+}
+
+// A list of copies builds the vocabulary of the list without them; an empty list warns, naming
+// the file.
+TEST_F(WordListVocabTest, DuplicatesChangeNothingAndAnEmptyListWarns) {
+  const Tokenizer& tok = *tokenizer_;
+  std::string once, copies;
+  for (const std::string& line : kLines) once += line + "\n";
+  for (int copy = 0; copy < 50; ++copy) copies += once;
+  const std::string once_path = write_list("once.txt", once);
+  const std::string copies_path = write_list("copies.txt", copies);
+  const TokenizedCorpus tokens = tokenize_documents(kDocuments, tok);
+  const RoutingVocabOptions options{.max_routing_ids = tok.vocab_size() + 6, .case_variants = true};
+  const RoutingVocab a =
+      RoutingVocab::build_from_word_list(tok, once_path, kDocuments, tokens, options);
+  const RoutingVocab b =
+      RoutingVocab::build_from_word_list(tok, copies_path, kDocuments, tokens, options);
+  ASSERT_EQ(a.file().entries_size(), b.file().entries_size());
+  ASSERT_GT(a.file().entries_size(), 0);
+  for (int i = 0; i < a.file().entries_size(); ++i)
+    EXPECT_EQ(a.file().entries(i).word(), b.file().entries(i).word()) << i;
+  EXPECT_EQ(a.file().variant_keys_size(), b.file().variant_keys_size());
+
+  std::ostringstream log;
+  const auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>(
+      "capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(log)));
+  const std::string empty = write_list("empty.txt", "");
+  const RoutingVocab none =
+      RoutingVocab::build_from_word_list(tok, empty, kDocuments, tokens, options);
+  spdlog::set_default_logger(previous);
+  EXPECT_EQ(none.file().entries_size(), 0);
+  EXPECT_NE(log.str().find("data.routing_word_list " + empty + ": no auxiliary word"),
+            std::string::npos)
+      << log.str();
 }
 
 TEST_F(WordListVocabTest, MillionLineListInBoundedMemory) {

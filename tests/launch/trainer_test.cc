@@ -465,7 +465,7 @@ TEST(TrainerMetrics, RunWritesEveryStepAndResumeReplacesAbandonedSteps) {
   by_hand_cfg.mutable_training()->set_checkpoint_dir(env.dir + "/by_hand");
   Trainer by_hand(by_hand_cfg, *env.world);
   const std::vector<StepResult> expected = train(by_hand, 6);
-  const std::string jsonl = env.dir + "/run/metrics.jsonl";
+  const std::string jsonl = env.dir + "/run/checkpoints/metrics.jsonl";
   const int world = env.world->size();
   const auto check = [&](const char* when) {
     if (env.world->rank() != 0) return;
@@ -499,7 +499,7 @@ TEST(TrainerMetrics, RunWritesEveryStepAndResumeReplacesAbandonedSteps) {
       }
       EXPECT_EQ(m.count("eval/loss"), step % 3 == 0 ? 1u : 0u) << step;
     }
-    ASSERT_FALSE(fs::is_empty(env.dir + "/run/tb"));
+    ASSERT_FALSE(fs::is_empty(env.dir + "/run/checkpoints/tb"));
   };
   check("after the run");
   // The global routing does not depend on the world size.

@@ -161,6 +161,14 @@ TEST_F(PlanFiles, RefusesMissingAndCorruptedFiles) {
                {"is not a dispatch plan file, or its header is damaged"});
 }
 
+TEST_F(PlanFiles, ADirectoryIsRefusedNamingTheField) {
+  const std::string dir = (dir_ / "a-directory").string();
+  std::filesystem::create_directories(dir);
+  expect_error([&] { load_plan(dir); },
+               {"parallel.plan '" + dir + "' cannot be read as a dispatch plan",
+                "not a regular file", "set parallel.plan to the file", "mowe_plan"});
+}
+
 TEST_F(PlanFiles, EveryFlippedBitIsRefusedNamingTheFileAndTheCommand) {
   const data::RoutingVocab vocab = write_vocab(20);
   save_plan(build(vocab, 2), plan_path());
