@@ -2,10 +2,12 @@
 // and the same values as a plain double-precision loop, for every class of group size (single
 // rows and small groups: the gather kernels on the pool; groups of gemm_min_rows or more:
 // OpenBLAS on the calling thread).
+#include <cblas.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "model/expert_bank.h"
@@ -64,6 +66,29 @@ std::vector<char> bytes_of(const Tensor& t) {
   return {p, p + t.nbytes()};
 }
 
+// The gemm groups are OpenBLAS's products, so their bits can only be independent of the thread
+// count where OpenBLAS's own are: some of its kernel sets (e.g. Haswell, and Prescott, the set
+// 0.3.21 falls back to on CPUs it does not know) give other bits for one product at 1 and at 2
+// threads. Returns the kernel set's name when the products this test makes differ, else "".
+std::string blas_differs_across_threads(int threads) {
+  const Context ctx{Device::CPU, nullptr, nullptr};
+  Buffer a = testing::random_buffer({37, kC}, 3, -1, 1, DType::F32);
+  Buffer w = testing::random_buffer({64, kC}, 4, -1, 1, DType::F32);
+  Buffer g = testing::random_buffer({37, 64}, 5, -1, 1, DType::F32);
+  auto products = [&](int n) {
+    set_cpu_threads(n);
+    Buffer y = testing::host_buffer({37, 64}, DType::F32);
+    Buffer dw = testing::host_buffer({kC, 64}, DType::F32);
+    cpu_backend().matmul(ctx, a, w, y, false, true);
+    cpu_backend().matmul(ctx, a, g, dw, true, false);
+    std::vector<char> bits = bytes_of(y), more = bytes_of(dw);
+    bits.insert(bits.end(), more.begin(), more.end());
+    return bits;
+  };
+  const std::vector<char> one = products(1);
+  return products(threads) == one ? std::string() : std::string(openblas_get_corename());
+}
+
 // Forward and backward of a fresh bank (same seed, same data) with `threads` CPU threads.
 Result run(config::Activation act, DType dtype, int threads, const ExpertRows& rows,
            ParameterStore** keep = nullptr) {
@@ -100,6 +125,9 @@ TEST_P(ExpertBankThreads, SameBitsForOneTwoAndThreeThreads) {
   const ExpertRows rows = make_rows();
   const Result one = run(GetParam(), DType::F32, 1, rows);
   for (int threads : {2, 3}) {
+    if (const std::string core = blas_differs_across_threads(threads); !core.empty())
+      GTEST_SKIP() << "OpenBLAS's " << core << " kernels give other bits for one product at 1 and "
+                   << threads << " threads: the gemm groups cannot be thread-independent here";
     const Result many = run(GetParam(), DType::F32, threads, rows);
     ASSERT_EQ(cpu::pool_threads(), threads);
     ASSERT_EQ(one.bytes.size(), many.bytes.size());
