@@ -906,6 +906,11 @@ def main():
         os.environ.setdefault("MASTER_PORT", "29531")
         dist.init_process_group("gloo", rank=rank, world_size=world)
     train(args, raw, tensors, meta, dims, rank, world, THREADS)
+    if world > 1:
+        # Without this gloo's threads are torn down by exit() while still running, and a rank
+        # can abort with "terminate called without an active exception" after its work is done.
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
