@@ -56,10 +56,17 @@ ModelSize describe(const config::ModelConfig& c, int64_t input_length, int64_t t
     bucket.expert_d_ff = b.expert_d_ff();
     bucket.params = matrices * d * bucket.expert_d_ff * bucket.experts;
     bucket.flops_per_token = 2 * matrices * d * bucket.expert_d_ff;
+    bucket.routing_ids = bucket_routing_ids(w, i);
+    bucket.unreachable_experts = bucket_unreachable_experts(w, i);
+    bucket.unreachable_params = matrices * d * bucket.expert_d_ff * bucket.unreachable_experts;
     s.expert_params += bucket.params;
+    s.unreachable_expert_params += bucket.unreachable_params;
     s.buckets.push_back(bucket);
   }
-  if (mowe_layers > 0 && !w.share_expert_parameters()) s.expert_params *= mowe_layers;
+  if (mowe_layers > 0 && !w.share_expert_parameters()) {
+    s.expert_params *= mowe_layers;
+    s.unreachable_expert_params *= mowe_layers;
+  }
 
   // Per token: 2 FLOPs per weight it meets, plus q.k and p.v over the keys it attends to.
   auto token_flops = [&](bool decoder, int64_t self_len, int64_t cross_len) {
@@ -93,9 +100,20 @@ std::string describe_report(const ModelSize& s) {
         fmt::format("  bucket {} experts {:>7} x width {:>5} {:<10} {:>12} ({}), {} FLOPs/token\n",
                     i, b.experts, b.expert_d_ff, config::Activation_Name(b.activation), b.params,
                     human(b.params), human(b.flops_per_token));
+    if (b.unreachable_experts > 0)
+      out += fmt::format(
+          "           {} of them never routed: {} routing ids for {} experts, {} "
+          "parameters ({}) that never train\n",
+          b.unreachable_experts, b.routing_ids, b.experts, b.unreachable_params,
+          human(b.unreachable_params));
   }
   out += fmt::format("  {:<26} {:>12} ({})\n", "expert total", s.expert_params,
                      human(s.expert_params));
+  if (s.unreachable_expert_params > 0)
+    out += fmt::format(
+        "  {:<26} {:>12} ({}) of the expert total: more experts than routing "
+        "ids\n",
+        "never routed", s.unreachable_expert_params, human(s.unreachable_expert_params));
   out += fmt::format("  {:<26} {:>12} ({})\n", "model total", s.total_params(),
                      human(s.total_params()));
   out += fmt::format("dense forward FLOPs per sequence: {} (training step ~3x: {})\n",

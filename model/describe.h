@@ -21,10 +21,17 @@ struct ModelSize {
     int64_t experts = 0, expert_d_ff = 0, params = 0;
     config::Activation activation = config::GELU;  // the bucket's expert form
     int64_t flops_per_token = 0;                   // forward FLOPs of one expert on one token
+    int64_t routing_ids = 0;                       // ids the bucket covers
+    // Experts no routing id reaches (more experts than ids) and their parameters: allocated,
+    // counted in `params`, never trained.
+    int64_t unreachable_experts = 0, unreachable_params = 0;
   };
   std::vector<Bucket> buckets;
   int64_t dense_params = 0;
   int64_t expert_params = 0;  // counted once when shared across MoWE layers
+  // The part of expert_params that no routing id reaches (Bucket::unreachable_params, per layer
+  // where experts are not shared).
+  int64_t unreachable_expert_params = 0;
   int64_t total_params() const { return dense_params + expert_params; }
   // Forward FLOPs of the dense part, 2 per multiply-add, MoWE layers excluded. Attention scores
   // and mixing are counted over the configured lengths (input_length keys for the encoder and

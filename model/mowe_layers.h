@@ -30,4 +30,25 @@ inline const google::protobuf::RepeatedField<int32_t>& stack_mowe_layers(
   return decoder ? mowe.decoder_layers() : mowe.encoder_layers();
 }
 
+// The routing ids bucket i covers: its num_routing_ids, or, for a last bucket with 0, every id
+// that the unrouted ids and the buckets before it leave (as model/routing_table.h assigns them).
+inline int64_t bucket_routing_ids(const config::MoweConfig& mowe, int i) {
+  const int64_t own = mowe.buckets(i).num_routing_ids();
+  if (own != 0) return own;
+  int64_t rest = int64_t(mowe.routing_vocab_size()) - mowe.num_unrouted_ids();
+  for (int b = 0; b < i; ++b) rest -= mowe.buckets(b).num_routing_ids();
+  return rest > 0 ? rest : 0;
+}
+
+// Experts of bucket i that no routing id reaches: the k-th id of a bucket with at least as many
+// experts as ids gets the k-th expert, so experts beyond the bucket's ids never see a token and
+// never train (the paper's Table 6 gives its second bucket 880 ids for 128 blocks x 7 = 896
+// experts).
+inline int64_t bucket_unreachable_experts(const config::MoweConfig& mowe, int i) {
+  const config::BucketConfig& b = mowe.buckets(i);
+  const int64_t experts = int64_t(b.num_blocks()) * b.experts_per_block();
+  const int64_t ids = bucket_routing_ids(mowe, i);
+  return experts > ids ? experts - ids : 0;
+}
+
 }  // namespace mowe::model

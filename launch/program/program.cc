@@ -14,10 +14,11 @@
 
 #include "comm/agree.h"
 #include "comm/mpi_communicator.h"
+#include "model/config_rules.h"
 #include "model/memory_estimate.h"
 #include "runtime/backend.h"
-#include "runtime/log.h"
 #include "runtime/hash.h"
+#include "runtime/log.h"
 
 namespace mowe::program {
 namespace {
@@ -88,6 +89,8 @@ void check_same_config(const Loaded& l, comm::Communicator& comm, const std::str
                               "give every rank the same --config and --set arguments");
   spdlog::info("[{}] all {} ranks agree on the config (fingerprint {:016x})", tag, comm.size(),
                mine);
+  for (const std::string& warning : model::config_warnings(l.config))
+    spdlog::warn("[{}] config: {}", tag, warning);
 }
 
 // Ranks on one node share its cores: threads per rank = cores / ranks on the node. Returns them.

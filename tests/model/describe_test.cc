@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "launch/train/config_rules.h"
+#include "model/config_rules.h"
 #include "model/t5_model.h"
 #include "runtime/config/config.h"
 
@@ -65,6 +66,8 @@ TEST(Describe, Base2bMatchesTable7) {
   expect_about(s.expert_params, 1.812, 1e9, "sparse");
   expect_about(s.total_params(), 2.04, 1e9, "total");
   for (const auto& b : s.buckets) EXPECT_EQ(b.activation, config::GELU);
+  EXPECT_EQ(s.unreachable_expert_params, 0);  // 64 experts for 128, 880 and 1024 ids
+  EXPECT_EQ(describe_report(s).find("never routed"), std::string::npos);
 }
 
 // MoWE-Base (Table 6, about 31B): gated-GELU experts in buckets 0-2, two-matrix GELU experts in
@@ -83,6 +86,28 @@ TEST(Describe, BaseMatchesTable6) {
   ASSERT_EQ(s.buckets.size(), 4u);
   for (int b = 0; b < 3; ++b) EXPECT_EQ(s.buckets[b].activation, config::GATED_GELU) << b;
   EXPECT_EQ(s.buckets[3].activation, config::GELU);
+  // Table 6's second bucket covers 880 ids with 128 x 7 = 896 experts: 16 gated experts of width
+  // 2048 are never routed; the last bucket takes the 2^20 - 16 - 128 - 880 - 1024 other ids.
+  const std::vector<int64_t> ids = {128, 880, 1024, 1046528}, unreachable = {0, 16, 0, 0};
+  for (int b = 0; b < 4; ++b) {
+    EXPECT_EQ(s.buckets[b].routing_ids, ids[b]) << b;
+    EXPECT_EQ(s.buckets[b].unreachable_experts, unreachable[b]) << b;
+  }
+  EXPECT_EQ(s.buckets[1].unreachable_params, 75497472);
+  EXPECT_EQ(s.unreachable_expert_params, expert_params(768, {{16, 2048, true}}));
+  EXPECT_EQ(s.unreachable_expert_params, 75497472);
+  const std::string report = describe_report(s);
+  EXPECT_NE(report.find("16 of them never routed: 880 routing ids for 896 experts, 75497472 "
+                        "parameters (75.50M) that never train"),
+            std::string::npos)
+      << report;
+  EXPECT_NE(report.find("never routed                   75497472 (75.50M) of the expert total"),
+            std::string::npos)
+      << report;
+  // Unshared experts: every one of the 4 MoWE layers holds its own 16 unreachable experts.
+  EXPECT_EQ(size_of("base.textproto", {"model.mowe.share_expert_parameters=false"})
+                .unreachable_expert_params,
+            4 * 75497472);
   // The dense T5.1.1-Base model with all its FFNs is the well-known 247.6M.
   ModelSize full =
       size_of("base.textproto", {"model.mowe.encoder_layers=[]", "model.mowe.decoder_layers=[]"});
@@ -102,6 +127,8 @@ TEST(Describe, LargeMatchesTable6) {
   EXPECT_EQ(s.dense_params, dense);
   EXPECT_EQ(s.expert_params, experts);
   EXPECT_EQ(s.total_params(), 45979921408);
+  EXPECT_EQ(s.unreachable_expert_params, expert_params(1024, {{16, 2816, true}}));
+  EXPECT_EQ(s.unreachable_expert_params, 138412032);
   expect_about(s.expert_params, 45.23, 1e9, "sparse");
   expect_about(s.total_params(), 45.98, 1e9, "total");
   // The dense T5.1.1-Large model with all its FFNs: 783.2M.
@@ -109,6 +136,30 @@ TEST(Describe, LargeMatchesTable6) {
       size_of("large.textproto", {"model.mowe.encoder_layers=[]", "model.mowe.decoder_layers=[]"});
   EXPECT_EQ(full.dense_params, dense_params(1024, 1024, 2816, 24, 0));
   expect_about(full.dense_params, 783.2, 1e6, "T5.1.1-Large");
+}
+
+// Start-up warnings name the bucket, the exact count and cost, and the fix; none where every
+// expert is reachable, or where no MoWE layer allocates the buckets.
+TEST(Describe, UnreachableExpertsWarn) {
+  auto warnings = [](const char* name, const std::vector<std::string>& overrides = {}) {
+    return config_warnings(
+        train::load_config(std::string(MOWE_SOURCE_DIR) + "/configs/" + name, overrides));
+  };
+  const std::vector<std::string> base = warnings("base.textproto");
+  ASSERT_EQ(base.size(), 1u);
+  EXPECT_EQ(base[0],
+            "model.mowe.buckets[1] covers 880 routing ids with num_blocks (128) x "
+            "experts_per_block (7) = 896 experts: 16 experts never receive a token (75497472 "
+            "parameters allocated that never train); give the bucket at least 896 routing ids or "
+            "fewer experts to use them all");
+  const std::vector<std::string> large = warnings("large.textproto");
+  ASSERT_EQ(large.size(), 1u);
+  EXPECT_NE(large[0].find("(138412032 parameters"), std::string::npos) << large[0];
+  EXPECT_TRUE(warnings("base_2b.textproto").empty());
+  EXPECT_TRUE(warnings("base.textproto", {"model.mowe.buckets[1].num_routing_ids=896"}).empty());
+  EXPECT_TRUE(
+      warnings("base.textproto", {"model.mowe.encoder_layers=[]", "model.mowe.decoder_layers=[]"})
+          .empty());
 }
 
 // The other readings of the paper's sizes, for the record in docs/mowe_layer.md: two-matrix
