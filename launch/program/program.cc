@@ -17,6 +17,7 @@
 #include "model/config_rules.h"
 #include "model/memory_estimate.h"
 #include "runtime/backend.h"
+#include "runtime/cpu/blas_kernels.h"
 #include "runtime/hash.h"
 #include "runtime/log.h"
 
@@ -70,6 +71,10 @@ Loaded load(int argc, char** argv, const ProgramSpec& spec, int rank, int world)
              .all_ranks = l.flags.log_all_ranks,
              .level = l.flags.log_level});
   if (l.flags.help) return l;
+  if (cpu::blas_kernels_fall_short())
+    spdlog::warn("[blas] {}", cpu::blas_kernel_report());
+  else
+    spdlog::info("[blas] {}", cpu::blas_kernel_report());
   if (l.flags.config_path.empty()) throw Error("--config FILE is required (see --help)");
   if (!l.flags.positional.empty())
     throw Error(fmt::format("unexpected argument '{}' (a forgotten --set? run with --help)",
@@ -152,6 +157,7 @@ int run_in_world(int argc, char** argv, const ProgramSpec& spec, int rank, int w
 }  // namespace
 
 int run_program(int argc, char** argv, const ProgramSpec& spec) {
+  cpu::restart_with_better_blas_kernels(argv);
   MPI_Init(&argc, &argv);
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   if (spec.on_start) spec.on_start();

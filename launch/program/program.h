@@ -1,5 +1,7 @@
 // The frame every MPI program of launch/ runs in (mowe_pretrain, mowe_eval), so that each gets
 // the same start-up checks and ends a job the same way. run_program, in order:
+//   0. restarts the program once with OPENBLAS_CORETYPE set where OpenBLAS fell back to its
+//      generic kernels on a CPU that runs better ones (runtime/cpu/blas_kernels.h);
 //   1. MPI_Init (MPI errors returned as exceptions, not fatal), rank-tagged logging,
 //      ProgramSpec::on_start;
 //   2. refuses `srun` without an MPI plugin (every task a one-rank world), parses the flags every

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "model/memory_estimate.h"
+#include "runtime/cpu/blas_kernels.h"
 #include "runtime/cpu/sgemm_peak.h"
 #include "runtime/files.h"
 #include "runtime/log.h"
@@ -89,8 +90,9 @@ SgemmPeak job_sgemm_peak(comm::Communicator& comm, int blas_threads) {
     mine = std::strtod(fixed, nullptr);
   } else {
     peak.cache = cache_file();
-    peak.key = fmt::format("{}|{}|{} ranks|{} threads", log::host_name(), cpu_model(), per_node,
-                           blas_threads);
+    // Per OpenBLAS kernel set too: MFU is measured against the kernels the step runs.
+    peak.key = fmt::format("{}|{}|{}|{} ranks|{} threads", log::host_name(), cpu_model(),
+                           cpu::blas_kernel_set(), per_node, blas_threads);
     if (!peak.cache.empty()) mine = cache_lookup(peak.cache, peak.key);
   }
   // Measure when any rank lacks a value, all at once so each sees the node's contention.

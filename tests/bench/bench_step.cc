@@ -34,6 +34,7 @@
 #include "model/memory_estimate.h"
 #include "runtime/backend.h"
 #include "runtime/config/config.h"
+#include "runtime/cpu/blas_kernels.h"
 #include "runtime/cpu/sgemm_peak.h"
 #include "runtime/log.h"
 #include "tests/bench/step_dump.h"
@@ -187,14 +188,15 @@ int run(const config::CommonFlags& flags, int rank, int world) {
   for (double r : rss) rss_list += (rss_list.empty() ? "" : ", ") + fmt::format("{:.0f}", r);
   std::cout << fmt::format(
       "config {}: {} ranks x {} BLAS threads (rank 0 may run on {} cores), {:.0f} parameters\n"
+      "{}\n"
       "{} measured steps after {} warm-up: {:.0f} real tokens/step, {:.1f} real tokens/s\n"
       "step {:.4f} s: forward {:.4f}, backward {:.4f}, all-to-all {:.4f}, allreduce {:.4f}, "
       "optimizer {:.4f}, other {:.4f} (mean per step, max over ranks)\n"
       "model FLOPs/step {:.4e}; MFU {:.2f}% of the sgemm peak {:.1f} GFLOP/s (all ranks)\n"
       "peak RSS per rank (MB): {}\n",
-      flags.config_path, world, threads, allowed, params, steps, warmup, tokens / n, tokens_per_s,
-      wall / n, forward, backward, alltoall, allreduce, optimizer, other, flops / n, 100 * mfu,
-      peak / 1e9, rss_list);
+      flags.config_path, world, threads, allowed, params, cpu::blas_kernel_report(), steps, warmup,
+      tokens / n, tokens_per_s, wall / n, forward, backward, alltoall, allreduce, optimizer, other,
+      flops / n, 100 * mfu, peak / 1e9, rss_list);
   std::cout << fmt::format(
       "BENCH_STEP {{\"impl\": \"mowe\", \"config\": \"{}\", \"ranks\": {}, \"threads\": {}, "
       "\"warmup\": {}, \"steps\": {}, \"params\": {:.0f}, \"tokens_per_step\": {:.1f}, "
@@ -202,16 +204,19 @@ int run(const config::CommonFlags& flags, int rank, int world) {
       "{:.6f}, "
       "\"alltoall_s\": {:.6f}, \"allreduce_s\": {:.6f}, \"optimizer_s\": {:.6f}, \"other_s\": "
       "{:.6f}, \"model_flops_per_step\": {:.6e}, \"peak_gflops\": {:.3f}, \"mfu\": {:.6f}, "
-      "\"peak_rss_mb\": [{}], \"first_loss\": {:.8f}, \"last_loss\": {:.8f}}}\n",
+      "\"peak_rss_mb\": [{}], \"first_loss\": {:.8f}, \"last_loss\": {:.8f}, \"blas_kernels\": "
+      "\"{}\"}}\n",
       flags.config_path, world, threads, warmup, steps, params, tokens / n, tokens_per_s, wall / n,
       forward, backward, alltoall, allreduce, optimizer, other, flops / n, peak / 1e9, mfu,
-      rss_list, first_loss, last_loss);
+      rss_list, first_loss, last_loss, cpu::blas_kernel_set());
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  // The kernels mowe_pretrain runs (launch/program/program.h).
+  cpu::restart_with_better_blas_kernels(argv);
   MPI_Init(&argc, &argv);
   int rank = 0, world = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);

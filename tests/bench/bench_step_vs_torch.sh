@@ -16,7 +16,8 @@
 # Builds mowe_vocab and mowe_bench_step, and the WordNet tokenizer and routing vocabulary in
 # runs/bench/ once (about a minute); the dispatch plans are built in memory. Needs Debian's
 # python3-torch (/usr/bin/python3); the baseline sets its own thread pools (OMP_NUM_THREADS,
-# OPENBLAS_NUM_THREADS, OMP_WAIT_POLICY=PASSIVE unless set). Raw results: runs/bench/results.jsonl.
+# OPENBLAS_NUM_THREADS, OMP_WAIT_POLICY=PASSIVE unless set) and runs the OpenBLAS kernel set ours
+# ran (OPENBLAS_CORETYPE, from our BENCH_STEP line). Raw results: runs/bench/results.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -94,7 +95,11 @@ for c in "${list[@]}"; do
     record "$c" "$r" "$log"
     echo "[bench] $c round $r/$rounds: torch (load $(cut -d' ' -f1 /proc/loadavg))"
     log=$out/$c-torch-$r.log
+    # The baseline runs the OpenBLAS kernels ours ran (it links the same OpenBLAS, which would
+    # otherwise keep its own choice: runtime/cpu/blas_kernels.h).
+    kernels=$(tail -1 "$results" | grep -o '"blas_kernels": "[A-Za-z0-9]*"' | cut -d'"' -f4)
     "${mpi[@]}" -np "$np" "${bind[@]}" -x MASTER_ADDR=127.0.0.1 -x MASTER_PORT=$((29500 + RANDOM % 500)) \
+      -x OPENBLAS_CORETYPE="$kernels" \
       "$python" tests/bench/t5_torch_baseline.py --batches "$batches" --warmup "$warmup" \
       --steps "$steps" --threads "$threads" > "$log" 2>&1 || true
     record "$c" "$r" "$log"
