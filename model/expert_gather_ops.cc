@@ -5,6 +5,16 @@
 namespace mowe::model {
 namespace {
 
+// The block kernels are plain loops: built for AVX-512 and AVX2 as well as the x86-64 baseline,
+// the loader picking the best the CPU runs (GCC's function multi-versioning); dot and axpy are
+// inlined into each. The file is built with -ffp-contract=off, so no clone fuses a multiply and an
+// add: every clone rounds exactly as the baseline one, and results do not depend on the CPU.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define MOWE_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define MOWE_VECTOR_CLONES
+#endif
+
 struct GatherDims {
   int64_t rows, experts, k, m;
 };
@@ -34,7 +44,7 @@ GatherDims check_gather(const char* op, const Tensor& x, const Tensor& w, const 
 // Eight independent partial sums: without them the compiler may not reorder a float sum, so the
 // loop would be one long dependency chain.
 template <typename T>
-T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
+[[gnu::always_inline]] inline T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
   T s[8] = {};
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
@@ -47,7 +57,8 @@ T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
 // y[N] = a * x + (accumulate ? y : 0), in blocks of 8 for the same reason as dot: GCC's default
 // cost model at -O2 vectorises straight-line blocks but not loops with a runtime trip count.
 template <typename T>
-void axpy(T a, const T* __restrict x, T* __restrict y, int64_t n, bool accumulate = true) {
+[[gnu::always_inline]] inline void axpy(T a, const T* __restrict x, T* __restrict y, int64_t n,
+                                        bool accumulate = true) {
   int64_t i = 0;
   if (accumulate) {
     for (; i + 8 <= n; i += 8)
@@ -67,7 +78,8 @@ constexpr int kMaxBlock = 8;
 
 // o[r] (+)= x[r] @ W for the nb rows: x [nb,K], W [K,M], o [nb,M].
 template <typename T>
-void block_times(const T* x, const T* w, T* o, int nb, int64_t k, int64_t m, bool accumulate) {
+MOWE_VECTOR_CLONES void block_times(const T* x, const T* w, T* o, int nb, int64_t k, int64_t m,
+                                    bool accumulate) {
   if (m == 1) {  // one output per row: dot products over K
     for (int r = 0; r < nb; ++r) o[r] = (accumulate ? o[r] : T(0)) + dot(x + r * k, w, k);
     return;
@@ -80,8 +92,8 @@ void block_times(const T* x, const T* w, T* o, int nb, int64_t k, int64_t m, boo
 // contiguous rows of W, or, when those are too short to pay (K < 8: tiny experts), updates
 // along M.
 template <typename T>
-void block_times_transposed(const T* x, const T* w, T* o, int nb, int64_t k, int64_t m,
-                            bool accumulate) {
+MOWE_VECTOR_CLONES void block_times_transposed(const T* x, const T* w, T* o, int nb, int64_t k,
+                                               int64_t m, bool accumulate) {
   if (k >= 8) {
     for (int64_t j = 0; j < m; ++j)
       for (int r = 0; r < nb; ++r)
@@ -101,7 +113,8 @@ void block_times_transposed(const T* x, const T* w, T* o, int nb, int64_t k, int
 
 // dW += x^T g for the nb rows: x [nb,K], g [nb,M], dW [K,M].
 template <typename T>
-void block_outer_accumulate(const T* x, const T* g, T* dw, int nb, int64_t k, int64_t m) {
+MOWE_VECTOR_CLONES void block_outer_accumulate(const T* x, const T* g, T* dw, int nb, int64_t k,
+                                               int64_t m) {
   if (m == 1) {  // one column: vector updates along K
     for (int r = 0; r < nb; ++r) axpy(g[r], x + r * k, dw, k);
     return;
