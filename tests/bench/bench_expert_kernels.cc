@@ -23,6 +23,7 @@
 
 #include "model/expert_gather_ops.h"
 #include "runtime/backend.h"
+#include "runtime/cpu/blas_kernels.h"
 #include "runtime/cpu/gemm.h"
 #include "runtime/cpu/thread_pool.h"
 
@@ -169,6 +170,8 @@ constexpr int kNumVariants = sizeof(kVariants) / sizeof(kVariants[0]);
 }  // namespace
 
 int main(int argc, char** argv) {
+  // The OpenBLAS kernels the trainer runs (runtime/cpu/blas_kernels.h).
+  mowe::cpu::restart_with_better_blas_kernels(argv);
   int reps = 7;
   int64_t target_rows = 4096;
   std::vector<int64_t> widths = {8, 32, 64, 256}, group_rows = {1, 2, 4, 16, 64};

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "runtime/backend.h"
+#include "runtime/cpu/blas_kernels.h"
 
 namespace {
 
@@ -30,14 +31,18 @@ struct Case {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // The OpenBLAS kernels the trainer runs (runtime/cpu/blas_kernels.h).
+  mowe::cpu::restart_with_better_blas_kernels(argv);
   int reps = 20;
   for (int i = 1; i < argc; ++i)
     if (std::strcmp(argv[i], "--reps") == 0 && i + 1 < argc) reps = std::stoi(argv[++i]);
   const std::vector<Case> cases = {{512, 512, 512, false, false}, {512, 512, 512, false, true},
                                    {128, 128, 128, false, false}, {2048, 512, 512, false, false},
                                    {4096, 128, 512, true, false}, {1024, 2048, 512, false, true}};
-  fmt::print("# matmul: backend wrapper vs raw cblas_sgemm, fp32, {} threads, best of {} reps\n",
-             openblas_get_num_threads(), reps);
+  fmt::print(
+      "# matmul: backend wrapper vs raw cblas_sgemm, fp32, {} threads, best of {} reps\n"
+      "# {}\n",
+      openblas_get_num_threads(), reps, mowe::cpu::blas_kernel_report());
   fmt::print("{:>6} {:>6} {:>6} {:>3} {:>3} {:>12} {:>12} {:>9}\n", "M", "N", "K", "tA", "tB",
              "raw GF/s", "wrap GF/s", "overhead");
   mowe::Backend& backend = mowe::cpu_backend();

@@ -18,6 +18,7 @@
 
 #include "model/mowe_layer.h"
 #include "runtime/backend.h"
+#include "runtime/cpu/blas_kernels.h"
 
 namespace {
 
@@ -106,6 +107,8 @@ Timing time_layer(model::MoweLayer& layer, const model::Dispatch& d, const Tenso
 }  // namespace
 
 int main(int argc, char** argv) {
+  // The OpenBLAS kernels the trainer runs (runtime/cpu/blas_kernels.h).
+  mowe::cpu::restart_with_better_blas_kernels(argv);
   int reps = 10;
   int64_t tokens = 8192;
   bool sweep = false;
