@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Damages one copy of an input file as a disk or a cut-off transfer would, then runs the program
-# that reads it; ctest checks the program's one-line message (PASS_REGULAR_EXPRESSION).
+# that reads it; ctest checks its exit status and one-line message (tests/util/expect_exit.sh).
 #   damaged_file.sh CASE BIN_DIR SOURCE_DIR DATA_DIR WORK_DIR
 # DATA_DIR holds the tiny config's spm.model and vocab.pb (the tiny_data fixture).
 set -uo pipefail

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Checkpoints of real mowe_pretrain processes on the tiny config at 2 ranks:
-# 1. a SIGKILL at three points of a checkpoint write (a data file half written; every file
-#    written but the directory not renamed; renamed but `latest` not updated) leaves a loadable
-#    checkpoint, and --resume auto continues to the same losses as an uninterrupted run;
+# 1. a SIGKILL of every rank at three points of a checkpoint write (a data file half written;
+#    every file written but the directory not renamed; renamed but `latest` not updated) leaves a
+#    loadable checkpoint, and --resume auto continues to the same losses as an uninterrupted run
+#    (atomicity: the page cache survives a killed process, so durability is not tested);
 # 2. SIGUSR1 to mpirun, SIGTERM to launch/mowe_mpirun and SIGTERM to the ranks themselves write a
 #    checkpoint at the next step boundary and exit 0; resuming from it matches a straight run
 #    (SIGTERM to Open MPI's mpirun itself kills the ranks: docs/checkpoints.md);

@@ -9,7 +9,8 @@
 #    writes a checkpoint, requeues itself, resumes from that checkpoint and finishes;
 # 3. the losses of every step of both jobs (1..40, 41..stop, stop+1..end) are those of one
 #    uninterrupted mpirun run.
-# Exits 77 (skipped) without root or the packages, or when the daemons do not come up.
+# Exits 77 (skipped) only without root or the packages; daemons that do not come up with them
+# installed are a failure (a broken Slurm setup), with the tail of each daemon's log.
 #   slurm_e2e.sh BIN_DIR SOURCE_DIR DATA_DIR MPIEXEC [MPIEXEC_FLAGS...]
 set -euo pipefail
 bin=$1 src=$2 data=$3
@@ -74,9 +75,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-show_logs() {
+show_logs() {  # the tail of every daemon's log and its stdout/stderr
   local f
-  for f in "$work"/log/*.log; do
+  for f in "$work"/log/*.log "$work"/log/*.out; do
+    [ -f "$f" ] || continue
     echo "---- $f (last 15 lines)"
     tail -15 "$f"
   done
@@ -90,7 +92,7 @@ fail() {
 # ---- munged with a fresh key -------------------------------------------------------------------
 socket=$work/run/munge.socket
 mungekey --create --keyfile="$work/munge/munge.key" > /dev/null ||
-  skip "mungekey cannot create a key"
+  fail "mungekey cannot create a key"
 munged --foreground --socket="$socket" --key-file="$work/munge/munge.key" \
   --pid-file="$work/run/munged.pid" --log-file="$work/log/munged.log" \
   --seed-file="$work/munge/munged.seed" > "$work/log/munged.out" 2>&1 &
@@ -101,7 +103,7 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 munge --socket="$socket" --no-input 2> /dev/null | unmunge --socket="$socket" > /dev/null 2>&1 ||
-  { show_logs; skip "munged did not start"; }
+  fail "munged did not start"
 
 # ---- slurm.conf --------------------------------------------------------------------------------
 free_port() {  # a TCP port nobody listens on, at or above $1
@@ -118,7 +120,7 @@ ctld_port=$(free_port "$base")
 slurmd_port=$(free_port $((ctld_port + 1)))
 host=$(hostname -s)
 # The node as slurmd sees this machine (CPUs, sockets, cores, memory), under this name.
-node=$(slurmd -C | head -1 | sed 's/^NodeName=[^ ]* //') || skip "slurmd -C failed"
+node=$(slurmd -C | head -1 | sed 's/^NodeName=[^ ]* //') || fail "slurmd -C failed"
 export SLURM_CONF=$work/slurm.conf
 cat > "$SLURM_CONF" << EOF
 ClusterName=mowetest
@@ -171,7 +173,7 @@ while [ "$SECONDS" -lt "$end" ]; do
   [ "$state" = idle ] && break
   sleep 0.2
 done
-[ "$state" = idle ] || { show_logs; skip "slurmctld and slurmd did not bring the node up (state '$state')"; }
+[ "$state" = idle ] || fail "slurmctld and slurmd did not bring the node up (state '$state')"
 echo "slurm: node $host up ($node), slurmctld port $ctld_port, slurmd port $slurmd_port ($SECONDS s)"
 
 # ---- helpers -----------------------------------------------------------------------------------
