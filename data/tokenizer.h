@@ -32,8 +32,8 @@ struct TokenizerTrainOptions {
 // "0123456789abcdef": how hashes are shown in files and messages.
 std::string format_hash(uint64_t hash);
 
-// False (with the reason) when SentencePiece cannot be used in this process, e.g. in sanitizer
-// builds, whose runtime forbids the RTLD_DEEPBIND load the module needs.
+// False (with the reason) when SentencePiece cannot be used in this process: the module
+// libmowe_spm is missing or does not load.
 bool sentencepiece_available(std::string* why = nullptr);
 
 class Tokenizer {

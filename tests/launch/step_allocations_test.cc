@@ -25,11 +25,6 @@
 #include "runtime/backend.h"
 #include "runtime/config/config.h"
 
-// AddressSanitizer owns malloc and operator new; replacing them would bypass it, so its builds
-// count nothing and skip the test.
-#if !defined(__SANITIZE_ADDRESS__)
-#define MOWE_COUNT_ALLOCATIONS 1
-
 extern "C" {
 // glibc's allocator under its own names, so that the replacements below can forward to it.
 void* __libc_malloc(size_t size);
@@ -122,6 +117,11 @@ void* checked(void* p) {
 }
 
 }  // namespace
+
+// AddressSanitizer owns malloc and operator new; replacing them would bypass it, so its builds
+// count nothing and skip the test.
+#if !defined(__SANITIZE_ADDRESS__)
+#define MOWE_COUNT_ALLOCATIONS 1
 
 extern "C" {
 void* malloc(size_t size) {
