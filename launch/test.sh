@@ -75,6 +75,12 @@ if [ "$sanitize" = 1 ]; then
   ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0:alloc_dealloc_mismatch=0 \
     run_ctest build-sanitize -L mpi -LE 'integration|bench_check|slow' -FS tiny_data \
     -E pretrain_warns_about_core_binding
+  echo "[test] run the trainer's paths under the sanitizers"
+  # Two trainer cases at 2 ranks (tests/launch/CMakeLists.txt, trainer_sanitized). Leak checking
+  # is off for them: matching Open MPI's leaks needs the slow unwinder above, with which training
+  # takes many minutes; the same code's leaks are checked by the one-process tests.
+  ASAN_OPTIONS=detect_leaks=0:alloc_dealloc_mismatch=0 \
+    run_ctest build-sanitize -L trainer_sanitized -FS tiny_data
 fi
 echo "[test] summary"
 printf '  %s\n' "${summary[@]}"

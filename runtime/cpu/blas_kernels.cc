@@ -62,7 +62,14 @@ void restart_with_better_blas_kernels(char** argv) {
   if (better.empty()) return;
   setenv("OPENBLAS_CORETYPE", better.c_str(), 1);
   setenv(kRestartedFrom, blas_kernel_set().c_str(), 1);
-  execv("/proc/self/exe", argv);
+  // The binary's own path, not /proc/self/exe: the process name (comm) is the basename of what
+  // is executed, and tools find the ranks by it (pkill -x mowe_pretrain, top, Slurm's output).
+  char path[4096];
+  const ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
+  if (n > 0) {
+    path[n] = '\0';
+    execv(path, argv);
+  }
   // Still here: the restart failed. Run on with OpenBLAS's choice and say so in the report.
   restart_error = std::strerror(errno);
   unsetenv("OPENBLAS_CORETYPE");

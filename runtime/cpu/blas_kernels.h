@@ -25,7 +25,7 @@ std::string blas_kernel_set();
 // AVX-512 F/BW/DQ/VL/CD usable by the OS, "Haswell" with AVX2 and FMA), else "" (keep).
 std::string better_blas_kernel_set();
 
-// Re-executes this program (/proc/self/exe, the same argv) with OPENBLAS_CORETYPE set to
+// Re-executes this program (its own binary, the same argv and process name) with OPENBLAS_CORETYPE set to
 // better_blas_kernel_set() when there is one, unless OPENBLAS_CORETYPE is already set (the
 // user's choice, or this restart's) or MOWE_KEEP_BLAS_KERNELS=1. Returns when nothing is to be
 // done or the restart failed (blas_kernel_report says which).
