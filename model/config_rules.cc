@@ -10,7 +10,6 @@
 #include <set>
 
 #include "data/span_lengths.h"
-#include "model/expert_form.h"
 #include "model/mowe_layers.h"
 
 namespace mowe::model {
@@ -214,8 +213,6 @@ std::vector<std::string> config_warnings(const Config& c) {
     const int64_t unreachable = bucket_unreachable_experts(w, i);
     if (unreachable == 0) continue;
     const BucketConfig& b = w.buckets(i);
-    const int64_t per_expert =
-        expert_matrices(bucket_activation(w, i)) * int64_t(c.model().d_model()) * b.expert_d_ff();
     const int64_t copies = w.share_expert_parameters() ? 1 : mowe_layer_count(w);
     warnings.push_back(fmt::format(
         "model.mowe.buckets[{}] covers {} routing ids with num_blocks ({}) x experts_per_block "
@@ -223,7 +220,8 @@ std::vector<std::string> config_warnings(const Config& c) {
         "train); give the bucket at least {} routing ids or fewer experts to use them all",
         i, bucket_routing_ids(w, i), b.num_blocks(), b.experts_per_block(),
         int64_t(b.num_blocks()) * b.experts_per_block(), unreachable,
-        unreachable * per_expert * copies, int64_t(b.num_blocks()) * b.experts_per_block()));
+        bucket_unreachable_params(w, i, c.model().d_model()) * copies,
+        int64_t(b.num_blocks()) * b.experts_per_block()));
   }
   return warnings;
 }

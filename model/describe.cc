@@ -58,7 +58,7 @@ ModelSize describe(const config::ModelConfig& c, int64_t input_length, int64_t t
     bucket.flops_per_token = 2 * matrices * d * bucket.expert_d_ff;
     bucket.routing_ids = bucket_routing_ids(w, i);
     bucket.unreachable_experts = bucket_unreachable_experts(w, i);
-    bucket.unreachable_params = matrices * d * bucket.expert_d_ff * bucket.unreachable_experts;
+    bucket.unreachable_params = bucket_unreachable_params(w, i, d);
     s.expert_params += bucket.params;
     s.unreachable_expert_params += bucket.unreachable_params;
     s.buckets.push_back(bucket);

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "model/expert_form.h"
 #include "runtime/proto/config.pb.h"
 
 namespace mowe::model {
@@ -49,6 +50,12 @@ inline int64_t bucket_unreachable_experts(const config::MoweConfig& mowe, int i)
   const int64_t experts = int64_t(b.num_blocks()) * b.experts_per_block();
   const int64_t ids = bucket_routing_ids(mowe, i);
   return experts > ids ? experts - ids : 0;
+}
+
+// Their parameters, once (experts shared across MoWE layers) or per layer.
+inline int64_t bucket_unreachable_params(const config::MoweConfig& mowe, int i, int64_t d_model) {
+  return bucket_unreachable_experts(mowe, i) * expert_matrices(bucket_activation(mowe, i)) *
+         d_model * mowe.buckets(i).expert_d_ff();
 }
 
 }  // namespace mowe::model
