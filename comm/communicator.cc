@@ -239,6 +239,9 @@ std::string nccl_unusable_reason(const CommOptions& options) {
 
 std::unique_ptr<Communicator> make_communicator(MPI_Comm comm, Device device, CommOptions options) {
   if (device == Device::CPU) return std::make_unique<MpiCommunicator>(comm, device, options);
+  // The simulated device has no NCCL: its data goes over MPI staged through host memory, the
+  // fallback path a CUDA job takes when NCCL cannot serve it.
+  if (device == Device::SIMULATED) return std::make_unique<MpiCommunicator>(comm, device, options);
 #ifdef MOWE_WITH_CUDA
   // Every rank must take the same branch: NCCL and MPI communicators cannot talk to each other.
   const std::string reason = nccl_unusable_reason(options);

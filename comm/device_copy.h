@@ -9,14 +9,14 @@
 
 namespace mowe::comm {
 
-// dst and src on `device`; CPU: memcpy; CUDA: cudaMemcpyAsync on stream.
+// dst and src on `device`, queued on stream (the device seam, runtime/device.h).
 void copy_bytes(Device device, void* stream, void* dst, const void* src, size_t bytes);
 // Host <-> tensor memory; synchronous.
 void copy_to_host(void* dst, const Tensor& src, void* stream);
 void copy_from_host(const Tensor& dst, const void* src, void* stream);
-// Waits for the work queued on stream (CUDA); nothing on CPU.
+// Waits for the work queued on stream; nothing on CPU.
 void sync_stream(Device device, void* stream);
-// The allocator of a device's memory (cudaMalloc on CUDA builds).
+// The allocator of a device's memory.
 DeviceAllocator& allocator_for(Device device);
 
 }  // namespace mowe::comm

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "runtime/device.h"
 #include "runtime/hash.h"
 #include "runtime/math.h"
 
@@ -20,8 +21,6 @@ ParameterStore::ParameterStore(DeviceAllocator& allocator, DType dtype, uint64_t
     : allocator_(allocator), dense_grads_(allocator), dtype_(dtype), seed_(seed) {
   MOWE_CHECK(dtype == DType::F32 || dtype == DType::F64, "parameters must be f32 or f64, not {}",
              dtype_name(dtype));
-  MOWE_CHECK(allocator.device() == Device::CPU,
-             "parameters are initialised on the host; device parameters are copies of them");
 }
 
 Parameter& ParameterStore::add(const std::string& name, Shape shape, ParamKind kind, Init init,
@@ -129,8 +128,13 @@ static double draw(const Init& init, uint64_t key, uint64_t global) {
   return 0.0;
 }
 
+// Values are drawn on the host, the same on every device, and uploaded where the parameter lives.
 void ParameterStore::initialise(Parameter& p) const {
-  const Tensor& t = p.value.tensor();
+  const Tensor& dst = p.value.tensor();
+  std::vector<char> staging(dst.device == Device::CPU ? 0 : dst.nbytes());
+  const Tensor t = dst.device == Device::CPU
+                       ? dst
+                       : Tensor(staging.data(), dst.dtype, Device::CPU, dst.shape);
   const int64_t n = t.numel();
   const int64_t row_elems = t.shape.ndim() == 0 || t.dim(0) == 0 ? 0 : n / t.dim(0);
   const uint64_t key = mix64(seed_ ^ name_hash(p.name));
@@ -145,6 +149,7 @@ void ParameterStore::initialise(Parameter& p) const {
       t.ptr<double>()[i] = v;
     }
   }
+  if (dst.device != Device::CPU) upload(dst, staging.data());
 }
 
 }  // namespace mowe::model

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "model/mowe_layer.h"
+#include "runtime/device.h"
 #include "model/mowe_layers.h"
 
 namespace mowe::model {
@@ -327,10 +328,15 @@ double T5Model::forward(const StepContext& s, const ModelInputs& in, double z_lo
   lse_ = s.activations->alloc({n}, logits_.dtype);
   s.backend->cross_entropy_forward(s.ctx, logits_, in.targets.reshape({n}), in.weights.reshape({n}),
                                    z_loss, losses, lse_);
-  MOWE_CHECK(losses.device == Device::CPU, "the loss sum is read on the host (CPU backend only)");
+  // Summed on the host in row order, the same bits on every device: on a device this is one
+  // download of N numbers and the step's one synchronisation for the loss.
+  std::vector<char> host(losses.device == Device::CPU ? 0 : losses.nbytes());
+  if (losses.device != Device::CPU) download(host.data(), losses, s.ctx.stream);
+  const void* l = losses.device == Device::CPU ? losses.data : host.data();
   double total = 0;
   for (int64_t i = 0; i < n; ++i)
-    total += losses.dtype == DType::F32 ? losses.ptr<float>()[i] : losses.ptr<double>()[i];
+    total += losses.dtype == DType::F32 ? static_cast<const float*>(l)[i]
+                                        : static_cast<const double*>(l)[i];
   return total;
 }
 

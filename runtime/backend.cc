@@ -7,6 +7,9 @@ namespace mowe {
 #ifdef MOWE_WITH_CUDA
 Backend& cuda_backend();  // runtime/cuda/cuda_backend.cc
 #endif
+namespace sim {
+Backend& sim_backend();  // runtime/sim/sim_backend.cc
+}
 
 void matmul_backward(Backend& backend, const Context& ctx, const Tensor& dc, const Tensor& a,
                      const Tensor& b, const Tensor& da, const Tensor& db, bool trans_a,
@@ -53,6 +56,7 @@ bool cuda_backend_compiled() {
 
 Backend& backend_for(Device device) {
   if (device == Device::CPU) return cpu_backend();
+  if (device == Device::SIMULATED) return sim::sim_backend();
 #ifdef MOWE_WITH_CUDA
   return cuda_backend();
 #else

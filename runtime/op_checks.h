@@ -32,7 +32,8 @@ void visit_dtype(Device device, const char* op, DType dtype, F&& f) {
     f(double{});
   } else {
     MOWE_CHECK(false, "{}: dtype {} is not supported on the {} backend (f32, f64)", op,
-               dtype_name(dtype), device == Device::CPU ? "CPU" : "CUDA");
+               dtype_name(dtype),
+               device == Device::CPU ? "CPU" : device == Device::CUDA ? "CUDA" : "simulated");
   }
 }
 

@@ -33,7 +33,15 @@ const char* dtype_name(DType dtype) {
 }
 
 const char* device_name(Device device) {
-  return device == Device::CPU ? "cpu" : "cuda";
+  switch (device) {
+    case Device::CPU:
+      return "cpu";
+    case Device::CUDA:
+      return "cuda";
+    case Device::SIMULATED:
+      return "sim";
+  }
+  return "?";
 }
 
 Shape::Shape(std::initializer_list<int64_t> dims) {

@@ -14,7 +14,9 @@
 namespace mowe {
 
 enum class DType : uint8_t { F32, F64, BF16, I32 };
-enum class Device : uint8_t { CPU, CUDA };
+// SIMULATED: the test device of runtime/sim/ (host memory behind non-host addresses, CPU kernels
+// run asynchronously in stream order), which proves device code paths on machines without a GPU.
+enum class Device : uint8_t { CPU, CUDA, SIMULATED };
 
 size_t dtype_size(DType dtype);
 const char* dtype_name(DType dtype);

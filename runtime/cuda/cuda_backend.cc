@@ -32,7 +32,11 @@ class CudaAllocator final : public DeviceAllocator {
       spdlog::error("[cuda] cudaFree failed: {}", cuda::cuda_error_string(status));
   }
 
-  void zero(void* ptr, size_t bytes) override { CUDA_CHECK(cudaMemset(ptr, 0, bytes)); }
+  // Queued on the compute stream (runtime/cuda/cuda_runtime.cc), where the memory is used next:
+  // a blocking cudaMemset would run on the legacy stream, unordered with non-blocking streams.
+  void zero(void* ptr, size_t bytes) override {
+    if (bytes != 0) CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, cuda::compute_stream()));
+  }
 };
 
 }  // namespace

@@ -17,7 +17,7 @@
 namespace mowe {
 
 Backend& cuda_backend();
-// cudaMalloc / cudaFree; zero() is a synchronous cudaMemset.
+// cudaMalloc / cudaFree; zero() is queued on the compute stream.
 DeviceAllocator& cuda_allocator();
 // True when the CUDA runtime finds at least one device; never throws.
 bool cuda_device_available();
@@ -44,8 +44,13 @@ class CudaBackend final : public Backend {
 
 // ---- helpers shared by the op files ------------------------------------------------------------
 
+// The current device's compute stream (runtime/cuda/cuda_runtime.cc): what a null stream handle
+// in a Context or in the device seam stands for.
+cudaStream_t compute_stream();
+cudaStream_t resolve_stream(void* handle);
+
 inline cudaStream_t stream_of(const Context& ctx) {
-  return static_cast<cudaStream_t>(ctx.stream);
+  return resolve_stream(ctx.stream);
 }
 
 // Checks that a tensor (if not empty) lives on the GPU: ops never copy implicitly.

@@ -2,29 +2,43 @@
 
 #include <mpi.h>
 
+#include <string>
+
 #include "comm/mpi_communicator.h"
 
 #ifdef MOWE_WITH_CUDA
-#include "runtime/cuda/cuda_backend.h"
+#include <cuda_runtime_api.h>
 #endif
 
 namespace mowe::test {
 
 std::vector<std::string> compiled_backends() {
 #ifdef MOWE_WITH_CUDA
-  return {"mpi", "single", "nccl"};
+  return {"mpi", "single", "sim", "nccl"};
 #else
-  return {"mpi", "single"};
+  return {"mpi", "single", "sim"};
 #endif
 }
 
 bool backend_available(const std::string& backend, std::string* why) {
   if (backend != "nccl") return true;
 #ifdef MOWE_WITH_CUDA
-  // Every rank must skip alike, or the others would wait for it in a collective.
-  int here = cuda_device_available() ? 1 : 0, everywhere = 0;
+  // NCCL needs a GPU of its own per rank: it refuses two ranks on one device. Every rank must
+  // skip alike, or the others would wait for it in a collective.
+  MPI_Comm node;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+  int local_ranks = 1, gpus = 0;
+  MPI_Comm_size(node, &local_ranks);
+  MPI_Comm_free(&node);
+  if (cudaGetDeviceCount(&gpus) != cudaSuccess) {
+    cudaGetLastError();
+    gpus = 0;
+  }
+  int here = local_ranks <= gpus ? 1 : 0, everywhere = 0;
   MPI_Allreduce(&here, &everywhere, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-  if (everywhere == 0) *why = "no GPU is visible on every rank";
+  if (everywhere == 0)
+    *why = "NCCL needs one GPU per rank and some node has fewer GPUs than ranks (" +
+           std::to_string(gpus) + " GPUs for " + std::to_string(local_ranks) + " ranks here)";
   return everywhere != 0;
 #else
   *why = "this build has no CUDA";
@@ -33,6 +47,7 @@ bool backend_available(const std::string& backend, std::string* why) {
 }
 
 Device backend_device(const std::string& backend) {
+  if (backend == "sim") return Device::SIMULATED;
   return backend == "nccl" ? Device::CUDA : Device::CPU;
 }
 
@@ -41,6 +56,8 @@ std::unique_ptr<comm::Communicator> make_backend(const std::string& backend,
   options.timeout_seconds = 120;  // a hang in a test ends the run with a message
   if (backend == "single") return std::make_unique<comm::SingleRankCommunicator>(Device::CPU);
   if (backend == "mpi") return std::make_unique<comm::MpiCommunicator>(MPI_COMM_WORLD);
+  // Tensors on the simulated device, staged through host memory: the MPI fallback of a GPU job.
+  if (backend == "sim") return comm::make_communicator(MPI_COMM_WORLD, Device::SIMULATED, options);
   options.allow_fallback = false;
   return comm::make_communicator(MPI_COMM_WORLD, Device::CUDA, options);
 }
