@@ -104,6 +104,16 @@ void Request::wait() {
 
 // ---- Communicator: checks and counters -------------------------------------------------------
 
+std::unique_ptr<Communicator> Communicator::for_device(Device device, CommOptions) {
+  throw Error(fmt::format("[comm] group '{}': a {} communicator cannot make one for {} tensors",
+                          name(), backend(), device_name(device)));
+}
+
+std::unique_ptr<Communicator> SingleRankCommunicator::for_device(Device device,
+                                                                 CommOptions options) {
+  return std::make_unique<SingleRankCommunicator>(device, std::move(options));
+}
+
 CommOptions Communicator::child_options(int color) const {
   CommOptions child = options_;
   child.name = fmt::format("{}/{}", options_.name, color);

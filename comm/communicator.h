@@ -140,6 +140,10 @@ class Communicator {
   // Ranks per node as the system placed them (MPI_COMM_TYPE_SHARED). Collective. Throws when
   // nodes hold different numbers of ranks or ranks are not numbered node by node.
   virtual int ranks_per_node() = 0;
+  // A communicator over the same ranks, in the same order, for tensors on `device` (the data
+  // communicator of a device job beside this control one): make_communicator's choice of NCCL
+  // or MPI for that device. Collective. Only host (MPI, single-rank) communicators make one.
+  virtual std::unique_ptr<Communicator> for_device(Device device, CommOptions options);
   // Prepares for n non-blocking collectives in flight at once, so that starting them allocates
   // nothing (steady-state training steps). A hint: more still work.
   virtual void reserve_requests(int /*n*/) {}
@@ -183,6 +187,7 @@ class SingleRankCommunicator final : public Communicator {
   void broadcast(const Tensor& inout, int root) override;
   void barrier() override;
   std::unique_ptr<Communicator> split(int color, int key) override;
+  std::unique_ptr<Communicator> for_device(Device device, CommOptions options) override;
   int ranks_per_node() override { return 1; }
 
  private:

@@ -11,14 +11,16 @@ void copy_bytes(Device device, void* stream, void* dst, const void* src, size_t 
 
 void copy_to_host(void* dst, const Tensor& src, void* stream) {
   if (src.nbytes() == 0) return;
-  download(dst, src, stream);
+  DeviceRuntime& rt = device_runtime(src.device);
+  rt.copy_async(dst, src.data, src.nbytes(), CopyKind::DeviceToHost, stream);
+  rt.synchronize_for_staging(stream);
 }
 
 void copy_from_host(const Tensor& dst, const void* src, void* stream) {
   if (dst.nbytes() == 0) return;
   DeviceRuntime& rt = device_runtime(dst.device);
   rt.copy_async(dst.data, src, dst.nbytes(), CopyKind::HostToDevice, stream);
-  rt.synchronize(stream);
+  rt.synchronize_for_staging(stream);
 }
 
 void sync_stream(Device device, void* stream) {

@@ -11,7 +11,8 @@ namespace mowe::comm {
 
 // dst and src on `device`, queued on stream (the device seam, runtime/device.h).
 void copy_bytes(Device device, void* stream, void* dst, const void* src, size_t bytes);
-// Host <-> tensor memory; synchronous.
+// Host <-> tensor memory; synchronous: the MPI fallback's staging of device tensors (the
+// simulated device counts these waits apart from the trainer's own).
 void copy_to_host(void* dst, const Tensor& src, void* stream);
 void copy_from_host(const Tensor& dst, const void* src, void* stream);
 // Waits for the work queued on stream; nothing on CPU.

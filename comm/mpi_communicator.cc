@@ -192,6 +192,8 @@ Request MpiCommunicator::start_allreduce(const Tensor& inout, ReduceOp op) {
   const int count = mpi_count(inout.numel(), "allreduce", name());
   const auto bytes = static_cast<int64_t>(inout.nbytes());
   const int64_t call = count_call(Collective::Allreduce, bytes);
+  // One rank: the result is the input. A device tensor then needs no trip through host memory.
+  if (size_ == 1 && inout.device != Device::CPU) return Request();
   HostView view(inout, true, stream());
   const bool ring = size_ >= 2 && bytes >= kRingMinBytes && count >= size_;
   MPI_Request request = MPI_REQUEST_NULL;
@@ -298,6 +300,10 @@ std::unique_ptr<Communicator> MpiCommunicator::split(int color, int key) {
   auto child = std::make_unique<MpiCommunicator>(part, device_, child_options(color));
   MPI_CHECK(MPI_Comm_free(&part));
   return child;
+}
+
+std::unique_ptr<Communicator> MpiCommunicator::for_device(Device device, CommOptions options) {
+  return make_communicator(comm_, device, std::move(options));
 }
 
 int MpiCommunicator::ranks_per_node() {

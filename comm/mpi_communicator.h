@@ -40,6 +40,7 @@ class MpiCommunicator final : public Communicator {
   void broadcast(const Tensor& inout, int root) override;
   void barrier() override;
   std::unique_ptr<Communicator> split(int color, int key) override;
+  std::unique_ptr<Communicator> for_device(Device device, CommOptions options) override;
   int ranks_per_node() override;
   void reserve_requests(int n) override;
 

@@ -5,10 +5,13 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <map>
+#include <mutex>
 
 #include "runtime/check.h"
 #include "runtime/config/config.h"
 #include "runtime/files.h"
+#include "runtime/hash.h"
 
 namespace mowe::data {
 namespace {
@@ -65,14 +68,46 @@ void refuse_replacing_a_foreign_model(const std::string& path) {
         path));
 }
 
+// The last split of each name a process tokenized, by what it was made from: a process that
+// opens the same data again (the trainer tests build dozens of trainers; an evaluation after
+// training) shares the stream instead of tokenizing ten million tokens anew. Streams are
+// immutable, and the key covers every input: the documents' bytes, the tokenizer and the seed.
+struct TokenizedSplitCache {
+  std::mutex mutex;
+  struct Entry {
+    uint64_t key = 0;
+    std::shared_ptr<const TokenStream> stream;
+  };
+  std::map<std::string, Entry> last;
+};
+
+TokenizedSplitCache& tokenized_splits() {
+  static TokenizedSplitCache* cache = new TokenizedSplitCache;
+  return *cache;
+}
+
 std::shared_ptr<const TokenStream> tokenize_split(const std::vector<std::string>& docs,
                                                   const Tokenizer& tokenizer, uint64_t seed,
                                                   const char* name) {
   auto t0 = std::chrono::steady_clock::now();
+  uint64_t key = hash_ints(tokenizer.hash(), seed, docs.size());
+  for (const std::string& d : docs) key = hash_bytes(d, key);
+  TokenizedSplitCache& cache = tokenized_splits();
+  {
+    std::lock_guard<std::mutex> lock(cache.mutex);
+    auto it = cache.last.find(name);
+    if (it != cache.last.end() && it->second.key == key) {
+      spdlog::info("[data] {} split: {} documents, {} tokens (tokenized before in this process)",
+                   name, docs.size(), it->second.stream->size());
+      return it->second.stream;
+    }
+  }
   TokenizedCorpus tokens = tokenize_documents(docs, tokenizer);
   auto stream = std::make_shared<const TokenStream>(tokens, Tokenizer::kEosId, seed);
   spdlog::info("[data] {} split: {} documents, {} tokens ({:.1f} s)", name, docs.size(),
                stream->size(), seconds_since(t0));
+  std::lock_guard<std::mutex> lock(cache.mutex);
+  cache.last[name] = {key, stream};
   return stream;
 }
 

@@ -82,14 +82,6 @@ int run(const mowe::program::Setup& s) {
     if (rank == 0) describe(s.config, s.world);
     return 0;
   }
-  // The training loop runs its ops on the CPU backend; the CUDA backend's ops exist and are
-  // compiled, but the loop does not place tensors on a GPU yet.
-  mowe::comm::run_agreed(s.comm, [&] {
-    if (s.config.parallel().device() == mowe::config::ParallelConfig::CUDA)
-      throw mowe::Error(
-          "parallel.device: CUDA is not supported by the training loop yet; use CPU or AUTO");
-  });
-  spdlog::info("[pretrain] device: cpu");
   if (s.flags.has("--dry-run")) {
     // The checks a Trainer makes before it allocates the model, through the same functions.
     mowe::train::check_training_inputs(s.config, s.comm, resume_mode(s.flags));

@@ -289,6 +289,10 @@ HostMemory available_host_memory() {
 }
 
 int ranks_on_this_host(comm::Communicator& comm) {
+  return host_position(comm).local_ranks;
+}
+
+HostPosition host_position(comm::Communicator& comm) {
   char name[256] = {};
   ::gethostname(name, sizeof name - 1);
   // FNV-1a of the host name, cut to 52 bits so that a double holds it exactly.
@@ -297,7 +301,8 @@ int ranks_on_this_host(comm::Communicator& comm) {
   std::vector<double> hosts(comm.size(), 0.0);
   hosts[comm.rank()] = mine;
   comm.allreduce(Tensor(hosts.data(), DType::F64, Device::CPU, {comm.size()}), comm::ReduceOp::Sum);
-  return static_cast<int>(std::count(hosts.begin(), hosts.end(), mine));
+  return {static_cast<int>(std::count(hosts.begin(), hosts.begin() + comm.rank(), mine)),
+          static_cast<int>(std::count(hosts.begin(), hosts.end(), mine))};
 }
 
 void check_memory_fits(const MemoryEstimate& e, const HostMemory& host, int ranks_on_host) {

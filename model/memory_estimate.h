@@ -83,6 +83,11 @@ HostMemory available_host_memory();
 
 // Ranks of `comm` running on this host (by host name). Collective.
 int ranks_on_this_host(comm::Communicator& comm);
+// This rank's place among them: local rank (0-based, in rank order) and their number. Collective.
+struct HostPosition {
+  int local_rank = 0, local_ranks = 1;
+};
+HostPosition host_position(comm::Communicator& comm);
 
 // Throws Error, one line: the estimate per rank, the largest terms with their fields, and what is
 // available to each of the `ranks_on_host` ranks sharing `host`; nothing when it fits.

@@ -25,6 +25,12 @@ class DeviceRuntime {
   virtual Device device() const = 0;
   // The device's memory; zero() is queued on the compute stream.
   virtual DeviceAllocator& allocator() = 0;
+  // Devices of this kind the process sees (GPUs; 1 for the host and the simulated device), and
+  // the one this thread's work goes to from now on.
+  virtual int count() { return 1; }
+  virtual void use(int ordinal) {
+    MOWE_CHECK(ordinal == 0, "there is one {} device, not {}", device_name(device()), ordinal + 1);
+  }
 
   virtual void* create_stream() = 0;
   virtual void destroy_stream(void* stream) = 0;
@@ -43,6 +49,9 @@ class DeviceRuntime {
                           void* stream) = 0;
   // The host waits for everything queued on `stream`; errors of queued work surface here.
   virtual void synchronize(void* stream) = 0;
+  // The same wait, made by the MPI fallback to stage a device tensor through host memory for a
+  // collective: a cost NCCL does not have, so the simulated device counts it apart.
+  virtual void synchronize_for_staging(void* stream) { synchronize(stream); }
 };
 
 // Whether `device` can run here: the host and the simulated device always; CUDA when compiled in

@@ -201,6 +201,14 @@ void check_reduction(const char* op, const Tensor& x) {
   MOWE_CHECK(!x.empty() || x.numel() == 0, "{}: {} has no data", op, x.str());
 }
 
+void check_accumulate_sum_squares(const Tensor& x, const Tensor& total) {
+  const char* op = "accumulate_sum_squares";
+  check_reduction(op, x);
+  MOWE_CHECK(!total.empty() && total.dtype == DType::F64 && total.numel() == 1,
+             "{}: total must be one f64, got {}", op, total.str());
+  MOWE_CHECK(x.device == total.device, "{}: x is {} but total is {}", op, x.str(), total.str());
+}
+
 void check_adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
                         const AdamWStep& s) {
   const char* op = "adamw_update";

@@ -124,6 +124,8 @@ LossDims check_cross_entropy_backward(const Tensor& logits, const Tensor& target
 
 // sum and sum_squares: any shape; an empty view (no data) only with zero elements.
 void check_reduction(const char* op, const Tensor& x);
+// x as for check_reduction; total f64 [1].
+void check_accumulate_sum_squares(const Tensor& x, const Tensor& total);
 
 // param, grad, m, v alike; step hyper-parameters in range (step >= 1, betas in [0, 1), ...).
 void check_adamw_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,

@@ -1,5 +1,7 @@
 #include "launch/train/batch.h"
 
+#include "runtime/device.h"
+
 namespace mowe::train {
 
 std::function<void(data::Batch&)> route_with_plan(const model::DispatchPlan& plan, int rank,
@@ -17,7 +19,17 @@ const model::RoutedBatch* attached_routing(const data::Batch& b) {
   return std::any_cast<model::RoutedBatch>(&b.prepared);
 }
 
-model::ModelInputs model_inputs(const data::Batch& b) {
+namespace {
+
+Tensor upload_to(Arena& arena, const Tensor& host) {
+  Tensor t = arena.alloc(host.shape, host.dtype);
+  upload(t, host.data);
+  return t;
+}
+
+}  // namespace
+
+model::ModelInputs model_inputs(const data::Batch& b, Arena* device) {
   model::ModelInputs in;
   in.batch = b.batch_size;
   const int64_t bs = b.batch_size, te = b.input_length, td = b.target_length;
@@ -30,6 +42,11 @@ model::ModelInputs model_inputs(const data::Batch& b) {
   in.targets = host_i32_view(b.targets, {bs, td});
   in.weights = Tensor(const_cast<float*>(b.loss_weights.data()), DType::F32, Device::CPU, {bs, td});
   in.routed = attached_routing(b);
+  if (device != nullptr) {
+    for (Tensor* t : {&in.enc_ids, &in.enc_valid, &in.dec_ids, &in.dec_valid, &in.targets,
+                      &in.weights})
+      *t = upload_to(*device, *t);
+  }
   return in;
 }
 

@@ -20,8 +20,10 @@ std::function<void(data::Batch&)> route_with_plan(const model::DispatchPlan& pla
 const model::RoutedBatch* attached_routing(const data::Batch& b);
 
 // Views of a batch's arrays as the model's inputs (no copies), with its attached routing;
-// valid while `b` lives.
-model::ModelInputs model_inputs(const data::Batch& b);
+// valid while `b` lives. With `device` (an arena of device memory), the token arrays are uploaded
+// there instead (queued on the compute stream, no synchronisation); routing ids stay on the host,
+// where routing happens.
+model::ModelInputs model_inputs(const data::Batch& b, Arena* device = nullptr);
 
 // Real (non-padding) encoder and decoder tokens of this rank's share of the batch.
 struct TokenCounts {

@@ -11,6 +11,7 @@
 #include "runtime/checkpoint/reader.h"
 #include "runtime/checkpoint/writer.h"
 #include "runtime/config/config.h"
+#include "runtime/device.h"
 
 namespace mowe::train {
 namespace {
@@ -81,11 +82,22 @@ int64_t row_bytes(const Tensor& t) {
                                               : static_cast<int64_t>(t.nbytes()) / t.dim(0);
 }
 
+// A tensor's bytes on the host: its own memory on the CPU; on a device, a download into
+// `staging` (reused from tensor to tensor), so files have one format whatever the device.
+const char* host_bytes(const Tensor& t, std::vector<char>& staging) {
+  if (t.device == Device::CPU) return static_cast<const char*>(t.data);
+  staging.resize(t.nbytes());
+  download(staging.data(), t);
+  return staging.data();
+}
+
 void write_items(ckpt::ChunkWriter& writer, const std::vector<Item>& items) {
+  std::vector<char> staging;
   for (const Item& it : items) {
     if (!it.param->sharding.writer) continue;
+    const char* bytes = host_bytes(it.local, staging);
     if (!sharded(*it.param)) {
-      writer.write_tensor(it.name, it.local.data);
+      writer.write_tensor(it.name, bytes);
       continue;
     }
     const int64_t unit = it.param->sharding.unit_rows;
@@ -93,9 +105,8 @@ void write_items(ckpt::ChunkWriter& writer, const std::vector<Item>& items) {
       MOWE_CHECK(run.global % unit == 0 && run.count % unit == 0,
                  "'{}': rows {}..{} are not whole blocks of {}", it.name, run.global,
                  run.global + run.count, unit);
-      writer.write_chunks(
-          it.name, run.global / unit, run.count / unit,
-          static_cast<const char*>(it.local.data) + run.local * row_bytes(it.local));
+      writer.write_chunks(it.name, run.global / unit, run.count / unit,
+                          bytes + run.local * row_bytes(it.local));
     }
   }
 }
@@ -145,6 +156,7 @@ void check_fingerprints(const Fingerprints& mine, const ckpt::CheckpointManifest
 // Returns the bytes read into this rank's tensors.
 int64_t read_items(const ckpt::CheckpointReader& reader, const std::vector<Item>& items) {
   int64_t bytes = 0;
+  std::vector<char> staging;
   for (const Item& it : items) {
     bytes += static_cast<int64_t>(it.local.nbytes());
     if (!reader.layout().find(it.name)) {
@@ -156,13 +168,17 @@ int64_t read_items(const ckpt::CheckpointReader& reader, const std::vector<Item>
                 : ": it was written for another model (model.*)"));
     }
     reader.expect(it.name, it.local.dtype, global_shape(it));
+    // Read into host memory; a device tensor is then uploaded from there.
+    const bool on_host = it.local.device == Device::CPU;
+    if (!on_host) staging.resize(it.local.nbytes());
+    char* dst = on_host ? static_cast<char*>(it.local.data) : staging.data();
     if (!sharded(*it.param)) {
-      reader.read_tensor(it.name, it.local.data);
-      continue;
+      reader.read_tensor(it.name, dst);
+    } else {
+      for (const RowRun& run : row_runs(it.param->rows, it.local.dim(0)))
+        reader.read_rows(it.name, run.global, run.count, dst + run.local * row_bytes(it.local));
     }
-    for (const RowRun& run : row_runs(it.param->rows, it.local.dim(0)))
-      reader.read_rows(it.name, run.global, run.count,
-                       static_cast<char*>(it.local.data) + run.local * row_bytes(it.local));
+    if (!on_host) upload(it.local, dst);  // the seam stages the source: reusable at once
   }
   return bytes;
 }

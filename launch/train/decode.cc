@@ -8,6 +8,7 @@
 #include "data/batch.h"
 #include "data/corpus.h"
 #include "data/qa.h"
+#include "runtime/device.h"
 #include "runtime/hash.h"
 
 namespace mowe::train {
@@ -105,6 +106,7 @@ std::vector<std::vector<int32_t>> greedy_decode(StepRunner& runner, Job& job,
     }
     // One forward pass per generated position over the whole prefix (no key/value cache: the
     // sequences here are short, and this reuses the training forward exactly).
+    std::vector<float> host_logits;
     for (int step = 0; step < max_tokens; ++step) {
       for (int i = 0; i < B; ++i) {
         data::route_example(table, &rows[i]);
@@ -113,10 +115,17 @@ std::vector<std::vector<int32_t>> greedy_decode(StepRunner& runner, Job& job,
       double targets = 0;
       runner.loss_sum(b, &targets, [&](const Tensor& logits) {
         const int64_t V = logits.dim(1);
+        // Device logits come to the host once per decoding step.
+        const float* all = logits.ptr<float>();
+        if (logits.device != Device::CPU) {
+          host_logits.resize(static_cast<size_t>(logits.numel()));
+          download(host_logits.data(), logits);
+          all = host_logits.data();
+        }
         for (int i = 0; i < B; ++i) {
           if (done[i]) continue;
           const std::vector<int32_t>& prefix = rows[i].decoder_inputs;
-          const float* row = logits.ptr<float>() + (int64_t(i) * D + prefix.size() - 1) * V;
+          const float* row = all + (int64_t(i) * D + prefix.size() - 1) * V;
           const int32_t next = static_cast<int32_t>(std::max_element(row, row + V) - row);
           if (next == data::Tokenizer::kEosId || (stop_at_sentinel && tok.is_sentinel(next))) {
             done[i] = true;

@@ -11,6 +11,7 @@
 #include "model/memory_estimate.h"
 #include "runtime/optimizer_config.h"
 #include "model/mowe_layers.h"
+#include "runtime/device.h"
 #include "runtime/hash.h"
 
 namespace mowe::train {
@@ -67,11 +68,37 @@ model::DispatchPlan resolve_plan(const config::Config& cfg, const data::RoutingV
   return model::load_plan_for(cfg, vocab, world_size);
 }
 
+namespace {
+
+// The data communicator of a device job: NCCL on CUDA where it can serve (make_communicator
+// falls back to MPI through host memory with a warning), MPI through host memory on the simulated
+// device.
+std::unique_ptr<comm::Communicator> make_data_comm(const config::Config& config,
+                                                   comm::Communicator& control,
+                                                   const DeviceChoice& device) {
+  comm::CommOptions options;
+  options.name = "data";
+  options.timeout_seconds = config.parallel().collective_timeout_s();
+  options.cuda_device = device.gpu;
+  auto data = control.for_device(device.device, options);
+  if (control.rank() == 0)
+    spdlog::info("[train] data collectives: {} on {} tensors; control collectives: {} on host",
+                 data->backend(), device_name(device.device), control.backend());
+  return data;
+}
+
+}  // namespace
+
 Job::Job(const config::Config& config, comm::Communicator& comm)
     : config_(config),
       comm_(comm),
+      device_(choose_device(config, comm)),
+      own_data_comm_(device_.device == Device::CPU ? nullptr
+                                                   : make_data_comm(config, comm, device_)),
+      data_comm_(own_data_comm_ ? own_data_comm_.get() : &comm),
       data_(open_pipeline_agreed(config, comm)),
-      store_(host_allocator(), DType::F32, static_cast<uint64_t>(config.training().seed())) {
+      store_(device_runtime(device_.device).allocator(), DType::F32,
+             static_cast<uint64_t>(config.training().seed())) {
   model::MoweParallel parallel;
   std::vector<comm::Communicator*> groups;
   plan_ = resolve_plan_agreed(config, *data_.vocab, comm);
@@ -117,7 +144,7 @@ Job::Job(const config::Config& config, comm::Communicator& comm)
                                             plan_ ? &plan_->table() : nullptr, &parallel);
   assign_sharding(store_, model_->expert_parameters(), plan_.get(), comm.rank(), comm.size(),
                   groups);
-  optimizer_ = make_optimizer(config.training(), host_allocator());
+  optimizer_ = make_optimizer(config.training(), allocator());
   // All optimizer state now rather than at the first update: memory runs out at start-up, not
   // hours later, and a checkpoint restore only reads.
   optimizer_->prepare_state(store_.slots());
@@ -129,6 +156,10 @@ Job::Job(const config::Config& config, comm::Communicator& comm)
 }
 
 Job::~Job() = default;
+
+DeviceAllocator& Job::allocator() const {
+  return device_runtime(device_.device).allocator();
+}
 
 data::Loader& Job::eval_loader() {
   if (!eval_loader_)

@@ -15,6 +15,7 @@
 #include "model/t5_model.h"
 #include "runtime/optimizer.h"
 #include "launch/train/checkpoint_files.h"
+#include "launch/train/device_choice.h"
 
 namespace mowe::train {
 
@@ -39,14 +40,20 @@ std::unique_ptr<model::DispatchPlan> resolve_plan_agreed(const config::Config& c
 class Job {
  public:
   // Opens the data pipeline (tokenizer and routing vocabulary must exist: run mowe_vocab),
-  // resolves the dispatch plan and builds this rank's share of the model. Collective over comm.
+  // resolves the device and the dispatch plan and builds this rank's share of the model on the
+  // device. Collective over comm, a host communicator.
   Job(const config::Config& config, comm::Communicator& comm);
   ~Job();
   Job(const Job&) = delete;
   Job& operator=(const Job&) = delete;
 
   const config::Config& config() const { return config_; }
+  // The control communicator: host memory (scalars, counts, keys, agreement, checkpoint sums).
   comm::Communicator& comm() const { return comm_; }
+  // The data communicator: tensors on device() (gradient buckets). comm() itself on the CPU.
+  comm::Communicator& data_comm() const { return *data_comm_; }
+  Device device() const { return device_.device; }
+  DeviceAllocator& allocator() const;
   const data::DataPipeline& data() const { return data_; }
   const model::DispatchPlan* plan() const { return plan_.get(); }
   model::ParameterStore& parameters() { return store_; }
@@ -61,6 +68,9 @@ class Job {
  private:
   config::Config config_;
   comm::Communicator& comm_;
+  DeviceChoice device_;
+  std::unique_ptr<comm::Communicator> own_data_comm_;
+  comm::Communicator* data_comm_ = nullptr;
   data::DataPipeline data_;
   std::unique_ptr<model::DispatchPlan> plan_;
   std::unique_ptr<comm::AllToAll> alltoall_;

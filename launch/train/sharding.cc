@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "runtime/backend.h"
+#include "runtime/device.h"
 
 namespace mowe::train {
 
@@ -39,19 +40,24 @@ void sum_replica_gradients(const model::ParameterStore& store) {
 
 double global_grad_norm(const model::ParameterStore& store, comm::Communicator& comm,
                         Arena& scratch) {
-  const Context ctx{.scratch = &scratch};
-  double sum = 0;
+  // Accumulated where the gradients live; one download at the end.
+  const Context ctx{.device = scratch.device(), .scratch = &scratch};
+  Backend& backend = backend_for(scratch.device());
+  ArenaScope scope(scratch);
+  const Tensor acc = scratch.alloc_zeros({1}, DType::F64);
   for (const auto& p : store.all()) {
     if (!p->trainable || !p->sharding.writer) continue;
     const Tensor& g = p->grad.tensor();
     if (!p->touched.enabled()) {
-      sum += cpu_backend().sum_squares(ctx, g);
+      backend.accumulate_sum_squares(ctx, g, acc);
       continue;
     }
     p->touched.for_each_run(g.dim(0), [&](int64_t begin, int64_t end) {
-      sum += cpu_backend().sum_squares(ctx, g.rows_slice(begin, end));
+      backend.accumulate_sum_squares(ctx, g.rows_slice(begin, end), acc);
     });
   }
+  double sum = 0;
+  download(&sum, acc, ctx.stream);
   Tensor total(&sum, DType::F64, Device::CPU, {1});
   comm.allreduce(total, comm::ReduceOp::Sum);
   return std::sqrt(sum);

@@ -36,13 +36,14 @@ bool nonfinite_loss_injected(int64_t step) {
 // ..." for the first non-finite gradient; "" when all are finite. Collective.
 std::string first_non_finite(const model::ParameterStore& store, comm::Communicator& comm,
                              Arena& scratch) {
-  const Context ctx{.scratch = &scratch};
+  const Context ctx{.device = scratch.device(), .scratch = &scratch};
+  Backend& backend = backend_for(scratch.device());
   std::string mine;
   for (const char* what : {"value", "gradient"}) {
     for (const auto& p : store.all()) {
       const bool value = what[0] == 'v';
       if (!value && !p->trainable) continue;
-      if (!std::isfinite(cpu_backend().sum_squares(ctx, value ? p->value : p->grad))) {
+      if (!std::isfinite(backend.sum_squares(ctx, value ? p->value : p->grad))) {
         mine = fmt::format("{} of '{}' on rank {}", what, p->name, comm.rank());
         break;
       }
@@ -78,7 +79,10 @@ struct PhaseClock {
 }  // namespace
 
 StepRunner::StepRunner(Job& job)
-    : job_(job), scratch_(host_allocator()), activations_(host_allocator()) {
+    : job_(job),
+      scratch_(job.allocator()),
+      activations_(job.allocator()),
+      inputs_(job.allocator(), size_t{1} << 20) {
   // Dense gradients in the order backward finalises them, bucketed for overlapping allreduces.
   std::vector<Tensor> dense;
   for (const auto& group : job.model().dense_grad_groups()) {
@@ -92,7 +96,7 @@ StepRunner::StepRunner(Job& job)
   // most 2^62 (one bucket).
   const double bucket_bytes =
       std::clamp(job.config().parallel().grad_bucket_mb() * (1 << 20), 1.0, std::ldexp(1.0, 62));
-  dense_sync_ = std::make_unique<comm::BucketedAllreduce>(job.comm(), dense,
+  dense_sync_ = std::make_unique<comm::BucketedAllreduce>(job.data_comm(), dense,
                                                           static_cast<size_t>(bucket_bytes));
   slots_ = job.parameters().slots();
 }
@@ -104,7 +108,8 @@ double StepRunner::forward_backward(const data::Batch& batch, const TrainState* 
                                     const std::function<void(const Tensor&)>* logits,
                                     StepTimes* times) {
   PhaseClock clock;
-  const model::ModelInputs in = model_inputs(batch);
+  inputs_.reset();
+  const model::ModelInputs in = model_inputs(batch, job_.device() == Device::CPU ? nullptr : &inputs_);
   // The loss is normalised by the global number of target tokens, so the summed gradients
   // equal those of the whole global batch on one rank.
   const TokenCounts mine = real_tokens(batch);
@@ -116,7 +121,8 @@ double StepRunner::forward_backward(const data::Batch& batch, const TrainState* 
 
   const bool backward = state != nullptr;
   model::StepContext s;
-  s.backend = &cpu_backend();
+  s.backend = &backend_for(job_.device());
+  s.ctx.device = job_.device();
   s.ctx.scratch = &scratch_;
   s.activations = &activations_;
   s.dropout_rate = backward ? static_cast<float>(job_.config().model().dropout_rate()) : 0.0f;
@@ -202,14 +208,14 @@ const StepResult& StepRunner::train_step(const data::Batch& batch, TrainState& s
   if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm)) {
     r.skipped = true;
     r.first_bad = first_non_finite(job_.parameters(), job_.comm(), scratch_);
-    const Context ctx{.scratch = &scratch_};
+    const Context ctx{.device = job_.device(), .scratch = &scratch_};
     job_.optimizer().skip(ctx, slots_, state.step + 1);
     PhaseClock::charge(clock, r.times.other, r.times);
     r.times.total = std::chrono::duration<double>(PhaseClock::Clock::now() - start.start).count();
     ++state.step;
     return r;
   }
-  Context ctx{.scratch = &scratch_};
+  Context ctx{.device = job_.device(), .scratch = &scratch_};
   job_.optimizer().step(ctx, slots_, r.learning_rate, clip_scale(r.grad_norm, t.grad_clip_norm()),
                         state.step + 1);
   PhaseClock::charge(clock, r.times.optimizer, r.times);

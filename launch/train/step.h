@@ -84,6 +84,7 @@ class StepRunner {
   std::unique_ptr<comm::BucketedAllreduce> dense_sync_;
   std::vector<std::vector<size_t>> group_grads_;  // dense_grad_groups() -> dense_sync_ indices
   Arena scratch_, activations_;
+  Arena inputs_;  // a batch's tensors uploaded to the device (unused on the CPU)
   std::vector<ParamSlot> slots_;
   StepResult result_;
   std::vector<double> load_sums_, load_maxima_;  // gather_routing_load's, reused

@@ -70,6 +70,7 @@ void check_shared_checkpoint_dir(const std::string& dir, comm::Communicator& com
 
 void check_training_inputs(const config::Config& config, comm::Communicator& comm,
                            const std::string& resume) {
+  choose_device(config, comm);
   check_shared_checkpoint_dir(config.training().checkpoint_dir(), comm);
   if (resume.empty()) refuse_unasked_fresh_start(config.training().checkpoint_dir(), comm);
   const data::DataPipeline data = open_pipeline_agreed(config, comm);

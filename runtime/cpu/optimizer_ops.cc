@@ -240,6 +240,13 @@ double CpuBackend::sum_squares(const Context&, const Tensor& x) {
   return reduce<true>("sum_squares", x);
 }
 
+void CpuBackend::accumulate_sum_squares(const Context&, const Tensor& x, const Tensor& total) {
+  check_cpu("accumulate_sum_squares", x);
+  check_cpu("accumulate_sum_squares", total);
+  check_accumulate_sum_squares(x, total);
+  total.ptr<double>()[0] += reduce<true>("accumulate_sum_squares", x);
+}
+
 void CpuBackend::adamw_update(const Context&, const Tensor& param, const Tensor& grad,
                               const Tensor& m, const Tensor& v, const AdamWStep& step) {
   for (const Tensor* t : {&param, &grad, &m, &v}) check_cpu("adamw_update", *t);

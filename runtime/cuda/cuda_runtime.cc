@@ -49,6 +49,15 @@ class CudaRuntime final : public DeviceRuntime {
  public:
   Device device() const override { return Device::CUDA; }
   DeviceAllocator& allocator() override { return cuda_allocator(); }
+  int count() override {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+      cudaGetLastError();
+      return 0;
+    }
+    return n;
+  }
+  void use(int ordinal) override { CUDA_CHECK(cudaSetDevice(ordinal)); }
 
   void* create_stream() override {
     cudaStream_t s = nullptr;

@@ -110,6 +110,8 @@ constexpr int64_t kReductionPartials = 65536;
 template <typename T>
 void launch_sum(const T* x, int64_t n, bool squares, double* out, double* partials,
                 cudaStream_t stream);
+// total[0] += value[0], one thread: the device-side accumulation of reductions.
+void launch_add_scalar(double* total, const double* value, cudaStream_t stream);
 template <typename T>
 void launch_adamw_update(T* param, const T* grad, T* m, T* v, int64_t n,
                          const math::AdamWCoeffs<T>& c, cudaStream_t stream);

@@ -38,6 +38,24 @@ double CudaBackend::sum_squares(const Context& ctx, const Tensor& x) {
   return reduce("sum_squares", ctx, x, true);
 }
 
+void CudaBackend::accumulate_sum_squares(const Context& ctx, const Tensor& x,
+                                         const Tensor& total) {
+  const char* op = "accumulate_sum_squares";
+  check_cuda(op, x);
+  check_cuda(op, total);
+  check_accumulate_sum_squares(x, total);
+  visit_dtype(Device::CUDA, op, x.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    if (x.numel() == 0) return;
+    Arena& scratch = cuda_scratch(op, ctx);
+    ArenaScope scope(scratch);
+    double* out = scratch.alloc({1 + kReductionPartials}, DType::F64).ptr<double>();
+    launch_sum(x.ptr<T>(), x.numel(), true, out, out + 1, stream_of(ctx));
+    launch_add_scalar(total.ptr<double>(), out, stream_of(ctx));
+    CUDA_CHECK_LAST();
+  });
+}
+
 void CudaBackend::adamw_update(const Context& ctx, const Tensor& param, const Tensor& grad,
                                const Tensor& m, const Tensor& v, const AdamWStep& step) {
   for (const Tensor* t : {&param, &grad, &m, &v}) check_cuda("adamw_update", *t);

@@ -218,6 +218,16 @@ void launch_sum(const T* x, int64_t n, bool squares, double* out, double* partia
   }
 }
 
+namespace {
+__global__ void add_scalar_kernel(double* total, const double* value) {
+  total[0] += value[0];
+}
+}  // namespace
+
+void launch_add_scalar(double* total, const double* value, cudaStream_t stream) {
+  add_scalar_kernel<<<1, 1, 0, stream>>>(total, value);
+}
+
 template <typename T>
 void launch_adamw_update(T* param, const T* grad, T* m, T* v, int64_t n,
                          const math::AdamWCoeffs<T>& c, cudaStream_t stream) {

@@ -318,6 +318,16 @@ double SimBackend::sum_squares(const Context& ctx, const Tensor& x) {
   return reduce("sum_squares", ctx, x, true);
 }
 
+void SimBackend::accumulate_sum_squares(const Context& ctx, const Tensor& x, const Tensor& total) {
+  on_device("accumulate_sum_squares", {&x, &total});
+  check_accumulate_sum_squares(x, total);
+  float_dtype("accumulate_sum_squares", x.dtype);
+  if (x.numel() > 0) device_scratch("accumulate_sum_squares", ctx);
+  launch(ctx, [x = host_view(x), total = host_view(total)](const Context& h) {
+    cpu().accumulate_sum_squares(h, x, total);
+  });
+}
+
 void SimBackend::adamw_update(const Context& ctx, const Tensor& param, const Tensor& grad,
                               const Tensor& m, const Tensor& v, const AdamWStep& step) {
   on_device("adamw_update", {&param, &grad, &m, &v});

@@ -13,7 +13,7 @@ namespace {
 constexpr uintptr_t kAddressSpan = uintptr_t{1} << 57;
 
 struct AtomicCounters {
-  std::atomic<uint64_t> host_syncs{0}, launches{0}, memsets{0}, uploads{0}, upload_bytes{0},
+  std::atomic<uint64_t> host_syncs{0}, staging_syncs{0}, launches{0}, memsets{0}, uploads{0}, upload_bytes{0},
       downloads{0}, download_bytes{0}, device_copies{0}, allocations{0}, deallocations{0};
 };
 
@@ -78,14 +78,14 @@ Tensor host_view(const Tensor& t) {
 
 Counters counters() {
   const AtomicCounters& c = live_counters();
-  return Counters{c.host_syncs, c.launches,       c.memsets,       c.uploads,
-                  c.upload_bytes, c.downloads,    c.download_bytes, c.device_copies,
-                  c.allocations, c.deallocations};
+  return Counters{c.host_syncs,     c.staging_syncs,  c.launches,      c.memsets,
+                  c.uploads,        c.upload_bytes,   c.downloads,     c.download_bytes,
+                  c.device_copies,  c.allocations,    c.deallocations};
 }
 
 void reset_counters() {
   AtomicCounters& c = live_counters();
-  for (auto* a : {&c.host_syncs, &c.launches, &c.memsets, &c.uploads, &c.upload_bytes,
+  for (auto* a : {&c.host_syncs, &c.staging_syncs, &c.launches, &c.memsets, &c.uploads, &c.upload_bytes,
                   &c.downloads, &c.download_bytes, &c.device_copies, &c.allocations,
                   &c.deallocations})
     a->store(0);
@@ -94,14 +94,17 @@ void reset_counters() {
 std::string format_counters(const Counters& c) {
   return fmt::format(
       "{} host syncs, {} launches, {} memsets, {} uploads ({} B), {} downloads ({} B), "
-      "{} device copies, {} allocations, {} frees",
+      "{} device copies, {} allocations, {} frees, {} staging syncs of the MPI fallback",
       c.host_syncs, c.launches, c.memsets, c.uploads, c.upload_bytes, c.downloads,
-      c.download_bytes, c.device_copies, c.allocations, c.deallocations);
+      c.download_bytes, c.device_copies, c.allocations, c.deallocations, c.staging_syncs);
 }
 
 // Counting helpers for the runtime and the backend (runtime/sim/sim_runtime.cc).
 void count_host_sync() {
   ++live_counters().host_syncs;
+}
+void count_staging_sync() {
+  ++live_counters().staging_syncs;
 }
 void count_memset() {
   ++live_counters().memsets;

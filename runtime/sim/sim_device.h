@@ -40,6 +40,7 @@ Tensor host_view(const Tensor& t);
 
 struct Counters {
   uint64_t host_syncs = 0;     // synchronize() calls, and reductions returned to the host
+  uint64_t staging_syncs = 0;  // synchronize_for_staging(): the MPI fallback's, not NCCL's
   uint64_t launches = 0;       // ops queued
   uint64_t memsets = 0;
   uint64_t uploads = 0, upload_bytes = 0;      // host -> device
@@ -55,6 +56,7 @@ std::string format_counters(const Counters& c);
 
 // Counting, for the simulator's own files.
 void count_host_sync();
+void count_staging_sync();
 void count_memset();
 void count_upload(size_t bytes);
 void count_device_copy();

@@ -89,6 +89,10 @@ class SimRuntime final : public DeviceRuntime {
     count_host_sync();
     stream_of(stream).synchronize();
   }
+  void synchronize_for_staging(void* stream) override {
+    count_staging_sync();
+    stream_of(stream).synchronize();
+  }
 
  private:
   SimAllocator allocator_;

@@ -98,6 +98,15 @@ TEST_F(PipelineTest, BuildsFilesThenLoadsBatches) {
   Tokenizer again = train_or_load_tokenizer(config.data(), split, false);
   EXPECT_EQ(again.hash(), tokenizer.hash());
 
+  // Opened again with the same inputs, the tokenized splits are shared, not tokenized anew; any
+  // input that changes them (here the data seed, which splits and orders the documents) makes
+  // new ones.
+  const DataPipeline same = open_pipeline(config);
+  EXPECT_EQ(same.train.get(), data.train.get());
+  EXPECT_EQ(same.validation.get(), data.validation.get());
+  const DataPipeline reseeded = open_pipeline(make_config({"data.seed=99"}));
+  EXPECT_NE(reseeded.train.get(), data.train.get());
+
   // A routing vocabulary counted with the other case-variant setting is refused.
   EXPECT_THROW(open_pipeline(make_config({"model.mowe.case_variants=false"})), Error);
   // A tokenizer of another size than the config says is refused.

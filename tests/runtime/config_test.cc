@@ -107,7 +107,7 @@ TEST(ConfigLoad, BadEnumInFileListsTheValues) {
   EXPECT_EQ(load_error("training {\n  optimizer: SGD\n}"),
             "x.textproto:2:14: training.optimizer: 'SGD' is not one of ADAFACTOR, ADAMW");
   EXPECT_EQ(load_error("parallel { device: GPU alltoall: FLAT }"),
-            "x.textproto:1:20: parallel.device: 'GPU' is not one of AUTO, CPU, CUDA");
+            "x.textproto:1:20: parallel.device: 'GPU' is not one of AUTO, CPU, CUDA, SIMULATED");
 }
 
 TEST(ConfigLoad, OutOfRangeValueNamesFieldBoundAndLine) {

@@ -310,6 +310,16 @@ TEST_P(DeviceVsCpu, SumAndSumSquaresF32AndF64) {
   }
 }
 
+TEST_P(DeviceVsCpu, AccumulateSumSquaresOverSeveralTensors) {
+  Pair total = zeros_pair({1}, DType::F64);
+  for (int i = 0; i < 3; ++i) {
+    Pair x = random_pair({i == 1 ? int64_t{300000} : int64_t{77}}, 5 + i);
+    cpu.accumulate_sum_squares(cctx, x.cpu, total.cpu);
+    dev.accumulate_sum_squares(dctx, x.dev, total.dev);
+  }
+  expect_close(total, "accumulated sum of squares", 1e-12);
+}
+
 TEST_P(DeviceVsCpu, AdamWThreeSteps) {
   for (DType dtype : {DType::F32, DType::F64}) {
     const double tol = dtype == DType::F32 ? 1e-5 : 1e-12;

@@ -86,6 +86,24 @@ TEST(Reductions, LargeRandomF64MatchesNaive) {
   EXPECT_EQ(cpu_backend().sum_squares({}, r), double(n - 1) * double(n) * double(2 * n - 1) / 6);
 }
 
+// The device-side accumulation of a gradient norm: the bits of host additions in the same order.
+TEST(Reductions, AccumulateSumSquaresAddsToTheTotalInOrder) {
+  Backend& cpu = cpu_backend();
+  Buffer a = testing::random_buffer({1000}, 1, -2, 2), b = testing::random_buffer({3, 7}, 2);
+  Buffer d = testing::random_buffer({5}, 3, -1, 1, DType::F64);
+  Buffer total = testing::host_buffer({1}, DType::F64);
+  double want = 0.25;
+  testing::set(total, 0, want);
+  for (const Buffer* x : {&a, &b, &d}) {
+    cpu.accumulate_sum_squares({}, *x, total);
+    want += cpu.sum_squares({}, *x);
+    EXPECT_EQ(get(total, 0), want);
+  }
+  EXPECT_NEAR(want, 0.25 + naive(a).squares + naive(b).squares + naive(d).squares, 1e-9);
+  expect_error([&] { cpu.accumulate_sum_squares({}, a, a); },
+               {"accumulate_sum_squares", "total must be one f64"});
+}
+
 TEST(Reductions, RejectBadInputs) {
   Backend& cpu = cpu_backend();
   Buffer ids = testing::ids_buffer({1, 2});
