@@ -3,8 +3,9 @@
 // never runs BLAS and the pool at once, so the two together never oversubscribe the cores a job
 // gives a rank. See docs/cpu_kernels.md.
 //
-// Contract: parallel_for is called from one thread at a time (the training loop); a call from
-// inside a body runs inline. Results must not depend on the split: bodies either write disjoint
+// Contract: one thread at a time uses the pool (the training loop); a call from another thread
+// meanwhile (the simulated device's stream worker) runs inline in that thread, as does a call
+// from inside a body. Results must not depend on the split: bodies either write disjoint
 // outputs element by element, or write per-chunk partials at chunk boundaries fixed by the
 // caller (every `begin` handed to a body is a multiple of `grain`).
 #pragma once

@@ -116,6 +116,26 @@ TEST_F(ThreadPool, AnErrorInABodyReachesTheCallerAndThePoolStaysUsable) {
   EXPECT_EQ(total.load(), 1000);
 }
 
+// Two threads calling at once (the simulated device's stream worker beside the training thread):
+// each call still covers its range exactly once, whichever of them gets the pool.
+TEST_F(ThreadPool, CallsFromTwoThreadsAtOnceEachCoverTheirRange) {
+  set_pool_threads(3);
+  auto hammer = [](int64_t n, std::atomic<int64_t>* bad) {
+    for (int call = 0; call < 300; ++call) {
+      std::vector<int> hits(n, 0);
+      parallel_for(n, 7, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) ++hits[i];
+      });
+      for (int h : hits) *bad += h != 1;
+    }
+  };
+  std::atomic<int64_t> bad{0};
+  std::thread other(hammer, 5000, &bad);
+  hammer(3000, &bad);
+  other.join();
+  EXPECT_EQ(bad.load(), 0);
+}
+
 TEST_F(ThreadPool, ManyShortCallsInARow) {
   // Back-to-back calls as a step makes them, with workers spinning or asleep in between.
   set_pool_threads(2);
