@@ -6,7 +6,6 @@
 
 #include <fmt/format.h>
 
-#include "model/expert_gather_ops.h"
 #include "runtime/backend.h"
 #include "runtime/cpu/thread_pool.h"
 #include "runtime/math.h"
@@ -75,7 +74,7 @@ void grouped_matmul(const Context& ctx, const BucketGroups& bg, const Tensor& in
                        out.rows_slice(begin, end), false, trans_w, 1.0f, beta);
       },
       [&](int64_t begin, int64_t end) {
-        expert_gather_matmul(ctx, in.rows_slice(begin, end), w,
+        backend.expert_gather_matmul(ctx, in.rows_slice(begin, end), w,
                              bg.row_expert.rows_slice(begin, end), out.rows_slice(begin, end),
                              trans_w, beta);
       });
@@ -93,7 +92,8 @@ void grouped_weight_grad(const Context& ctx, const BucketGroups& bg, const Tenso
                        expert_matrix(dw, g.expert), true, false, 1.0f, 1.0f);
       },
       [&](int64_t begin, int64_t end) {
-        expert_gather_weight_grad(ctx, in.rows_slice(begin, end), grad.rows_slice(begin, end),
+        backend.expert_gather_weight_grad(ctx, in.rows_slice(begin, end),
+                                          grad.rows_slice(begin, end),
                                   bg.row_expert.rows_slice(begin, end), dw);
       });
 }

@@ -197,6 +197,35 @@ LossDims check_cross_entropy_backward(const Tensor& logits, const Tensor& target
   return d;
 }
 
+namespace {
+
+ExpertGatherDims check_expert_gather(const char* op, const Tensor& x, const Tensor& w,
+                                     const Tensor& expert, const Tensor& out, bool trans_w) {
+  MOWE_CHECK(w.shape.ndim() == 3, "{}: weights must be [E,K,M]; got {}", op, w.str());
+  const ExpertGatherDims d{x.rows(), w.dim(0), x.cols(), trans_w ? w.dim(1) : w.dim(2)};
+  check_shape(op, "w", w, trans_w ? Shape{d.experts, d.m, d.k} : Shape{d.experts, d.k, d.m});
+  check_shape(op, "out", out, {d.rows, d.m});
+  check_shape(op, "expert", expert, {d.rows});
+  check_dtype(op, "expert", expert, DType::I32);
+  check_dtype(op, "w", w, x.dtype);
+  check_dtype(op, "out", out, x.dtype);
+  return d;
+}
+
+}  // namespace
+
+ExpertGatherDims check_expert_gather_matmul(const Tensor& x, const Tensor& w, const Tensor& expert,
+                                            const Tensor& out, bool trans_w, float beta) {
+  const char* op = "expert_gather_matmul";
+  MOWE_CHECK(beta == 0.0f || beta == 1.0f, "{}: beta must be 0 or 1, not {}", op, beta);
+  return check_expert_gather(op, x, w, expert, out, trans_w);
+}
+
+ExpertGatherDims check_expert_gather_weight_grad(const Tensor& x, const Tensor& g,
+                                                 const Tensor& expert, const Tensor& dw) {
+  return check_expert_gather("expert_gather_weight_grad", x, dw, expert, g, false);
+}
+
 void check_reduction(const char* op, const Tensor& x) {
   MOWE_CHECK(!x.empty() || x.numel() == 0, "{}: {} has no data", op, x.str());
 }

@@ -120,6 +120,19 @@ LossDims check_cross_entropy_backward(const Tensor& logits, const Tensor& target
                                       const Tensor& weights, const Tensor& lse,
                                       const Tensor& dlogits);
 
+// ---- expert products gathered by row -------------------------------------------------------------
+
+struct ExpertGatherDims {
+  int64_t rows, experts, k, m;
+};
+// w [E,K,M] or [E,M,K] (trans_w); out [R,M]; expert [R] i32; beta 0 or 1. Expert ids are not
+// checked here (on CUDA they live in device memory).
+ExpertGatherDims check_expert_gather_matmul(const Tensor& x, const Tensor& w, const Tensor& expert,
+                                            const Tensor& out, bool trans_w, float beta);
+// g [R,M]; dw [E,K,M]; expert [R] i32.
+ExpertGatherDims check_expert_gather_weight_grad(const Tensor& x, const Tensor& g,
+                                                 const Tensor& expert, const Tensor& dw);
+
 // ---- reductions and optimizer updates ----------------------------------------------------------
 
 // sum and sum_squares: any shape; an empty view (no data) only with zero elements.

@@ -101,6 +101,19 @@ void launch_cross_entropy_backward(const T* logits, const int32_t* targets, cons
                                    const T* lse, T* dlogits, const LossArgs& a,
                                    cudaStream_t stream);
 
+// ---- expert_gather_ops.cu -----------------------------------------------------------------------
+struct ExpertGatherArgs {
+  int64_t rows, experts, k, m;
+  bool trans_w;
+  float beta;
+};
+template <typename T>
+void launch_expert_gather_matmul(const T* x, const T* w, const int32_t* expert, T* out,
+                                 const ExpertGatherArgs& a, cudaStream_t stream);
+template <typename T>
+void launch_expert_gather_weight_grad(const T* x, const T* g, const int32_t* expert, T* dw,
+                                      const ExpertGatherArgs& a, cudaStream_t stream);
+
 // ---- optimizer_ops.cu --------------------------------------------------------------------------
 // Reductions accumulate in double and add their partial sums in a fixed order, so results do not
 // vary between runs. Their partial sums need this many doubles of scratch.

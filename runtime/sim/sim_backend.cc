@@ -294,6 +294,29 @@ void SimBackend::cross_entropy_backward(const Context& ctx, const Tensor& logits
   });
 }
 
+void SimBackend::expert_gather_matmul(const Context& ctx, const Tensor& x, const Tensor& w,
+                                      const Tensor& expert, const Tensor& out, bool trans_w,
+                                      float beta) {
+  on_device("expert_gather_matmul", {&x, &w, &expert, &out});
+  check_expert_gather_matmul(x, w, expert, out, trans_w, beta);
+  float_dtype("expert_gather_matmul", x.dtype);
+  launch(ctx, [x = host_view(x), w = host_view(w), expert = host_view(expert),
+               out = host_view(out), trans_w, beta](const Context& h) {
+    cpu().expert_gather_matmul(h, x, w, expert, out, trans_w, beta);
+  });
+}
+
+void SimBackend::expert_gather_weight_grad(const Context& ctx, const Tensor& x, const Tensor& g,
+                                           const Tensor& expert, const Tensor& dw) {
+  on_device("expert_gather_weight_grad", {&x, &g, &expert, &dw});
+  check_expert_gather_weight_grad(x, g, expert, dw);
+  float_dtype("expert_gather_weight_grad", x.dtype);
+  launch(ctx, [x = host_view(x), g = host_view(g), expert = host_view(expert),
+               dw = host_view(dw)](const Context& h) {
+    cpu().expert_gather_weight_grad(h, x, g, expert, dw);
+  });
+}
+
 // The host needs the number now: a host synchronisation, as on CUDA.
 double reduce(const char* op, const Context& ctx, const Tensor& x, bool squares) {
   on_device(op, {&x});

@@ -21,7 +21,6 @@
 #include <string>
 #include <vector>
 
-#include "model/expert_gather_ops.h"
 #include "runtime/backend.h"
 #include "runtime/cpu/blas_kernels.h"
 #include "runtime/cpu/gemm.h"
@@ -91,9 +90,9 @@ void gather_groups(const Problem& p, int64_t g0, int64_t g1) {
   const Shape ws = p.kind == Kind::NT ? Shape{p.groups, p.m, p.k} : Shape{p.groups, p.k, p.m};
   const Tensor w(p.w, DType::F32, Device::CPU, ws);
   if (p.kind == Kind::TN) {
-    model::expert_gather_weight_grad(ctx, in, out, expert, w);
+    cpu_backend().expert_gather_weight_grad(ctx, in, out, expert, w);
   } else {
-    model::expert_gather_matmul(ctx, in, w, expert, out, p.kind == Kind::NT, 0.f);
+    cpu_backend().expert_gather_matmul(ctx, in, w, expert, out, p.kind == Kind::NT, 0.f);
   }
 }
 

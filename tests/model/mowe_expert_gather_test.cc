@@ -6,7 +6,7 @@
 #include <cmath>
 #include <vector>
 
-#include "model/expert_gather_ops.h"
+#include "runtime/backend.h"
 #include "tests/util/gradcheck.h"
 
 namespace mowe::model {
@@ -45,7 +45,7 @@ TEST(ExpertGather, MatmulMatchesReference) {
               want[r * m + j] = s;
             }
           }
-          expert_gather_matmul({}, x, w, ids, out, trans, beta);
+          cpu_backend().expert_gather_matmul({}, x, w, ids, out, trans, beta);
           for (int64_t i = 0; i < rows * m; ++i)
             ASSERT_NEAR(get(out, i), want[i], 1e-12)
                 << "trans=" << trans << " K=" << k << " M=" << m << " beta=" << beta << " [" << i
@@ -71,7 +71,7 @@ TEST(ExpertGather, WeightGradMatchesReference) {
         for (int64_t i = 0; i < k; ++i)
           for (int64_t j = 0; j < m; ++j)
             want[(experts[r] * k + i) * m + j] += get(x, r * k + i) * get(g, r * m + j);
-      expert_gather_weight_grad({}, x, g, ids, dw);
+      cpu_backend().expert_gather_weight_grad({}, x, g, ids, dw);
       for (int64_t i = 0; i < num_experts * k * m; ++i)
         ASSERT_NEAR(get(dw, i), want[i], 1e-12) << "K=" << k << " M=" << m << " [" << i << "]";
     }
@@ -82,12 +82,12 @@ TEST(ExpertGather, RejectsBadArguments) {
   Buffer x = testing::random_buffer({3, 4}, 1), w = testing::random_buffer({2, 4, 5}, 2);
   Buffer out = testing::host_buffer({3, 5});
   Buffer bad_ids = testing::ids_buffer({0, 2, 1});  // expert 2 of 2
-  EXPECT_THROW(expert_gather_matmul({}, x, w, bad_ids, out, false, 0.0f), Error);
+  EXPECT_THROW(cpu_backend().expert_gather_matmul({}, x, w, bad_ids, out, false, 0.0f), Error);
   Buffer ids = testing::ids_buffer({0, 1, 1});
-  EXPECT_THROW(expert_gather_matmul({}, x, w, ids, out, true, 0.0f), Error) << "w is not [E,M,K]";
-  EXPECT_THROW(expert_gather_matmul({}, x, w, ids, out, false, 0.5f), Error) << "beta 0 or 1";
+  EXPECT_THROW(cpu_backend().expert_gather_matmul({}, x, w, ids, out, true, 0.0f), Error) << "w is not [E,M,K]";
+  EXPECT_THROW(cpu_backend().expert_gather_matmul({}, x, w, ids, out, false, 0.5f), Error) << "beta 0 or 1";
   Buffer f32 = testing::host_buffer({3, 5}, DType::F32);
-  EXPECT_THROW(expert_gather_matmul({}, x, w, ids, f32, false, 0.0f), Error);
+  EXPECT_THROW(cpu_backend().expert_gather_matmul({}, x, w, ids, f32, false, 0.0f), Error);
 }
 
 }  // namespace

@@ -310,6 +310,28 @@ TEST_P(DeviceVsCpu, SumAndSumSquaresF32AndF64) {
   }
 }
 
+// Rows of one expert in runs shorter and longer than the CPU kernel's blocks; both layouts of w.
+TEST_P(DeviceVsCpu, ExpertGatherMatmulAndWeightGrad) {
+  std::vector<int32_t> experts;
+  for (auto [expert, n] : {std::pair{2, 1}, {0, 3}, {3, 11}, {1, 2}})
+    for (int i = 0; i < n; ++i) experts.push_back(expert);
+  const int64_t rows = static_cast<int64_t>(experts.size()), e = 4, k = 13, m = 9;
+  Pair ids = ids_pair(experts);
+  for (bool trans : {false, true}) {
+    for (float beta : {0.0f, 1.0f}) {
+      Pair x = random_pair({rows, k}, 1), out = random_pair({rows, m}, 2);
+      Pair w = random_pair(trans ? Shape{e, m, k} : Shape{e, k, m}, 3);
+      cpu.expert_gather_matmul(cctx, x.cpu, w.cpu, ids.cpu, out.cpu, trans, beta);
+      dev.expert_gather_matmul(dctx, x.dev, w.dev, ids.dev, out.dev, trans, beta);
+      expect_close(out, "expert_gather_matmul");
+    }
+  }
+  Pair x = random_pair({rows, k}, 4), g = random_pair({rows, m}, 5), dw = random_pair({e, k, m}, 6);
+  cpu.expert_gather_weight_grad(cctx, x.cpu, g.cpu, ids.cpu, dw.cpu);
+  dev.expert_gather_weight_grad(dctx, x.dev, g.dev, ids.dev, dw.dev);
+  expect_close(dw, "expert_gather_weight_grad");
+}
+
 TEST_P(DeviceVsCpu, AccumulateSumSquaresOverSeveralTensors) {
   Pair total = zeros_pair({1}, DType::F64);
   for (int i = 0; i < 3; ++i) {

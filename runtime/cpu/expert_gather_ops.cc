@@ -1,8 +1,10 @@
-#include "model/expert_gather_ops.h"
-
+// The row-gathered expert products on the CPU (runtime/backend_ops.def, expert_gather_matmul):
+// the lookup-table path for experts that receive very few tokens, one pass over the rows with
+// each row multiplied by its own expert's weights.
+#include "runtime/cpu/cpu_backend.h"
 #include "runtime/op_checks.h"
 
-namespace mowe::model {
+namespace mowe::cpu {
 namespace {
 
 // The block kernels are plain loops: built for AVX-512 and AVX2 as well as the x86-64 baseline,
@@ -14,32 +16,6 @@ namespace {
 #else
 #define MOWE_VECTOR_CLONES
 #endif
-
-struct GatherDims {
-  int64_t rows, experts, k, m;
-};
-
-GatherDims check_gather(const char* op, const Tensor& x, const Tensor& w, const Tensor& expert,
-                        const Tensor& out, bool trans_w) {
-  for (const Tensor* t : {&x, &w, &expert, &out})
-    MOWE_CHECK(t->device == Device::CPU,
-               "{}: {} is not in host memory (the gather path is CPU "
-               "only for now)",
-               op, t->str());
-  MOWE_CHECK(w.shape.ndim() == 3, "{}: weights must be [E,K,M]; got {}", op, w.str());
-  const GatherDims d{x.rows(), w.dim(0), x.cols(), trans_w ? w.dim(1) : w.dim(2)};
-  check_shape(op, "w", w, trans_w ? Shape{d.experts, d.m, d.k} : Shape{d.experts, d.k, d.m});
-  check_shape(op, "out", out, {d.rows, d.m});
-  check_shape(op, "expert", expert, {d.rows});
-  check_dtype(op, "expert", expert, DType::I32);
-  check_dtype(op, "w", w, x.dtype);
-  check_dtype(op, "out", out, x.dtype);
-  const int32_t* e = expert.ptr<int32_t>();
-  for (int64_t r = 0; r < d.rows; ++r)
-    MOWE_CHECK(e[r] >= 0 && e[r] < d.experts, "{}: expert {} of row {} is outside [0, {})", op,
-               e[r], r, d.experts);
-  return d;
-}
 
 // Eight independent partial sums: without them the compiler may not reorder a float sum, so the
 // loop would be one long dependency chain.
@@ -134,13 +110,23 @@ void for_each_block(const int32_t* expert, int64_t rows, F&& f) {
   }
 }
 
+// Expert ids are in host memory here: checked, as embedding ids are.
+void check_expert_ids(const char* op, const Tensor& expert, int64_t experts) {
+  const int32_t* e = expert.ptr<int32_t>();
+  for (int64_t r = 0; r < expert.numel(); ++r)
+    MOWE_CHECK(e[r] >= 0 && e[r] < experts, "{}: expert {} of row {} is outside [0, {})", op,
+               e[r], r, experts);
+}
+
 }  // namespace
 
-void expert_gather_matmul(const Context&, const Tensor& x, const Tensor& w, const Tensor& expert,
-                          const Tensor& out, bool trans_w, float beta) {
+void CpuBackend::expert_gather_matmul(const Context&, const Tensor& x, const Tensor& w,
+                                      const Tensor& expert, const Tensor& out, bool trans_w,
+                                      float beta) {
   const char* op = "expert_gather_matmul";
-  MOWE_CHECK(beta == 0.0f || beta == 1.0f, "{}: beta must be 0 or 1, not {}", op, beta);
-  const GatherDims d = check_gather(op, x, w, expert, out, trans_w);
+  for (const Tensor* t : {&x, &w, &expert, &out}) check_cpu(op, *t);
+  const ExpertGatherDims d = check_expert_gather_matmul(x, w, expert, out, trans_w, beta);
+  check_expert_ids(op, expert, d.experts);
   visit_dtype(Device::CPU, op, x.dtype, [&](auto zero) {
     using T = decltype(zero);
     const int32_t* e = expert.ptr<int32_t>();
@@ -158,10 +144,12 @@ void expert_gather_matmul(const Context&, const Tensor& x, const Tensor& w, cons
   });
 }
 
-void expert_gather_weight_grad(const Context&, const Tensor& x, const Tensor& g,
-                               const Tensor& expert, const Tensor& dw) {
+void CpuBackend::expert_gather_weight_grad(const Context&, const Tensor& x, const Tensor& g,
+                                           const Tensor& expert, const Tensor& dw) {
   const char* op = "expert_gather_weight_grad";
-  const GatherDims d = check_gather(op, x, dw, expert, g, false);
+  for (const Tensor* t : {&x, &g, &expert, &dw}) check_cpu(op, *t);
+  const ExpertGatherDims d = check_expert_gather_weight_grad(x, g, expert, dw);
+  check_expert_ids(op, expert, d.experts);
   visit_dtype(Device::CPU, op, x.dtype, [&](auto zero) {
     using T = decltype(zero);
     const int32_t* e = expert.ptr<int32_t>();
@@ -172,4 +160,4 @@ void expert_gather_weight_grad(const Context&, const Tensor& x, const Tensor& g,
   });
 }
 
-}  // namespace mowe::model
+}  // namespace mowe::cpu
