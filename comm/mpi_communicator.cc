@@ -239,6 +239,12 @@ void MpiCommunicator::alltoallv(const Tensor& send, std::span<const int64_t> sen
   }
   const auto row_bytes = static_cast<int64_t>(row_elems * dtype_size(send.dtype));
   const int64_t call = count_alltoallv(send_rows, row_bytes);
+  // One rank sends only to itself: a device tensor is copied where it is, not through the host.
+  if (size_ == 1 && send.device != Device::CPU) {
+    copy_bytes(send.device, stream(), recv.data, send.data,
+               static_cast<size_t>(send_rows[0] * row_bytes));
+    return;
+  }
   HostView sv(send, true, stream()), rv(recv, false, stream());
   std::vector<int64_t>&send_off = send_offset_, &recv_off = recv_offset_;
   send_off.assign(size_ + 1, 0);

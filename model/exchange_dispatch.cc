@@ -35,8 +35,14 @@ Tensor column_view(const std::vector<int32_t>& v) {
 
 }  // namespace
 
-ExchangeDispatch::ExchangeDispatch(const DispatchPlan& plan, comm::AllToAll& alltoall)
-    : alltoall_(alltoall) {
+ExchangeDispatch::ExchangeDispatch(const DispatchPlan& plan, comm::AllToAll& alltoall,
+                                   comm::AllToAll* control)
+    : alltoall_(alltoall),
+      control_(control ? *control : alltoall),
+      control_scratch_(host_allocator(), size_t{1} << 16) {
+  MOWE_CHECK(control_.comm().device() == Device::CPU && control_.comm().size() == alltoall.comm().size(),
+             "the control all-to-all must run over the same {} ranks on host memory",
+             alltoall.comm().size());
   MOWE_CHECK(plan.world_size() == alltoall.comm().size(),
              "dispatch plan {} is for {} ranks, but the communicator has {}", plan.source(),
              plan.world_size(), alltoall.comm().size());
@@ -91,6 +97,10 @@ void route_batch(const DispatchPlan& plan, int rank, std::span<const int32_t> en
 
 void ExchangeDispatch::assign(const Context& ctx, const RoutedTokens& routed) {
   MOWE_CHECK(ctx.scratch != nullptr, "ExchangeDispatch::assign needs ctx.scratch");
+  device_send_order_ = Tensor();
+  // Counts and keys are host data: on the control all-to-all, with host temporaries.
+  const bool split = &control_ != &alltoall_;
+  Arena& host = split ? control_scratch_ : *ctx.scratch;
   const int world = alltoall_.comm().size();
   MOWE_CHECK(static_cast<int>(routed.send_rows.size()) == world,
              "routed tokens for {} ranks, but the communicator has {}", routed.send_rows.size(),
@@ -109,24 +119,33 @@ void ExchangeDispatch::assign(const Context& ctx, const RoutedTokens& routed) {
   // job sends no P-1 inter-node messages here either), then the plan, then each row's key.
   if (!counts_plan_ready_) {
     const std::vector<int64_t> ones(world, 1);
-    counts_plan_ = alltoall_.plan(ones, ones, *ctx.scratch);
+    counts_plan_ = control_.plan(ones, ones, host);
     counts_plan_ready_ = true;
   }
   std::vector<int32_t>&counts_out = counts_out_, &counts_in = counts_in_;
   counts_out.resize(world);
   counts_in.resize(world);
   for (int j = 0; j < world; ++j) counts_out[j] = static_cast<int32_t>(send_rows_[j]);
-  alltoall_.run(counts_plan_, column_view(counts_out), column_view(counts_in), *ctx.scratch);
+  control_.run(counts_plan_, column_view(counts_out), column_view(counts_in), host);
   recv_rows_.assign(counts_in.begin(), counts_in.end());
   alltoall_.plan(send_rows_, recv_rows_, *ctx.scratch, exchange_plan_);
+  if (split) control_.plan(send_rows_, recv_rows_, host, keys_plan_);
   std::vector<int32_t>& recv_keys = recv_keys_;
   recv_keys.resize(exchange_plan_.recv_rows());
-  alltoall_.run(exchange_plan_, column_view(send_keys), column_view(recv_keys), *ctx.scratch);
+  control_.run(split ? keys_plan_ : exchange_plan_, column_view(send_keys), column_view(recv_keys),
+               host);
   received_.assign(local_table_, recv_keys);
 }
 
 Tensor ExchangeDispatch::send_order() const {
-  return host_i32_view(send_order_, {rows_sent()});
+  return device_send_order_.empty() ? host_i32_view(send_order_, {rows_sent()})
+                                    : device_send_order_;
+}
+
+void ExchangeDispatch::upload(Arena& device) {
+  if (device.device() == Device::CPU) return;
+  device_send_order_ = upload_ids(device, send_order_);
+  received_.upload(device);
 }
 
 void ExchangeDispatch::dispatch(const Context& ctx, const Tensor& x, const Tensor& xp) const {

@@ -56,12 +56,17 @@ void route_batch(const DispatchPlan& plan, int rank, std::span<const int32_t> en
 class ExchangeDispatch final : public TokenRouter {
  public:
   // `plan` is for alltoall.comm()'s world size (its local experts are read here); alltoall must
-  // outlive this object.
-  ExchangeDispatch(const DispatchPlan& plan, comm::AllToAll& alltoall);
+  // outlive this object. On a device, `alltoall` moves the rows (device memory) and `control`,
+  // over the same ranks on host memory, the counts and keys; null = alltoall does both (CPU).
+  ExchangeDispatch(const DispatchPlan& plan, comm::AllToAll& alltoall,
+                   comm::AllToAll* control = nullptr);
 
   // Collective over the all-to-all's communicator: this rank's tokens as route_tokens routed
   // them; exchanges the counts and the local-expert keys of the rows.
   void assign(const Context& ctx, const RoutedTokens& routed);
+  // For a step on a device: the index arrays (send order, the received rows' order and experts)
+  // copied into `device`, queued without a wait. Cleared by assign(). Nothing on the CPU.
+  void upload(Arena& device);
 
   int64_t num_tokens() const override { return num_tokens_; }
   const ExpertRows& expert_rows() const override { return received_.rows(); }
@@ -75,12 +80,16 @@ class ExchangeDispatch final : public TokenRouter {
   Tensor send_order() const;
 
   comm::AllToAll& alltoall_;
+  comm::AllToAll& control_;   // counts and keys (host memory): alltoall_ itself on the CPU
+  Arena control_scratch_;     // the control exchanges' temporaries, host memory
+  Tensor device_send_order_;  // send_order_ uploaded, or empty
   RoutingTable local_table_;  // local-expert key -> (bucket, local expert) on this rank
   int64_t num_tokens_ = 0;
   std::vector<int32_t> send_order_;             // [S]: the token of each send row
   std::vector<int64_t> send_rows_, recv_rows_;  // [P]
   comm::AllToAll::Plan exchange_plan_;
   comm::AllToAll::Plan counts_plan_;  // one row per peer, built on the first assign()
+  comm::AllToAll::Plan keys_plan_;    // the exchange's counts on control_, when it is not alltoall_
   std::vector<int32_t> counts_out_, counts_in_, recv_keys_;  // assign()'s, reused
   bool counts_plan_ready_ = false;
   Dispatch received_;  // groups the received rows by local expert

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "runtime/backend.h"
+#include "runtime/device.h"
 #include "runtime/check.h"
 
 namespace mowe::model {
@@ -37,11 +38,23 @@ std::span<const ExpertGroup> ExpertRows::bucket_group_span(int b) const {
 }
 
 Tensor ExpertRows::row_expert_tensor() const {
-  return host_i32_view(row_expert, {num_rows});
+  return device_row_expert.empty() ? host_i32_view(row_expert, {num_rows}) : device_row_expert;
 }
 
 Tensor Dispatch::order() const {
-  return host_i32_view(order_, {num_routed()});
+  return device_order_.empty() ? host_i32_view(order_, {num_routed()}) : device_order_;
+}
+
+Tensor upload_ids(Arena& device, const std::vector<int32_t>& ids) {
+  Tensor t = device.alloc({static_cast<int64_t>(ids.size())}, DType::I32);
+  upload(t, ids.data());
+  return t;
+}
+
+void Dispatch::upload(Arena& device) {
+  if (device.device() == Device::CPU) return;
+  device_order_ = upload_ids(device, order_);
+  rows_.device_row_expert = upload_ids(device, rows_.row_expert);
 }
 
 Dispatch Dispatch::build(const RoutingTable& table, std::span<const int32_t> routing_ids,
@@ -58,6 +71,8 @@ void Dispatch::assign(const RoutingTable& table, std::span<const int32_t> routin
   for (int b = 1; b < num_buckets; ++b)
     expert_base_[b] = expert_base_[b - 1] + table.bucket(b - 1).num_experts();
 
+  device_order_ = Tensor();
+  rows_.device_row_expert = Tensor();
   // Route: tokens that reach an expert, with their keys.
   num_tokens_ = static_cast<int64_t>(routing_ids.size());
   routed_.clear(), bucket_.clear(), expert_.clear(), key_.clear();

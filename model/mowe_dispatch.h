@@ -39,10 +39,12 @@ struct ExpertRows {
   std::vector<int64_t> bucket_rows;    // [B+1]: bucket b owns rows [bucket_rows[b], [b+1])
   std::vector<int64_t> bucket_groups;  // [B+1]: and groups [bucket_groups[b], [b+1])
   std::vector<int32_t> row_expert;     // [R]: the expert of each row (the gather path's index)
+  Tensor device_row_expert;            // row_expert uploaded for a device step, or empty
 
   int num_buckets() const { return static_cast<int>(bucket_rows.size()) - 1; }
   std::span<const ExpertGroup> bucket_group_span(int b) const;
-  Tensor row_expert_tensor() const;  // [R] i32 host view of row_expert
+  // [R] i32: the uploaded copy when there is one, else a host view of row_expert.
+  Tensor row_expert_tensor() const;
 };
 
 // The routing id the loader gives padding positions: never dispatched.
@@ -63,6 +65,9 @@ class TokenRouter {
   virtual void combine(const Context& ctx, const Tensor& yp, const Tensor& y) const = 0;
 };
 
+// ids [n] i32 copied into a new tensor of `device` (queued; the source may change at once).
+Tensor upload_ids(Arena& device, const std::vector<int32_t>& ids);
+
 class Dispatch final : public TokenRouter {
  public:
   Dispatch() = default;
@@ -82,14 +87,19 @@ class Dispatch final : public TokenRouter {
   const ExpertRows& expert_rows() const override { return rows_; }
   void dispatch(const Context& ctx, const Tensor& x, const Tensor& xp) const override;
   void combine(const Context& ctx, const Tensor& yp, const Tensor& y) const override;
-  // [R] i32 host view: the token of each permuted row; gather index of the dispatch and scatter
-  // index of the combine.
+  // [R] i32: the token of each permuted row; gather index of the dispatch and scatter index of
+  // the combine. The uploaded copy when there is one, else a host view.
   Tensor order() const;
+  // For a step on a device: copies the index arrays (order, row_expert) into `device` (an arena
+  // of the step's device memory), queued without a wait; the ops then take those. Cleared by
+  // assign(). Nothing on the CPU.
+  void upload(Arena& device);
 
  private:
   int64_t num_tokens_ = 0;
   ExpertRows rows_;
   std::vector<int32_t> order_;  // [R]
+  Tensor device_order_;         // order_ uploaded, or empty
   // Reused between steps: routed tokens, their keys, (bucket, expert) and the sort's buffers.
   std::vector<int32_t> routed_, bucket_, expert_, perm_, tmp_;
   std::vector<uint64_t> key_;

@@ -31,7 +31,9 @@ void MoweLayer::derive_row_seeds(const Context& ctx, const Tensor& x, const Toke
                                  const ExpertDropout& dropout) {
   // The keys are written through host pointers; the expert bank's dropout is host-only too.
   if (ctx.device != Device::CPU)
-    throw UserError("model.mowe.expert_dropout_rate > 0 is not supported on GPU yet: set it to 0");
+    throw UserError(
+        "model.mowe.expert_dropout_rate > 0 is not supported on a device (parallel.device CUDA or "
+        "SIMULATED) yet: set it to 0, or train on the CPU");
   const int64_t n = x.rows(), r = router.expert_rows().num_rows;
   MOWE_CHECK(dropout.batch >= 1 && n % dropout.batch == 0,
              "{}: {} tokens are not {} examples of equal length", name_, n, dropout.batch);

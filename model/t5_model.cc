@@ -160,7 +160,8 @@ T5Model::T5Model(const config::ModelConfig& c, ParameterStore& store, const Rout
     stack->decoder = decoder;
     stack->has_mowe = !stack_mowe_layers(c.mowe(), decoder).empty();
     if (parallel_.plan != nullptr && stack->has_mowe)
-      stack->exchange = std::make_unique<ExchangeDispatch>(*parallel_.plan, *parallel_.alltoall);
+      stack->exchange = std::make_unique<ExchangeDispatch>(*parallel_.plan, *parallel_.alltoall,
+                                                           parallel_.control);
     const std::string name = decoder ? "decoder" : "encoder";
     stack->relative_bias = Weight::of(store, name + ".relative_attention_bias");
     stack->final_norm = Weight::of(store, name + ".final_norm");
@@ -291,8 +292,10 @@ Tensor T5Model::run_stack(const StepContext& s, Stack& st, const Tensor& x_embed
         routed = &st.routed;
       }
       st.exchange->assign(s.ctx, *routed);  // collective: counts and keys only
+      st.exchange->upload(*s.activations);
     } else {
       st.dispatch.assign(*routing_, span, deactivate);
+      st.dispatch.upload(*s.activations);
     }
     st.real_tokens =
         std::count_if(span.begin(), span.end(), [](int32_t id) { return id != kPaddingRoutingId; });

@@ -46,7 +46,9 @@ class FeedForward {
 // tokens with the other ranks through `alltoall` (over the world communicator).
 struct MoweParallel {
   const DispatchPlan* plan = nullptr;
-  comm::AllToAll* alltoall = nullptr;
+  comm::AllToAll* alltoall = nullptr;  // the rows, on the step's device
+  // Counts and keys over the same ranks on host memory, when alltoall is on a device.
+  comm::AllToAll* control = nullptr;
 };
 
 // An expert parameter held by this rank, and its bucket (for replica-group reductions).

@@ -10,21 +10,35 @@
 
 namespace mowe::train {
 
+std::string device_unsupported(const config::Config& config) {
+  const config::MoweConfig& mowe = config.model().mowe();
+  if (!model::has_mowe_layers(mowe)) return "";
+  if (mowe.expert_dropout_rate() > 0)
+    return "model.mowe.expert_dropout_rate > 0 (expert dropout is computed on the host; set it to "
+           "0)";
+  if (config.training().optimizer() == config::TrainingConfig::ADAFACTOR)
+    return "training.optimizer ADAFACTOR with MoWE layers (lazy Adafactor keeps its per-expert "
+           "decay bookkeeping in host memory; use ADAMW)";
+  return "";
+}
+
 DeviceChoice resolve_device(config::ParallelConfig::Device setting, bool cuda_compiled,
-                            int visible_gpus, bool has_mowe_layers) {
+                            int visible_gpus, const std::string& unsupported) {
   using P = config::ParallelConfig;
-  const char* mowe_refusal =
-      "parallel.device: {}: the MoWE layers do not run on a device yet (their index uploads and "
-      "expert gathers are the next step, docs/gpu.md); set parallel.device: CPU, or train a model "
-      "without MoWE layers";
+  auto refuse = [&](const char* name) {
+    throw UserError(fmt::format(
+        "parallel.device: {}: {} does not run on a device yet (docs/gpu.md); change it, or set "
+        "parallel.device: CPU",
+        name, unsupported));
+  };
   switch (setting) {
     case P::CPU:
       return {Device::CPU, -1, "parallel.device: CPU"};
     case P::SIMULATED:
-      if (has_mowe_layers) throw UserError(fmt::format(fmt::runtime(mowe_refusal), "SIMULATED"));
+      if (!unsupported.empty()) refuse("SIMULATED");
       return {Device::SIMULATED, -1, "parallel.device: SIMULATED (the test device, docs/gpu.md)"};
     case P::CUDA:
-      if (has_mowe_layers) throw UserError(fmt::format(fmt::runtime(mowe_refusal), "CUDA"));
+      if (!unsupported.empty()) refuse("CUDA");
       MOWE_REQUIRE(cuda_compiled,
                    "parallel.device: CUDA, but this build has no CUDA backend: build on a machine "
                    "with nvcc and NCCL (-DMOWE_WITH_CUDA=ON), or set parallel.device: CPU");
@@ -38,11 +52,11 @@ DeviceChoice resolve_device(config::ParallelConfig::Device setting, bool cuda_co
   }
   if (!cuda_compiled) return {Device::CPU, -1, "parallel.device: AUTO and a build without CUDA"};
   if (visible_gpus == 0) return {Device::CPU, -1, "parallel.device: AUTO and no GPU visible"};
-  if (has_mowe_layers)
+  if (!unsupported.empty())
     return {Device::CPU, -1,
-            fmt::format("parallel.device: AUTO, {} GPUs visible, but the MoWE layers do not run "
-                        "on a device yet (docs/gpu.md)",
-                        visible_gpus)};
+            fmt::format("parallel.device: AUTO, {} GPUs visible, but {} does not run on a device "
+                        "yet (docs/gpu.md)",
+                        visible_gpus, unsupported)};
   return {Device::CUDA, -1,
           fmt::format("parallel.device: AUTO and {} GPUs visible", visible_gpus)};
 }
@@ -62,7 +76,7 @@ DeviceChoice choose_device(const config::Config& config, comm::Communicator& com
   comm::run_agreed(comm, [&] {
     const int gpus = cuda_backend_compiled() ? device_runtime(Device::CUDA).count() : 0;
     choice = resolve_device(config.parallel().device(), cuda_backend_compiled(), gpus,
-                            model::has_mowe_layers(config.model().mowe()));
+                            device_unsupported(config));
   });
   // Every rank must compute on the same kind of device: the collectives of two kinds cannot
   // meet (AUTO on a node without GPUs beside nodes with them).

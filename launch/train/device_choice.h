@@ -14,11 +14,15 @@ struct DeviceChoice {
   std::string reason;  // why, for the start-up log: "parallel.device: AUTO and 8 GPUs visible"
 };
 
+// What of the config does not run on a device yet, naming the field and the way out; "" when
+// everything does.
+std::string device_unsupported(const config::Config& config);
+
 // The rules, without the machine: AUTO takes CUDA when the build has it and a GPU is visible,
-// and the model can run there; otherwise CPU. An explicit CUDA or SIMULATED with a model the
-// device cannot run yet (MoWE layers) is a UserError naming the field.
+// and the config can run there (`unsupported` empty); otherwise CPU. An explicit CUDA or
+// SIMULATED with an unsupported config is a UserError that says why.
 DeviceChoice resolve_device(config::ParallelConfig::Device setting, bool cuda_compiled,
-                            int visible_gpus, bool has_mowe_layers);
+                            int visible_gpus, const std::string& unsupported);
 
 // CUDA: local rank r takes GPU r. More ranks on a node than GPUs is a UserError naming both
 // numbers and the fix (one rank per GPU).

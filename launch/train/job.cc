@@ -104,14 +104,19 @@ Job::Job(const config::Config& config, comm::Communicator& comm)
   plan_ = resolve_plan_agreed(config, *data_.vocab, comm);
   if (plan_) {
     const bool hierarchical = config.parallel().alltoall() == config::ParallelConfig::HIERARCHICAL;
-    alltoall_ = std::make_unique<comm::AllToAll>(
-        comm,
-        hierarchical ? comm::AllToAll::Algorithm::Hierarchical : comm::AllToAll::Algorithm::Flat,
-        config.parallel().ranks_per_node());
-    parallel = {plan_.get(), alltoall_.get()};
+    const auto algorithm =
+        hierarchical ? comm::AllToAll::Algorithm::Hierarchical : comm::AllToAll::Algorithm::Flat;
+    // The rows move on the data communicator; on a device, counts and keys (host memory) on a
+    // twin over the control one.
+    alltoall_ = std::make_unique<comm::AllToAll>(*data_comm_, algorithm,
+                                                 config.parallel().ranks_per_node());
+    if (data_comm_ != &comm)
+      control_alltoall_ =
+          std::make_unique<comm::AllToAll>(comm, algorithm, config.parallel().ranks_per_node());
+    parallel = {plan_.get(), alltoall_.get(), control_alltoall_.get()};
     for (int b = 0; b < plan_->num_buckets(); ++b) {
       replica_groups_.push_back(
-          comm.split(plan_->replica_group(comm.rank(), b).front(), comm.rank()));
+          data_comm_->split(plan_->replica_group(comm.rank(), b).front(), comm.rank()));
       groups.push_back(replica_groups_.back().get());
     }
     fingerprints_ = {model::routing_vocab_hash(*data_.vocab),

@@ -73,7 +73,8 @@ class Job {
   comm::Communicator* data_comm_ = nullptr;
   data::DataPipeline data_;
   std::unique_ptr<model::DispatchPlan> plan_;
-  std::unique_ptr<comm::AllToAll> alltoall_;
+  std::unique_ptr<comm::AllToAll> alltoall_;          // on data_comm_
+  std::unique_ptr<comm::AllToAll> control_alltoall_;  // on comm_, when data_comm_ is another
   std::vector<std::unique_ptr<comm::Communicator>> replica_groups_;  // per bucket, or null
   model::ParameterStore store_;
   std::unique_ptr<model::T5Model> model_;

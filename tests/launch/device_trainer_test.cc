@@ -1,11 +1,12 @@
 // The trainer on the simulated device at 1, 2 and 4 ranks, against the same trainer on the CPU
-// (the tiny config without MoWE layers, dropout on, AdamW and Adafactor):
+// (the tiny config, dropout on): dense with AdamW and with Adafactor; MoWE with AdamW over the
+// flat and the hierarchical all-to-all, and with shared GELU experts:
 // - losses, gradient norms, parameters and optimizer state are bit-equal;
 // - a checkpoint written on the CPU resumes on the device and the other way round, exactly;
 // - a steady-state step synchronises the host at most 3 times (the MPI fallback's staging of
-//   gradient buckets, which NCCL does not need, is counted apart) and allocates no device memory;
+//   device tensors, which NCCL does not need, is counted apart) and allocates no device memory;
 // - greedy decoding on the device gives the CPU's tokens;
-// - MoWE layers on the device are refused by name.
+// - what does not run on a device yet is refused by name.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -40,19 +41,45 @@ struct Env {
   }
 };
 
-config::Config dense_tiny(const std::string& checkpoint_dir, const std::string& device,
-                          const std::string& optimizer = "ADAMW", bool dense = true) {
+// One model and optimizer of the tiny config, as --set overrides.
+struct Variant {
+  const char* name;
+  std::vector<std::string> sets;
+  bool mowe;
+};
+
+const std::vector<std::string> kDense = {"model.mowe.encoder_layers=[]",
+                                         "model.mowe.decoder_layers=[]"};
+
+std::vector<Variant> variants() {
+  auto with = [](std::vector<std::string> a, const std::vector<std::string>& b) {
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+  };
+  return {
+      {"dense_adamw", with(kDense, {"training.optimizer=ADAMW"}), false},
+      {"dense_adafactor", with(kDense, {"training.optimizer=ADAFACTOR"}), false},
+      {"mowe_adamw", {"training.optimizer=ADAMW"}, true},
+      // ranks_per_node 2: at 4 ranks two nodes of two, both stages of the exchange.
+      {"mowe_hierarchical", {"training.optimizer=ADAMW", "parallel.alltoall=HIERARCHICAL"}, true},
+      {"mowe_shared_gelu",
+       {"training.optimizer=ADAMW", "model.mowe.share_expert_parameters=true",
+        "model.mowe.expert_activation=GELU"},
+       true},
+  };
+}
+
+config::Config tiny(const std::string& checkpoint_dir, const std::string& device,
+                    const std::vector<std::string>& variant, int world_size) {
   const std::string data = MOWE_TEST_DATA;
   std::vector<std::string> sets = {
       "data.tokenizer_model=" + data + "/spm.model", "data.routing_vocab=" + data + "/vocab.pb",
-      "training.checkpoint_dir=" + checkpoint_dir,   "training.optimizer=" + optimizer,
-      "parallel.device=" + device,                   "model.dropout_rate=0.1",
-      "training.learning_rate=1e-2",                 "parallel.grad_bucket_mb=0.002",
-      "training.eval_every=0",                       "training.checkpoint_every=0"};
-  if (dense) {
-    sets.push_back("model.mowe.encoder_layers=[]");
-    sets.push_back("model.mowe.decoder_layers=[]");
-  }
+      "training.checkpoint_dir=" + checkpoint_dir,   "parallel.device=" + device,
+      "model.dropout_rate=0.1",                      "training.learning_rate=1e-2",
+      "parallel.grad_bucket_mb=0.002",               "training.eval_every=0",
+      "training.checkpoint_every=0",
+      "parallel.ranks_per_node=" + std::to_string(world_size % 2 == 0 ? 2 : 1)};
+  sets.insert(sets.end(), variant.begin(), variant.end());
   return train::load_config(std::string(MOWE_SOURCE_DIR) + "/configs/tiny.textproto", sets);
 }
 
@@ -89,12 +116,17 @@ void expect_same_state(Job& a, Job& b, const std::string& what) {
   }
 }
 
-class DeviceTrainerTest : public ::testing::TestWithParam<const char*> {};
+class DeviceTrainerTest : public ::testing::TestWithParam<Variant> {
+ protected:
+  config::Config config(const Env& env, const std::string& dir, const std::string& device) {
+    return tiny(env.dir + "/" + dir, device, GetParam().sets, env.world->size());
+  }
+};
 
 TEST_P(DeviceTrainerTest, SimulatedDeviceTrainsBitEqualToTheCpu) {
-  Env env(std::string("match_") + GetParam());
-  Trainer cpu(dense_tiny(env.dir + "/cpu", "CPU", GetParam()), *env.world);
-  Trainer sim(dense_tiny(env.dir + "/sim", "SIMULATED", GetParam()), *env.world);
+  Env env(std::string("match_") + GetParam().name);
+  Trainer cpu(config(env, "cpu", "CPU"), *env.world);
+  Trainer sim(config(env, "sim", "SIMULATED"), *env.world);
   ASSERT_EQ(cpu.job().device(), Device::CPU);
   ASSERT_EQ(sim.job().device(), Device::SIMULATED);
   EXPECT_EQ(sim.job().parameters().all().front()->value.tensor().device, Device::SIMULATED);
@@ -103,18 +135,18 @@ TEST_P(DeviceTrainerTest, SimulatedDeviceTrainsBitEqualToTheCpu) {
 }
 
 TEST_P(DeviceTrainerTest, CheckpointsMoveBetweenTheCpuAndTheDevice) {
-  Env env(std::string("checkpoint_") + GetParam());
-  Trainer cpu(dense_tiny(env.dir + "/cpu", "CPU", GetParam()), *env.world);
+  Env env(std::string("checkpoint_") + GetParam().name);
+  Trainer cpu(config(env, "cpu", "CPU"), *env.world);
   for (int i = 0; i < 3; ++i) cpu.step();
   const std::string from_cpu = cpu.save();
-  Trainer sim(dense_tiny(env.dir + "/sim", "SIMULATED", GetParam()), *env.world);
+  Trainer sim(config(env, "sim", "SIMULATED"), *env.world);
   sim.resume(from_cpu);
   ASSERT_EQ(sim.state().step, 3);
   expect_same_state(cpu.job(), sim.job(), "a CPU checkpoint read on the device");
   expect_same_steps(cpu, sim, 2);
 
   const std::string from_sim = sim.save();
-  Trainer back(dense_tiny(env.dir + "/back", "CPU", GetParam()), *env.world);
+  Trainer back(config(env, "back", "CPU"), *env.world);
   back.resume(from_sim);
   ASSERT_EQ(back.state().step, 5);
   expect_same_state(back.job(), sim.job(), "a device checkpoint read on the CPU");
@@ -122,8 +154,8 @@ TEST_P(DeviceTrainerTest, CheckpointsMoveBetweenTheCpuAndTheDevice) {
 }
 
 TEST_P(DeviceTrainerTest, SteadyStepsSynchroniseAtMostThreeTimesAndAllocateNothing) {
-  Env env(std::string("counts_") + GetParam());
-  Trainer sim(dense_tiny(env.dir + "/sim", "SIMULATED", GetParam()), *env.world);
+  Env env(std::string("counts_") + GetParam().name);
+  Trainer sim(config(env, "sim", "SIMULATED"), *env.world);
   sim.step();
   sim.step();
   for (int i = 0; i < 2; ++i) {
@@ -135,9 +167,12 @@ TEST_P(DeviceTrainerTest, SteadyStepsSynchroniseAtMostThreeTimesAndAllocateNothi
     EXPECT_EQ(c.allocations, 0u) << what;
     EXPECT_EQ(c.deallocations, 0u) << what;
     EXPECT_GT(c.launches, 100u) << what;
-    // Token arrays go up; only the loss and the gradient norm come down.
-    EXPECT_EQ(c.uploads, 6u + c.staging_syncs / 2) << what;
+    // Only the loss and the gradient norm come down; up go the token arrays, and with MoWE
+    // layers each stack's index arrays (2 for a local dispatch, 3 for an exchange).
     EXPECT_EQ(c.downloads, 2u + c.staging_syncs / 2) << what;
+    if (!GetParam().mowe) {
+      EXPECT_EQ(c.uploads, 6u + c.staging_syncs / 2) << what;
+    }
     if (env.world->size() == 1) {
       EXPECT_EQ(c.staging_syncs, 0u) << what;
     }
@@ -145,12 +180,16 @@ TEST_P(DeviceTrainerTest, SteadyStepsSynchroniseAtMostThreeTimesAndAllocateNothi
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Optimizers, DeviceTrainerTest, ::testing::Values("ADAMW", "ADAFACTOR"));
+INSTANTIATE_TEST_SUITE_P(Variants, DeviceTrainerTest, ::testing::ValuesIn(variants()),
+                         [](const ::testing::TestParamInfo<Variant>& info) {
+                           return std::string(info.param.name);
+                         });
 
 TEST(DeviceTrainer, GreedyDecodingOnTheDeviceGivesTheCpuTokens) {
   Env env("decode");
-  Trainer cpu(dense_tiny(env.dir + "/cpu", "CPU"), *env.world);
-  Trainer sim(dense_tiny(env.dir + "/sim", "SIMULATED"), *env.world);
+  const std::vector<std::string> mowe = {"training.optimizer=ADAMW"};
+  Trainer cpu(tiny(env.dir + "/cpu", "CPU", mowe, env.world->size()), *env.world);
+  Trainer sim(tiny(env.dir + "/sim", "SIMULATED", mowe, env.world->size()), *env.world);
   expect_same_steps(cpu, sim, 3);
   std::vector<DecodeRequest> requests;
   for (int i = 0; i < 5; ++i) requests.push_back({cpu.job().eval_loader().example(i).inputs, {}});
@@ -161,29 +200,38 @@ TEST(DeviceTrainer, GreedyDecodingOnTheDeviceGivesTheCpuTokens) {
   EXPECT_GT(tokens, 0);
 }
 
-TEST(DeviceTrainer, MoweLayersOnTheDeviceAreRefusedByName) {
-  Env env("mowe");
-  const config::Config c = dense_tiny(env.dir, "SIMULATED", "ADAMW", false);
-  testing::expect_error([&] { Trainer t(c, *env.world); },
-                        {"parallel.device: SIMULATED", "MoWE layers do not run on a device yet"});
+TEST(DeviceTrainer, WhatDoesNotRunOnADeviceYetIsRefusedByName) {
+  Env env("refused");
+  const int world = env.world->size();
+  testing::expect_error(
+      [&] { Trainer t(tiny(env.dir, "SIMULATED", {"training.optimizer=ADAFACTOR"}, world), *env.world); },
+      {"parallel.device: SIMULATED", "training.optimizer ADAFACTOR with MoWE layers", "use ADAMW"});
+  testing::expect_error(
+      [&] {
+        Trainer t(tiny(env.dir, "SIMULATED",
+                       {"training.optimizer=ADAMW", "model.mowe.expert_dropout_rate=0.1"}, world),
+                  *env.world);
+      },
+      {"parallel.device: SIMULATED", "model.mowe.expert_dropout_rate > 0"});
 }
 
 TEST(DeviceChoice, RulesOfTheSetting) {
   using P = config::ParallelConfig;
-  EXPECT_EQ(resolve_device(P::AUTO, true, 8, false).device, Device::CUDA);
-  EXPECT_EQ(resolve_device(P::AUTO, true, 0, false).device, Device::CPU);
-  EXPECT_EQ(resolve_device(P::AUTO, false, 8, false).device, Device::CPU);
-  const DeviceChoice mowe = resolve_device(P::AUTO, true, 8, true);
-  EXPECT_EQ(mowe.device, Device::CPU);
-  EXPECT_NE(mowe.reason.find("MoWE layers do not run on a device yet"), std::string::npos);
-  EXPECT_EQ(resolve_device(P::SIMULATED, false, 0, false).device, Device::SIMULATED);
-  EXPECT_EQ(resolve_device(P::CPU, true, 8, true).device, Device::CPU);
-  testing::expect_error([] { resolve_device(P::CUDA, false, 0, false); },
+  const std::string why = "model.x > 0";
+  EXPECT_EQ(resolve_device(P::AUTO, true, 8, "").device, Device::CUDA);
+  EXPECT_EQ(resolve_device(P::AUTO, true, 0, "").device, Device::CPU);
+  EXPECT_EQ(resolve_device(P::AUTO, false, 8, "").device, Device::CPU);
+  const DeviceChoice held_back = resolve_device(P::AUTO, true, 8, why);
+  EXPECT_EQ(held_back.device, Device::CPU);
+  EXPECT_NE(held_back.reason.find("model.x > 0 does not run on a device yet"), std::string::npos);
+  EXPECT_EQ(resolve_device(P::SIMULATED, false, 0, "").device, Device::SIMULATED);
+  EXPECT_EQ(resolve_device(P::CPU, true, 8, why).device, Device::CPU);
+  testing::expect_error([] { resolve_device(P::CUDA, false, 0, ""); },
                         {"this build has no CUDA backend"});
-  testing::expect_error([] { resolve_device(P::CUDA, true, 0, false); },
+  testing::expect_error([] { resolve_device(P::CUDA, true, 0, ""); },
                         {"no GPU is visible", "CUDA_VISIBLE_DEVICES"});
-  testing::expect_error([] { resolve_device(P::CUDA, true, 4, true); },
-                        {"parallel.device: CUDA", "MoWE layers"});
+  testing::expect_error([&] { resolve_device(P::CUDA, true, 4, why); },
+                        {"parallel.device: CUDA", "model.x > 0"});
   EXPECT_EQ(gpu_for_local_rank(3, 4, 4), 3);
   testing::expect_error([] { gpu_for_local_rank(0, 8, 4); },
                         {"8 ranks run on this node but it has 4 visible GPUs",
