@@ -32,6 +32,9 @@ class DeviceRuntime {
     MOWE_CHECK(ordinal == 0, "there is one {} device, not {}", device_name(device()), ordinal + 1);
   }
 
+  // The handle of the compute stream, for code that must name it (the NCCL data communicator
+  // queues its collectives there, ordered with the step); null where null already means it.
+  virtual void* compute_stream() { return nullptr; }
   virtual void* create_stream() = 0;
   virtual void destroy_stream(void* stream) = 0;
   virtual void* create_event() = 0;

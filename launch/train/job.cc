@@ -80,6 +80,9 @@ std::unique_ptr<comm::Communicator> make_data_comm(const config::Config& config,
   options.name = "data";
   options.timeout_seconds = config.parallel().collective_timeout_s();
   options.cuda_device = device.gpu;
+  // Collectives on the compute stream: ordered with the gradients they reduce and the rows they
+  // move, without events (no overlap yet; docs/gpu.md).
+  options.cuda_stream = device_runtime(device.device).compute_stream();
   auto data = control.for_device(device.device, options);
   if (control.rank() == 0)
     spdlog::info("[train] data collectives: {} on {} tensors; control collectives: {} on host",

@@ -59,6 +59,7 @@ class CudaRuntime final : public DeviceRuntime {
   }
   void use(int ordinal) override { CUDA_CHECK(cudaSetDevice(ordinal)); }
 
+  void* compute_stream() override { return cuda::compute_stream(); }
   void* create_stream() override {
     cudaStream_t s = nullptr;
     CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));

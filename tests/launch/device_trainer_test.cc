@@ -1,6 +1,6 @@
 // The trainer on the simulated device at 1, 2 and 4 ranks, against the same trainer on the CPU
 // (the tiny config, dropout on): dense with AdamW and with Adafactor; MoWE with AdamW over the
-// flat and the hierarchical all-to-all, and with shared GELU experts:
+// flat and the hierarchical all-to-all (GELU experts), and with shared gated-GELU experts:
 // - losses, gradient norms, parameters and optimizer state are bit-equal;
 // - a checkpoint written on the CPU resumes on the device and the other way round, exactly;
 // - a steady-state step synchronises the host at most 3 times (the MPI fallback's staging of
@@ -62,9 +62,10 @@ std::vector<Variant> variants() {
       {"mowe_adamw", {"training.optimizer=ADAMW"}, true},
       // ranks_per_node 2: at 4 ranks two nodes of two, both stages of the exchange.
       {"mowe_hierarchical", {"training.optimizer=ADAMW", "parallel.alltoall=HIERARCHICAL"}, true},
-      {"mowe_shared_gelu",
+      // Both expert forms: GELU above (the default), gated GELU here.
+      {"mowe_shared_gated",
        {"training.optimizer=ADAMW", "model.mowe.share_expert_parameters=true",
-        "model.mowe.expert_activation=GELU"},
+        "model.mowe.expert_activation=GATED_GELU"},
        true},
   };
 }
