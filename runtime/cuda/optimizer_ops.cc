@@ -7,12 +7,10 @@
 namespace mowe::cuda {
 namespace {
 
-// The result goes to a device scalar, then to the host with a copy on ctx.stream, which waits
-// for the work queued before it: the caller needs the number now (loss, gradient norm).
-double reduce(const char* op, const Context& ctx, const Tensor& x, bool squares) {
-  check_cuda(op, x);
-  check_reduction(op, x);
-  double total = 0;
+// Queues the sum (of squares) of x into a device scalar of ctx.scratch, then `then(scalar)` on
+// the same stream, before the scratch is released; nothing for an empty x.
+template <typename Then>
+void queue_sum(const char* op, const Context& ctx, const Tensor& x, bool squares, Then then) {
   visit_dtype(Device::CUDA, op, x.dtype, [&](auto zero) {
     using T = decltype(zero);
     if (x.numel() == 0) return;
@@ -21,6 +19,17 @@ double reduce(const char* op, const Context& ctx, const Tensor& x, bool squares)
     double* out = scratch.alloc({1 + kReductionPartials}, DType::F64).ptr<double>();
     launch_sum(x.ptr<T>(), x.numel(), squares, out, out + 1, stream_of(ctx));
     CUDA_CHECK_LAST();
+    then(out);
+  });
+}
+
+// The result goes to the host with a copy on ctx.stream, which waits for the work queued before
+// it: the caller needs the number now.
+double reduce(const char* op, const Context& ctx, const Tensor& x, bool squares) {
+  check_cuda(op, x);
+  check_reduction(op, x);
+  double total = 0;
+  queue_sum(op, ctx, x, squares, [&](const double* out) {
     CUDA_CHECK(
         cudaMemcpyAsync(&total, out, sizeof(double), cudaMemcpyDeviceToHost, stream_of(ctx)));
     CUDA_CHECK(cudaStreamSynchronize(stream_of(ctx)));
@@ -44,13 +53,7 @@ void CudaBackend::accumulate_sum_squares(const Context& ctx, const Tensor& x,
   check_cuda(op, x);
   check_cuda(op, total);
   check_accumulate_sum_squares(x, total);
-  visit_dtype(Device::CUDA, op, x.dtype, [&](auto zero) {
-    using T = decltype(zero);
-    if (x.numel() == 0) return;
-    Arena& scratch = cuda_scratch(op, ctx);
-    ArenaScope scope(scratch);
-    double* out = scratch.alloc({1 + kReductionPartials}, DType::F64).ptr<double>();
-    launch_sum(x.ptr<T>(), x.numel(), true, out, out + 1, stream_of(ctx));
+  queue_sum(op, ctx, x, true, [&](const double* out) {
     launch_add_scalar(total.ptr<double>(), out, stream_of(ctx));
     CUDA_CHECK_LAST();
   });
