@@ -99,12 +99,11 @@ Optimizer::Entry& Optimizer::state_of(const ParamSlot& slot) {
   Entry entry{p.shape, p.dtype, {}, {}, {}};
   for (const StateSpec& spec : state_spec(p.shape)) {
     entry.names.push_back(slot.name + "/" + spec.suffix);
-    entry.buffers.emplace_back(allocator_, spec.shape, spec.own_dtype ? spec.dtype : p.dtype);
-    entry.views.push_back(entry.buffers.back().tensor());  // zero-filled
-    if (spec.fill != 0) {
-      const Context ctx;
-      backend_for(p.device).fill(ctx, entry.views.back(), spec.fill);
-    }
+    entry.buffers.emplace_back(spec.on_host ? host_allocator() : allocator_, spec.shape,
+                               spec.own_dtype ? spec.dtype : p.dtype);
+    const Tensor& t = entry.buffers.back().tensor();  // zero-filled
+    entry.views.push_back(t);
+    if (spec.fill != 0) backend_for(t.device).fill(Context{.device = t.device}, t, spec.fill);
   }
   return state_.emplace(slot.name, std::move(entry)).first->second;
 }
@@ -152,7 +151,8 @@ std::vector<Optimizer::StateSpec> Adafactor::state_spec(const Shape& shape) cons
                     .shape = {batch},
                     .dtype = DType::F64,
                     .own_dtype = true,
-                    .fill = kNeverUpdated});
+                    .fill = kNeverUpdated,
+                    .on_host = true});
   return spec;
 }
 
@@ -167,31 +167,22 @@ double Adafactor::decay_log(int64_t t) {
   return decay_sum_;
 }
 
-namespace {
-
-// x <- eps1 + (x - eps1) * factor on n statistics: the decay of rows with zero gradient.
-template <typename T>
-void decay_statistics(T* x, int64_t n, double factor, double eps1) {
-  for (int64_t i = 0; i < n; ++i) x[i] = T(eps1 + (double(x[i]) - eps1) * factor);
-}
-
-}  // namespace
-
-void Adafactor::bring_up_to_date(std::span<const Tensor> state, int64_t begin, int64_t end,
-                                 int64_t update) {
+// The statistics of slices with zero gradient since their last update decay toward eps1 (the
+// closed form of the skipped updates), where they live; the log is host memory on any device.
+void Adafactor::bring_up_to_date(const Context& ctx, std::span<const Tensor> state,
+                                 int64_t begin, int64_t end, int64_t update) {
   const Tensor &row = state[0], &col = state[1];
+  MOWE_CHECK(state[2].device == Device::CPU, "adafactor: the decay log must be host memory, not {}",
+             state[2].str());
   double* log = state[2].ptr<double>();
-  MOWE_CHECK(state[2].device == Device::CPU,
-             "adafactor: lazy updates of stacked parameters run on host memory only");
+  Backend& backend = backend_for(row.device);
+  const Context on{.device = row.device, .stream = ctx.stream};
   const double now = decay_log(update);
   for (int64_t b = begin; b < end; ++b) {
     if (log[b] == kNeverUpdated || log[b] == now) continue;
     const double factor = std::exp(now - log[b]);
-    visit_dtype(Device::CPU, "adafactor", row.dtype, [&](auto zero) {
-      using T = decltype(zero);
-      decay_statistics(row.ptr<T>() + b * row.dim(1), row.dim(1), factor, options_.eps1);
-      decay_statistics(col.ptr<T>() + b * col.dim(1), col.dim(1), factor, options_.eps1);
-    });
+    backend.decay_toward(on, row.rows_slice(b, b + 1), options_.eps1, factor);
+    backend.decay_toward(on, col.rows_slice(b, b + 1), options_.eps1, factor);
     log[b] = now;
   }
 }
@@ -217,10 +208,6 @@ void Adafactor::update(Backend& backend, const Context& ctx, const ParamSlot& sl
   // Slices are whole rows of dim 0 when the stack has one leading dimension (experts [E, C, F]).
   MOWE_CHECK(slot.value.shape.ndim() == 3, "adafactor: '{}' is {}; stacked parameters are [B,R,C]",
              slot.name, slot.value.shape.str());
-  MOWE_REQUIRE(slot.value.device == Device::CPU,
-               "adafactor: '{}' is on {}; lazy Adafactor updates of expert parameters run on the "
-               "host only and are not supported on GPUs yet (use training.optimizer ADAMW there)",
-               slot.name, device_name(slot.value.device));
   const double* log = state[2].ptr<double>();
   const int64_t slices = slot.value.dim(0);
   // The first applied update reaches every slice: beta2 restarts all statistics (it is 0 at
@@ -232,7 +219,7 @@ void Adafactor::update(Backend& backend, const Context& ctx, const ParamSlot& sl
   const double now = decay_log(step);
   double* marks = state[2].ptr<double>();
   auto run = [&](int64_t begin, int64_t end) {
-    bring_up_to_date(state, begin, end, step - 1);
+    bring_up_to_date(ctx, state, begin, end, step - 1);
     backend.adafactor_update(ctx, slot.value.rows_slice(begin, end),
                              slot.grad.rows_slice(begin, end), state[0].rows_slice(begin, end),
                              state[1].rows_slice(begin, end), {}, s);
@@ -251,9 +238,8 @@ void Adafactor::update(Backend& backend, const Context& ctx, const ParamSlot& sl
   int64_t next = 0;
   auto fill_untouched = [&](int64_t begin, int64_t end) {
     if (begin >= end) return;
-    const Context none;
-    cpu_backend().fill(none, state[0].rows_slice(begin, end), fresh);
-    cpu_backend().fill(none, state[1].rows_slice(begin, end), fresh);
+    backend.fill(ctx, state[0].rows_slice(begin, end), fresh);
+    backend.fill(ctx, state[1].rows_slice(begin, end), fresh);
     std::fill(marks + begin, marks + end, now);
   };
   touched->for_each_run(slices, [&](int64_t begin, int64_t end) {
@@ -274,7 +260,7 @@ void Adafactor::catch_up_all(std::span<const ParamSlot> slots, int64_t update) {
     }
     if (state.empty()) continue;  // never updated: nothing to decay
     MOWE_CHECK(state.size() == 3, "adafactor: incomplete state for '{}'", slot.name);
-    bring_up_to_date(state, 0, slot.value.dim(0), update);
+    bring_up_to_date(Context{.device = slot.value.device}, state, 0, slot.value.dim(0), update);
   }
 }
 

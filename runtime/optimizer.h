@@ -85,6 +85,8 @@ class Optimizer {
     DType dtype = DType::F32;
     bool own_dtype = false;  // false: the parameter's dtype
     double fill = 0;         // initial value
+    // In host memory whatever the parameter's device: bookkeeping the host reads every step.
+    bool on_host = false;
   };
   // The state tensors a parameter of this shape needs (same dtype as the parameter).
   virtual std::vector<StateSpec> state_spec(const Shape& shape) const = 0;
@@ -189,8 +191,9 @@ class Adafactor final : public Optimizer {
   // resumed run computes the same bits. t <= 1 gives 0.
   double decay_log(int64_t t);
   // Slices [begin, end) of a lazily updated parameter decayed from their last update to
-  // `update` (statistics only). Host memory.
-  void bring_up_to_date(std::span<const Tensor> state, int64_t begin, int64_t end, int64_t update);
+  // `update` (statistics only, on their device, queued on ctx.stream; the log is host memory).
+  void bring_up_to_date(const Context& ctx, std::span<const Tensor> state, int64_t begin,
+                        int64_t end, int64_t update);
 
   AdafactorOptions options_;
   int64_t decay_t_ = 1;  // decay_sum_ = decay_log(decay_t_), decay_prev_ = decay_log(decay_t_ - 1)

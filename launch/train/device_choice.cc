@@ -16,9 +16,6 @@ std::string device_unsupported(const config::Config& config) {
   if (mowe.expert_dropout_rate() > 0)
     return "model.mowe.expert_dropout_rate > 0 (expert dropout is computed on the host; set it to "
            "0)";
-  if (config.training().optimizer() == config::TrainingConfig::ADAFACTOR)
-    return "training.optimizer ADAFACTOR with MoWE layers (lazy Adafactor keeps its per-expert "
-           "decay bookkeeping in host memory; use ADAMW)";
   return "";
 }
 

@@ -240,6 +240,15 @@ double CpuBackend::sum_squares(const Context&, const Tensor& x) {
   return reduce<true>("sum_squares", x);
 }
 
+void CpuBackend::decay_toward(const Context&, const Tensor& x, double floor, double factor) {
+  check_cpu("decay_toward", x);
+  visit_dtype(Device::CPU, "decay_toward", x.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    T* p = x.ptr<T>();
+    for (int64_t i = 0; i < x.numel(); ++i) p[i] = T(floor + (double(p[i]) - floor) * factor);
+  });
+}
+
 void CpuBackend::accumulate_sum_squares(const Context&, const Tensor& x, const Tensor& total) {
   check_cpu("accumulate_sum_squares", x);
   check_cpu("accumulate_sum_squares", total);

@@ -123,6 +123,9 @@ constexpr int64_t kReductionPartials = 65536;
 template <typename T>
 void launch_sum(const T* x, int64_t n, bool squares, double* out, double* partials,
                 cudaStream_t stream);
+// x[i] = floor + (x[i] - floor) * factor, in double.
+template <typename T>
+void launch_decay_toward(T* x, int64_t n, double floor, double factor, cudaStream_t stream);
 // total[0] += value[0], one thread: the device-side accumulation of reductions.
 void launch_add_scalar(double* total, const double* value, cudaStream_t stream);
 template <typename T>

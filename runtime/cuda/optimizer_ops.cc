@@ -59,6 +59,16 @@ void CudaBackend::accumulate_sum_squares(const Context& ctx, const Tensor& x,
   });
 }
 
+void CudaBackend::decay_toward(const Context& ctx, const Tensor& x, double floor,
+                               double factor) {
+  check_cuda("decay_toward", x);
+  visit_dtype(Device::CUDA, "decay_toward", x.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    launch_decay_toward(x.ptr<T>(), x.numel(), floor, factor, stream_of(ctx));
+  });
+  CUDA_CHECK_LAST();
+}
+
 void CudaBackend::adamw_update(const Context& ctx, const Tensor& param, const Tensor& grad,
                                const Tensor& m, const Tensor& v, const AdamWStep& step) {
   for (const Tensor* t : {&param, &grad, &m, &v}) check_cuda("adamw_update", *t);

@@ -229,6 +229,18 @@ void launch_add_scalar(double* total, const double* value, cudaStream_t stream) 
 }
 
 template <typename T>
+struct DecayToward {
+  T* x;
+  double floor, factor;
+  __device__ void operator()(int64_t i) const { x[i] = T(floor + (double(x[i]) - floor) * factor); }
+};
+
+template <typename T>
+void launch_decay_toward(T* x, int64_t n, double floor, double factor, cudaStream_t stream) {
+  for_each(n, stream, DecayToward<T>{x, floor, factor});
+}
+
+template <typename T>
 void launch_adamw_update(T* param, const T* grad, T* m, T* v, int64_t n,
                          const math::AdamWCoeffs<T>& c, cudaStream_t stream) {
   for_each(n, stream, AdamW<T>{param, m, v, grad, c});
@@ -264,6 +276,7 @@ void launch_adafactor_update(T* param, const T* grad, T* row, T* col, T* v, cons
 
 #define MOWE_INSTANTIATE(T)                                                                        \
   template void launch_sum<T>(const T*, int64_t, bool, double*, double*, cudaStream_t);            \
+  template void launch_decay_toward<T>(T*, int64_t, double, double, cudaStream_t);                 \
   template void launch_adamw_update<T>(T*, const T*, T*, T*, int64_t, const math::AdamWCoeffs<T>&, \
                                        cudaStream_t);                                              \
   template void launch_adafactor_update<T>(T*, const T*, T*, T*, T*, const SliceDims&,             \

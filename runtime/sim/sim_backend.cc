@@ -341,6 +341,14 @@ double SimBackend::sum_squares(const Context& ctx, const Tensor& x) {
   return reduce("sum_squares", ctx, x, true);
 }
 
+void SimBackend::decay_toward(const Context& ctx, const Tensor& x, double floor, double factor) {
+  on_device("decay_toward", {&x});
+  float_dtype("decay_toward", x.dtype);
+  launch(ctx, [x = host_view(x), floor, factor](const Context& h) {
+    cpu().decay_toward(h, x, floor, factor);
+  });
+}
+
 void SimBackend::accumulate_sum_squares(const Context& ctx, const Tensor& x, const Tensor& total) {
   on_device("accumulate_sum_squares", {&x, &total});
   check_accumulate_sum_squares(x, total);

@@ -332,6 +332,15 @@ TEST_P(DeviceVsCpu, ExpertGatherMatmulAndWeightGrad) {
   expect_close(dw, "expert_gather_weight_grad");
 }
 
+TEST_P(DeviceVsCpu, DecayTowardAFloor) {
+  for (DType dtype : {DType::F32, DType::F64}) {
+    Pair x = random_pair({3, 70}, 9, 0, 2, dtype);
+    cpu.decay_toward(cctx, x.cpu, 1e-30, 0.37);
+    dev.decay_toward(dctx, x.dev, 1e-30, 0.37);
+    expect_close(x, "decay_toward", dtype == DType::F32 ? 1e-6 : 1e-15);
+  }
+}
+
 TEST_P(DeviceVsCpu, AccumulateSumSquaresOverSeveralTensors) {
   Pair total = zeros_pair({1}, DType::F64);
   for (int i = 0; i < 3; ++i) {
