@@ -3,8 +3,9 @@
 // gradients reduced inside replica groups) gives the loss, every gradient and the parameters
 // after 3 AdamW steps of the same model run on one process over the same global batch.
 // Run at 1, 2 and 4 ranks (4 ranks: two replicas per block), with flat and hierarchical
-// all-to-all. Also: one all-to-all message per peer per MoWE layer pass, whatever the number of
-// experts.
+// all-to-all, the sharded model on the CPU and on the simulated device (parameters, inputs,
+// activations and the exchanged rows in device memory; counts and keys over a host all-to-all).
+// Also: one all-to-all message per peer per MoWE layer pass, whatever the number of experts.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -15,6 +16,7 @@
 #include "model/mowe_layer.h"
 #include "model/t5_model.h"
 #include "runtime/config/config.h"
+#include "runtime/device.h"
 #include "tests/util/gradcheck.h"
 
 namespace mowe::model {
@@ -77,22 +79,34 @@ double total_weight(const Batch& b) {
 }
 
 struct Runner {
-  Arena scratch{host_allocator()}, acts{host_allocator()};
+  explicit Runner(Device d = Device::CPU)
+      : device(d), scratch(device_runtime(d).allocator()), acts(device_runtime(d).allocator()) {}
+  Device device;
+  Arena scratch, acts;
   // With `dropout`, every dropout of the model is on (residual branches, FFN hidden, attention
-  // probabilities, the experts' hidden layer), its masks drawn from a per-step seed.
-  StepContext step(bool dropout = false, int step = 0) {
+  // probabilities, and unless `expert_dropout` is off the experts' hidden layer), its masks
+  // drawn from a per-step seed.
+  StepContext step(bool dropout = false, int step = 0, bool expert_dropout = true) {
     StepContext s;
-    s.backend = &cpu_backend();
+    s.backend = &backend_for(device);
+    s.ctx.device = device;
     s.ctx.scratch = &scratch;
     s.activations = &acts;
     if (dropout) {
       s.dropout_rate = 0.1f;
-      s.expert_dropout_rate = 0.25f;
+      s.expert_dropout_rate = expert_dropout ? 0.25f : 0.0f;
       s.dropout_seed = 1000 + static_cast<uint64_t>(step);
     }
     return s;
   }
 };
+
+// A host copy of a tensor on any device.
+Buffer host_copy(const Tensor& t) {
+  Buffer h(host_allocator(), t.shape, t.dtype);
+  download(h.tensor().data, t);
+  return h;
+}
 
 // |a - b| <= tol * max(1, max|b|) over a tensor, or over the listed rows of b.
 void expect_close(const std::string& what, const Tensor& a, const Tensor& b,
@@ -112,6 +126,8 @@ struct Case {
   int ranks_per_node;
   bool prerouted;  // tokens routed beforehand (as the loader thread does), not in the step
   bool dropout = false;
+  Device device = Device::CPU;  // of the sharded model; the one-process reference is on the CPU
+  bool expert_dropout = true;   // with dropout: also on the experts' hidden layer (CPU only)
 };
 
 class DistributedEquivalence : public ::testing::TestWithParam<Case> {};
@@ -139,13 +155,29 @@ TEST_P(DistributedEquivalence, LossGradientsAndThreeAdamWStepsMatchOneProcess) {
   Runner ref_run;
   AdamW ref_opt(host_allocator(), {.weight_decay = 0.01});
 
-  // This rank's share, experts sharded by the plan.
-  comm::AllToAll alltoall(*world, c.algorithm, c.ranks_per_node);
-  MoweParallel parallel{&plan, &alltoall};
-  ParameterStore store(host_allocator(), DType::F64, 5);
+  // This rank's share, experts sharded by the plan, on c.device: device tensors travel over a
+  // data communicator, counts and keys over the host one.
+  std::unique_ptr<comm::Communicator> data_comm;
+  if (c.device != Device::CPU) data_comm = world->for_device(c.device, {});
+  comm::Communicator& dcomm = data_comm ? *data_comm : *world;
+  comm::AllToAll alltoall(dcomm, c.algorithm, c.ranks_per_node);
+  std::unique_ptr<comm::AllToAll> control;
+  if (data_comm) control = std::make_unique<comm::AllToAll>(*world, c.algorithm, c.ranks_per_node);
+  MoweParallel parallel{&plan, &alltoall, control.get()};
+  DeviceAllocator& alloc = device_runtime(c.device).allocator();
+  ParameterStore store(alloc, DType::F64, 5);
   T5Model model(m, store, &table, &parallel);
   const int64_t local = kGlobalBatch / n;
   Batch mine = make_batch(rank * local, local, m.vocab_size(), m.mowe().routing_vocab_size());
+  Arena inputs(alloc);
+  if (c.device != Device::CPU) {  // routing ids stay on the host, where routing happens
+    for (Tensor* t : {&mine.in.enc_ids, &mine.in.enc_valid, &mine.in.dec_ids, &mine.in.dec_valid,
+                      &mine.in.targets, &mine.in.weights}) {
+      Tensor d = inputs.alloc(t->shape, t->dtype);
+      upload(d, t->data);
+      *t = d;
+    }
+  }
   RoutedBatch routed;
   if (c.prerouted) {
     auto ids = [](const Tensor& t) {
@@ -154,13 +186,13 @@ TEST_P(DistributedEquivalence, LossGradientsAndThreeAdamWStepsMatchOneProcess) {
     route_batch(plan, rank, ids(mine.in.enc_routing), ids(mine.in.dec_routing), 0, &routed);
     mine.in.routed = &routed;
   }
-  Runner run;
-  AdamW opt(host_allocator(), {.weight_decay = 0.01});
+  Runner run(c.device);
+  AdamW opt(alloc, {.weight_decay = 0.01});
   // Replica groups, one communicator per bucket (null when a block has one owner).
   std::vector<std::unique_ptr<comm::Communicator>> groups;
   std::vector<comm::Communicator*> group_of_bucket;
   for (int b = 0; b < plan.num_buckets(); ++b) {
-    groups.push_back(world->split(plan.replica_group(rank, b).front(), rank));
+    groups.push_back(dcomm.split(plan.replica_group(rank, b).front(), rank));
     group_of_bucket.push_back(groups.back().get());
   }
   train::assign_sharding(store, model.expert_parameters(), &plan, rank, n, group_of_bucket);
@@ -171,14 +203,14 @@ TEST_P(DistributedEquivalence, LossGradientsAndThreeAdamWStepsMatchOneProcess) {
     double ref_loss = 0;
     {
       ArenaScope a(ref_run.acts);
-      StepContext s = ref_run.step(c.dropout, step);
+      StepContext s = ref_run.step(c.dropout, step, c.expert_dropout);
       ref_loss = ref_model.forward(s, all.in, 1e-3) * scale;
       ref_model.backward(s, all.in, 1e-3, scale);
     }
     Buffer loss(host_allocator(), {1}, DType::F64);
     {
       ArenaScope a(run.acts);
-      StepContext s = run.step(c.dropout, step);
+      StepContext s = run.step(c.dropout, step, c.expert_dropout);
       s.first_example = rank * local;
       testing::set(loss, 0, model.forward(s, mine.in, 1e-3) * scale);
       model.backward(s, mine.in, 1e-3, scale);
@@ -189,23 +221,25 @@ TEST_P(DistributedEquivalence, LossGradientsAndThreeAdamWStepsMatchOneProcess) {
     // Dense gradients summed over all ranks (the trainer overlaps this with backward), expert
     // gradients inside replica groups, by the trainer's own function.
     for (const auto& p : store.all())
-      if (p->kind == ParamKind::Dense) world->allreduce(p->grad, comm::ReduceOp::Sum);
+      if (p->kind == ParamKind::Dense) dcomm.allreduce(p->grad, comm::ReduceOp::Sum);
     train::sum_replica_gradients(store);
     for (const auto& p : store.all()) {
       std::vector<int64_t> rows = p->rows.rows;
       const Parameter& ref = ref_store.get(p->name);
-      expect_close(p->name + " grad, step " + std::to_string(step), p->grad, ref.grad, rows);
+      expect_close(p->name + " grad, step " + std::to_string(step), host_copy(p->grad), ref.grad,
+                   rows);
     }
     // The sharded global norm counts every row once, whatever the replication.
     const double norm = train::global_grad_norm(store, *world, run.scratch);
     const double ref_norm = global_grad_norm(cpu_backend(), {}, ref_store.slots());
     EXPECT_NEAR(norm, ref_norm, 1e-12 * ref_norm) << "step " << step;
-    Context ctx{.scratch = &run.scratch};
+    Context ctx{.device = c.device, .scratch = &run.scratch};
     opt.step(ctx, store.slots(), 1e-2, 1.0, step + 1);
     ref_opt.step(Context{.scratch = &ref_run.scratch}, ref_store.slots(), 1e-2, 1.0, step + 1);
   }
   for (const auto& p : store.all())
-    expect_close(p->name + " after 3 steps", p->value, ref_store.get(p->name).value, p->rows.rows);
+    expect_close(p->name + " after 3 steps", host_copy(p->value), ref_store.get(p->name).value,
+                 p->rows.rows);
 }
 
 INSTANTIATE_TEST_SUITE_P(AllToAll, DistributedEquivalence,
@@ -214,7 +248,14 @@ INSTANTIATE_TEST_SUITE_P(AllToAll, DistributedEquivalence,
                                            Case{comm::AllToAll::Algorithm::Flat, 1, true},
                                            Case{comm::AllToAll::Algorithm::Flat, 1, false, true},
                                            Case{comm::AllToAll::Algorithm::Hierarchical, 2, true,
-                                                true}));
+                                                true},
+                                           // The sharded model on the simulated device.
+                                           Case{comm::AllToAll::Algorithm::Flat, 1, false, false,
+                                                Device::SIMULATED},
+                                           Case{comm::AllToAll::Algorithm::Hierarchical, 2, false,
+                                                false, Device::SIMULATED},
+                                           Case{comm::AllToAll::Algorithm::Hierarchical, 2, true,
+                                                true, Device::SIMULATED, false}));
 
 // One MoWE layer with K experts: the data all-to-alls of a forward and a backward pass send one
 // message to each peer per pass (dispatch and combine), for K = 1,024 and K = 65,536 alike.
