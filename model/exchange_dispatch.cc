@@ -40,9 +40,10 @@ ExchangeDispatch::ExchangeDispatch(const DispatchPlan& plan, comm::AllToAll& all
     : alltoall_(alltoall),
       control_(control ? *control : alltoall),
       control_scratch_(host_allocator(), size_t{1} << 16) {
-  MOWE_CHECK(control_.comm().device() == Device::CPU && control_.comm().size() == alltoall.comm().size(),
-             "the control all-to-all must run over the same {} ranks on host memory",
-             alltoall.comm().size());
+  MOWE_CHECK(
+      control_.comm().device() == Device::CPU && control_.comm().size() == alltoall.comm().size(),
+      "the control all-to-all must run over the same {} ranks on host memory",
+      alltoall.comm().size());
   MOWE_CHECK(plan.world_size() == alltoall.comm().size(),
              "dispatch plan {} is for {} ranks, but the communicator has {}", plan.source(),
              plan.world_size(), alltoall.comm().size());

@@ -75,8 +75,8 @@ void grouped_matmul(const Context& ctx, const BucketGroups& bg, const Tensor& in
       },
       [&](int64_t begin, int64_t end) {
         backend.expert_gather_matmul(ctx, in.rows_slice(begin, end), w,
-                             bg.row_expert.rows_slice(begin, end), out.rows_slice(begin, end),
-                             trans_w, beta);
+                                     bg.row_expert.rows_slice(begin, end),
+                                     out.rows_slice(begin, end), trans_w, beta);
       });
 }
 
@@ -94,7 +94,7 @@ void grouped_weight_grad(const Context& ctx, const BucketGroups& bg, const Tenso
       [&](int64_t begin, int64_t end) {
         backend.expert_gather_weight_grad(ctx, in.rows_slice(begin, end),
                                           grad.rows_slice(begin, end),
-                                  bg.row_expert.rows_slice(begin, end), dw);
+                                          bg.row_expert.rows_slice(begin, end), dw);
       });
 }
 

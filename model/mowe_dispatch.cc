@@ -4,8 +4,8 @@
 #include <utility>
 
 #include "runtime/backend.h"
-#include "runtime/device.h"
 #include "runtime/check.h"
+#include "runtime/device.h"
 
 namespace mowe::model {
 namespace {

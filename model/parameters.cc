@@ -132,9 +132,8 @@ static double draw(const Init& init, uint64_t key, uint64_t global) {
 void ParameterStore::initialise(Parameter& p) const {
   const Tensor& dst = p.value.tensor();
   std::vector<char> staging(dst.device == Device::CPU ? 0 : dst.nbytes());
-  const Tensor t = dst.device == Device::CPU
-                       ? dst
-                       : Tensor(staging.data(), dst.dtype, Device::CPU, dst.shape);
+  const Tensor t =
+      dst.device == Device::CPU ? dst : Tensor(staging.data(), dst.dtype, Device::CPU, dst.shape);
   const int64_t n = t.numel();
   const int64_t row_elems = t.shape.ndim() == 0 || t.dim(0) == 0 ? 0 : n / t.dim(0);
   const uint64_t key = mix64(seed_ ^ name_hash(p.name));

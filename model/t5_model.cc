@@ -4,8 +4,8 @@
 #include <cmath>
 
 #include "model/mowe_layer.h"
-#include "runtime/device.h"
 #include "model/mowe_layers.h"
+#include "runtime/device.h"
 
 namespace mowe::model {
 namespace {

@@ -66,8 +66,8 @@ DeviceRuntime& device_runtime(Device device) {
 }
 
 void upload(const Tensor& dst, const void* host_src, void* stream) {
-  device_runtime(dst.device).copy_async(dst.data, host_src, dst.nbytes(), CopyKind::HostToDevice,
-                                        stream);
+  device_runtime(dst.device)
+      .copy_async(dst.data, host_src, dst.nbytes(), CopyKind::HostToDevice, stream);
 }
 
 void download(void* host_dst, const Tensor& src, void* stream) {

@@ -33,7 +33,9 @@ void visit_dtype(Device device, const char* op, DType dtype, F&& f) {
   } else {
     MOWE_CHECK(false, "{}: dtype {} is not supported on the {} backend (f32, f64)", op,
                dtype_name(dtype),
-               device == Device::CPU ? "CPU" : device == Device::CUDA ? "CUDA" : "simulated");
+               device == Device::CPU    ? "CPU"
+               : device == Device::CUDA ? "CUDA"
+                                        : "simulated");
   }
 }
 
@@ -120,7 +122,8 @@ LossDims check_cross_entropy_backward(const Tensor& logits, const Tensor& target
                                       const Tensor& weights, const Tensor& lse,
                                       const Tensor& dlogits);
 
-// ---- expert products gathered by row -------------------------------------------------------------
+// ---- expert products gathered by row
+// -------------------------------------------------------------
 
 struct ExpertGatherDims {
   int64_t rows, experts, k, m;

@@ -169,8 +169,8 @@ double Adafactor::decay_log(int64_t t) {
 
 // The statistics of slices with zero gradient since their last update decay toward eps1 (the
 // closed form of the skipped updates), where they live; the log is host memory on any device.
-void Adafactor::bring_up_to_date(const Context& ctx, std::span<const Tensor> state,
-                                 int64_t begin, int64_t end, int64_t update) {
+void Adafactor::bring_up_to_date(const Context& ctx, std::span<const Tensor> state, int64_t begin,
+                                 int64_t end, int64_t update) {
   const Tensor &row = state[0], &col = state[1];
   MOWE_CHECK(state[2].device == Device::CPU, "adafactor: the decay log must be host memory, not {}",
              state[2].str());

@@ -43,8 +43,8 @@ model::ModelInputs model_inputs(const data::Batch& b, Arena* device) {
   in.weights = Tensor(const_cast<float*>(b.loss_weights.data()), DType::F32, Device::CPU, {bs, td});
   in.routed = attached_routing(b);
   if (device != nullptr) {
-    for (Tensor* t : {&in.enc_ids, &in.enc_valid, &in.dec_ids, &in.dec_valid, &in.targets,
-                      &in.weights})
+    for (Tensor* t :
+         {&in.enc_ids, &in.enc_valid, &in.dec_ids, &in.dec_valid, &in.targets, &in.weights})
       *t = upload_to(*device, *t);
   }
   return in;

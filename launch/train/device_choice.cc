@@ -54,8 +54,7 @@ DeviceChoice resolve_device(config::ParallelConfig::Device setting, bool cuda_co
             fmt::format("parallel.device: AUTO, {} GPUs visible, but {} does not run on a device "
                         "yet (docs/gpu.md)",
                         visible_gpus, unsupported)};
-  return {Device::CUDA, -1,
-          fmt::format("parallel.device: AUTO and {} GPUs visible", visible_gpus)};
+  return {Device::CUDA, -1, fmt::format("parallel.device: AUTO and {} GPUs visible", visible_gpus)};
 }
 
 int gpu_for_local_rank(int local_rank, int local_ranks, int gpus) {

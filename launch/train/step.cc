@@ -109,7 +109,8 @@ double StepRunner::forward_backward(const data::Batch& batch, const TrainState* 
                                     StepTimes* times) {
   PhaseClock clock;
   inputs_.reset();
-  const model::ModelInputs in = model_inputs(batch, job_.device() == Device::CPU ? nullptr : &inputs_);
+  const model::ModelInputs in =
+      model_inputs(batch, job_.device() == Device::CPU ? nullptr : &inputs_);
   // The loss is normalised by the global number of target tokens, so the summed gradients
   // equal those of the whole global batch on one rank.
   const TokenCounts mine = real_tokens(batch);

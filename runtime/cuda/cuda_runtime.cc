@@ -80,17 +80,15 @@ class CudaRuntime final : public DeviceRuntime {
     CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(event), cuda::resolve_stream(stream)));
   }
   void wait_event(void* stream, void* event) override {
-    CUDA_CHECK(cudaStreamWaitEvent(cuda::resolve_stream(stream), static_cast<cudaEvent_t>(event),
-                                   0));
+    CUDA_CHECK(
+        cudaStreamWaitEvent(cuda::resolve_stream(stream), static_cast<cudaEvent_t>(event), 0));
   }
   void memset_async(void* dst, int value, size_t bytes, void* stream) override {
     if (bytes != 0) CUDA_CHECK(cudaMemsetAsync(dst, value, bytes, cuda::resolve_stream(stream)));
   }
-  void copy_async(void* dst, const void* src, size_t bytes, CopyKind kind,
-                  void* stream) override {
+  void copy_async(void* dst, const void* src, size_t bytes, CopyKind kind, void* stream) override {
     if (bytes == 0) return;
-    CUDA_CHECK(
-        cudaMemcpyAsync(dst, src, bytes, memcpy_kind(kind), cuda::resolve_stream(stream)));
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, memcpy_kind(kind), cuda::resolve_stream(stream)));
   }
   void synchronize(void* stream) override {
     CUDA_CHECK(cudaStreamSynchronize(cuda::resolve_stream(stream)));

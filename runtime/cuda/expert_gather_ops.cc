@@ -29,8 +29,8 @@ void CudaBackend::expert_gather_weight_grad(const Context& ctx, const Tensor& x,
   const ExpertGatherArgs a{d.rows, d.experts, d.k, d.m, false, 1.0f};
   visit_dtype(Device::CUDA, op, x.dtype, [&](auto zero) {
     using T = decltype(zero);
-    launch_expert_gather_weight_grad(x.ptr<T>(), g.ptr<T>(), expert.ptr<int32_t>(), dw.ptr<T>(),
-                                     a, stream_of(ctx));
+    launch_expert_gather_weight_grad(x.ptr<T>(), g.ptr<T>(), expert.ptr<int32_t>(), dw.ptr<T>(), a,
+                                     stream_of(ctx));
   });
   CUDA_CHECK_LAST();
 }

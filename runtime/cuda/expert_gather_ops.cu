@@ -61,10 +61,10 @@ void launch_expert_gather_weight_grad(const T* x, const T* g, const int32_t* exp
   for_each(a.rows * a.k * a.m, stream, GatherOuter<T>{x, g, expert, dw, a});
 }
 
-#define MOWE_INSTANTIATE(T)                                                                   \
-  template void launch_expert_gather_matmul<T>(const T*, const T*, const int32_t*, T*,        \
-                                               const ExpertGatherArgs&, cudaStream_t);        \
-  template void launch_expert_gather_weight_grad<T>(const T*, const T*, const int32_t*, T*,   \
+#define MOWE_INSTANTIATE(T)                                                                 \
+  template void launch_expert_gather_matmul<T>(const T*, const T*, const int32_t*, T*,      \
+                                               const ExpertGatherArgs&, cudaStream_t);      \
+  template void launch_expert_gather_weight_grad<T>(const T*, const T*, const int32_t*, T*, \
                                                     const ExpertGatherArgs&, cudaStream_t);
 MOWE_INSTANTIATE(float)
 MOWE_INSTANTIATE(double)

@@ -47,8 +47,7 @@ double CudaBackend::sum_squares(const Context& ctx, const Tensor& x) {
   return reduce("sum_squares", ctx, x, true);
 }
 
-void CudaBackend::accumulate_sum_squares(const Context& ctx, const Tensor& x,
-                                         const Tensor& total) {
+void CudaBackend::accumulate_sum_squares(const Context& ctx, const Tensor& x, const Tensor& total) {
   const char* op = "accumulate_sum_squares";
   check_cuda(op, x);
   check_cuda(op, total);
@@ -59,8 +58,7 @@ void CudaBackend::accumulate_sum_squares(const Context& ctx, const Tensor& x,
   });
 }
 
-void CudaBackend::decay_toward(const Context& ctx, const Tensor& x, double floor,
-                               double factor) {
+void CudaBackend::decay_toward(const Context& ctx, const Tensor& x, double floor, double factor) {
   check_cuda("decay_toward", x);
   visit_dtype(Device::CUDA, "decay_toward", x.dtype, [&](auto zero) {
     using T = decltype(zero);

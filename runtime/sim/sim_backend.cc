@@ -27,8 +27,8 @@ void float_dtype(const char* op, DType dtype) {
 void device_scratch(const char* op, const Context& ctx) {
   MOWE_CHECK(ctx.scratch != nullptr, "{} needs a scratch arena in the context", op);
   MOWE_CHECK(ctx.scratch->device() == Device::SIMULATED,
-             "{}: the scratch arena holds {} memory; the simulated device needs a device arena",
-             op, device_name(ctx.scratch->device()));
+             "{}: the scratch arena holds {} memory; the simulated device needs a device arena", op,
+             device_name(ctx.scratch->device()));
 }
 
 Backend& cpu() {
@@ -58,8 +58,8 @@ void SimBackend::matmul(const Context& ctx, const Tensor& a, const Tensor& b, co
   on_device("matmul", {&a, &b, &c});
   check_matmul(a, b, c, trans_a, trans_b);
   float_dtype("matmul", a.dtype);
-  launch(ctx, [a = host_view(a), b = host_view(b), c = host_view(c), trans_a, trans_b, alpha,
-               beta](const Context& h) { cpu().matmul(h, a, b, c, trans_a, trans_b, alpha, beta); });
+  launch(ctx, [a = host_view(a), b = host_view(b), c = host_view(c), trans_a, trans_b, alpha, beta](
+                  const Context& h) { cpu().matmul(h, a, b, c, trans_a, trans_b, alpha, beta); });
 }
 
 void SimBackend::batched_matmul(const Context& ctx, const Tensor& a, const Tensor& b,
@@ -94,10 +94,9 @@ void SimBackend::rmsnorm_forward(const Context& ctx, const Tensor& x, const Tens
   on_device("rmsnorm_forward", {&x, &scale, &out, &rstd});
   check_rmsnorm_forward(x, scale, out, rstd);
   float_dtype("rmsnorm_forward", x.dtype);
-  launch(ctx, [x = host_view(x), scale = host_view(scale), out = host_view(out),
-               rstd = host_view(rstd), eps](const Context& h) {
-    cpu().rmsnorm_forward(h, x, scale, out, rstd, eps);
-  });
+  launch(ctx,
+         [x = host_view(x), scale = host_view(scale), out = host_view(out), rstd = host_view(rstd),
+          eps](const Context& h) { cpu().rmsnorm_forward(h, x, scale, out, rstd, eps); });
 }
 
 void SimBackend::rmsnorm_backward(const Context& ctx, const Tensor& dout, const Tensor& x,
@@ -137,10 +136,8 @@ void SimBackend::gated_gelu_forward(const Context& ctx, const Tensor& gate, cons
   on_device("gated_gelu_forward", {&gate, &linear, &out});
   check_gated_gelu_forward(gate, linear, out);
   float_dtype("gated_gelu_forward", gate.dtype);
-  launch(ctx, [gate = host_view(gate), linear = host_view(linear),
-               out = host_view(out)](const Context& h) {
-    cpu().gated_gelu_forward(h, gate, linear, out);
-  });
+  launch(ctx, [gate = host_view(gate), linear = host_view(linear), out = host_view(out)](
+                  const Context& h) { cpu().gated_gelu_forward(h, gate, linear, out); });
 }
 
 void SimBackend::gated_gelu_backward(const Context& ctx, const Tensor& dout, const Tensor& gate,
@@ -169,12 +166,13 @@ void SimBackend::softmax_backward(const Context& ctx, const Tensor& dout, const 
   on_device("softmax_backward", {&dout, &out, &dx});
   check_unary_backward("softmax_backward", dout, out, dx);
   float_dtype("softmax_backward", out.dtype);
-  launch(ctx, [dout = host_view(dout), out = host_view(out), dx = host_view(dx)](
-                  const Context& h) { cpu().softmax_backward(h, dout, out, dx); });
+  launch(ctx, [dout = host_view(dout), out = host_view(out), dx = host_view(dx)](const Context& h) {
+    cpu().softmax_backward(h, dout, out, dx);
+  });
 }
 
-void SimBackend::dropout_forward(const Context& ctx, const Tensor& x, const Tensor& out,
-                                 float rate, uint64_t seed) {
+void SimBackend::dropout_forward(const Context& ctx, const Tensor& x, const Tensor& out, float rate,
+                                 uint64_t seed) {
   on_device("dropout_forward", {&x, &out});
   check_dropout("dropout_forward", x, out, rate);
   float_dtype("dropout_forward", x.dtype);
@@ -239,8 +237,8 @@ void SimBackend::attention_backward(const Context& ctx, const Tensor& dout, cons
   float_dtype("attention_backward", q.dtype);
   device_scratch("attention_backward", ctx);
   launch(ctx, [dout = host_view(dout), q = host_view(q), k = host_view(k), v = host_view(v),
-               probs = host_view(probs), dq = host_view(dq), dk = host_view(dk),
-               dv = host_view(dv), dbias = host_view(dbias), dropout](const Context& h) {
+               probs = host_view(probs), dq = host_view(dq), dk = host_view(dk), dv = host_view(dv),
+               dbias = host_view(dbias), dropout](const Context& h) {
     cpu().attention_backward(h, dout, q, k, v, probs, dq, dk, dv, dbias, dropout);
   });
 }
@@ -250,10 +248,8 @@ void SimBackend::embedding_forward(const Context& ctx, const Tensor& table, cons
   on_device("embedding_forward", {&table, &ids, &out});
   check_embedding_forward(table, ids, out);
   float_dtype("embedding_forward", table.dtype);
-  launch(ctx, [table = host_view(table), ids = host_view(ids),
-               out = host_view(out)](const Context& h) {
-    cpu().embedding_forward(h, table, ids, out);
-  });
+  launch(ctx, [table = host_view(table), ids = host_view(ids), out = host_view(out)](
+                  const Context& h) { cpu().embedding_forward(h, table, ids, out); });
 }
 
 void SimBackend::embedding_backward(const Context& ctx, const Tensor& dout, const Tensor& ids,
@@ -261,28 +257,26 @@ void SimBackend::embedding_backward(const Context& ctx, const Tensor& dout, cons
   on_device("embedding_backward", {&dout, &ids, &dtable});
   check_embedding_backward(dout, ids, dtable);
   float_dtype("embedding_backward", dtable.dtype);
-  launch(ctx, [dout = host_view(dout), ids = host_view(ids),
-               dtable = host_view(dtable)](const Context& h) {
-    cpu().embedding_backward(h, dout, ids, dtable);
-  });
+  launch(ctx, [dout = host_view(dout), ids = host_view(ids), dtable = host_view(dtable)](
+                  const Context& h) { cpu().embedding_backward(h, dout, ids, dtable); });
 }
 
 void SimBackend::cross_entropy_forward(const Context& ctx, const Tensor& logits,
-                                       const Tensor& targets, const Tensor& weights,
-                                       double z_loss, const Tensor& losses, const Tensor& lse) {
+                                       const Tensor& targets, const Tensor& weights, double z_loss,
+                                       const Tensor& losses, const Tensor& lse) {
   on_device("cross_entropy_forward", {&logits, &targets, &weights, &losses, &lse});
   check_cross_entropy_forward(logits, targets, weights, losses, lse);
   float_dtype("cross_entropy_forward", logits.dtype);
-  launch(ctx, [logits = host_view(logits), targets = host_view(targets),
-               weights = host_view(weights), z_loss, losses = host_view(losses),
-               lse = host_view(lse)](const Context& h) {
-    cpu().cross_entropy_forward(h, logits, targets, weights, z_loss, losses, lse);
-  });
+  launch(ctx,
+         [logits = host_view(logits), targets = host_view(targets), weights = host_view(weights),
+          z_loss, losses = host_view(losses), lse = host_view(lse)](const Context& h) {
+           cpu().cross_entropy_forward(h, logits, targets, weights, z_loss, losses, lse);
+         });
 }
 
 void SimBackend::cross_entropy_backward(const Context& ctx, const Tensor& logits,
-                                        const Tensor& targets, const Tensor& weights,
-                                        double z_loss, const Tensor& lse, double loss_scale,
+                                        const Tensor& targets, const Tensor& weights, double z_loss,
+                                        const Tensor& lse, double loss_scale,
                                         const Tensor& dlogits) {
   on_device("cross_entropy_backward", {&logits, &targets, &weights, &lse, &dlogits});
   check_cross_entropy_backward(logits, targets, weights, lse, dlogits);
@@ -300,8 +294,8 @@ void SimBackend::expert_gather_matmul(const Context& ctx, const Tensor& x, const
   on_device("expert_gather_matmul", {&x, &w, &expert, &out});
   check_expert_gather_matmul(x, w, expert, out, trans_w, beta);
   float_dtype("expert_gather_matmul", x.dtype);
-  launch(ctx, [x = host_view(x), w = host_view(w), expert = host_view(expert),
-               out = host_view(out), trans_w, beta](const Context& h) {
+  launch(ctx, [x = host_view(x), w = host_view(w), expert = host_view(expert), out = host_view(out),
+               trans_w, beta](const Context& h) {
     cpu().expert_gather_matmul(h, x, w, expert, out, trans_w, beta);
   });
 }
@@ -311,10 +305,8 @@ void SimBackend::expert_gather_weight_grad(const Context& ctx, const Tensor& x, 
   on_device("expert_gather_weight_grad", {&x, &g, &expert, &dw});
   check_expert_gather_weight_grad(x, g, expert, dw);
   float_dtype("expert_gather_weight_grad", x.dtype);
-  launch(ctx, [x = host_view(x), g = host_view(g), expert = host_view(expert),
-               dw = host_view(dw)](const Context& h) {
-    cpu().expert_gather_weight_grad(h, x, g, expert, dw);
-  });
+  launch(ctx, [x = host_view(x), g = host_view(g), expert = host_view(expert), dw = host_view(dw)](
+                  const Context& h) { cpu().expert_gather_weight_grad(h, x, g, expert, dw); });
 }
 
 // The host needs the number now: a host synchronisation, as on CUDA.
@@ -364,10 +356,8 @@ void SimBackend::adamw_update(const Context& ctx, const Tensor& param, const Ten
   on_device("adamw_update", {&param, &grad, &m, &v});
   check_adamw_update(param, grad, m, v, step);
   float_dtype("adamw_update", param.dtype);
-  launch(ctx, [param = host_view(param), grad = host_view(grad), m = host_view(m),
-               v = host_view(v), step](const Context& h) {
-    cpu().adamw_update(h, param, grad, m, v, step);
-  });
+  launch(ctx, [param = host_view(param), grad = host_view(grad), m = host_view(m), v = host_view(v),
+               step](const Context& h) { cpu().adamw_update(h, param, grad, m, v, step); });
 }
 
 void SimBackend::adafactor_update(const Context& ctx, const Tensor& param, const Tensor& grad,

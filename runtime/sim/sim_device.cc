@@ -13,8 +13,9 @@ namespace {
 constexpr uintptr_t kAddressSpan = uintptr_t{1} << 57;
 
 struct AtomicCounters {
-  std::atomic<uint64_t> host_syncs{0}, staging_syncs{0}, launches{0}, memsets{0}, uploads{0}, upload_bytes{0},
-      downloads{0}, download_bytes{0}, device_copies{0}, allocations{0}, deallocations{0};
+  std::atomic<uint64_t> host_syncs{0}, staging_syncs{0}, launches{0}, memsets{0}, uploads{0},
+      upload_bytes{0}, downloads{0}, download_bytes{0}, device_copies{0}, allocations{0},
+      deallocations{0};
 };
 
 AtomicCounters& live_counters() {
@@ -65,8 +66,7 @@ void* host_address(const void* device_ptr) {
 void* device_address(void* host_ptr) {
   if (host_ptr == nullptr) return nullptr;
   const uintptr_t a = reinterpret_cast<uintptr_t>(host_ptr);
-  MOWE_CHECK(a < kAddressSpan, "host address {} is outside the range the simulator maps",
-             host_ptr);
+  MOWE_CHECK(a < kAddressSpan, "host address {} is outside the range the simulator maps", host_ptr);
   return reinterpret_cast<void*>(a + kAddressOffset);
 }
 
@@ -78,16 +78,16 @@ Tensor host_view(const Tensor& t) {
 
 Counters counters() {
   const AtomicCounters& c = live_counters();
-  return Counters{c.host_syncs,     c.staging_syncs,  c.launches,      c.memsets,
-                  c.uploads,        c.upload_bytes,   c.downloads,     c.download_bytes,
-                  c.device_copies,  c.allocations,    c.deallocations};
+  return Counters{c.host_syncs,    c.staging_syncs, c.launches,     c.memsets,
+                  c.uploads,       c.upload_bytes,  c.downloads,    c.download_bytes,
+                  c.device_copies, c.allocations,   c.deallocations};
 }
 
 void reset_counters() {
   AtomicCounters& c = live_counters();
-  for (auto* a : {&c.host_syncs, &c.staging_syncs, &c.launches, &c.memsets, &c.uploads, &c.upload_bytes,
-                  &c.downloads, &c.download_bytes, &c.device_copies, &c.allocations,
-                  &c.deallocations})
+  for (auto* a :
+       {&c.host_syncs, &c.staging_syncs, &c.launches, &c.memsets, &c.uploads, &c.upload_bytes,
+        &c.downloads, &c.download_bytes, &c.device_copies, &c.allocations, &c.deallocations})
     a->store(0);
 }
 
@@ -95,8 +95,8 @@ std::string format_counters(const Counters& c) {
   return fmt::format(
       "{} host syncs, {} launches, {} memsets, {} uploads ({} B), {} downloads ({} B), "
       "{} device copies, {} allocations, {} frees, {} staging syncs of the MPI fallback",
-      c.host_syncs, c.launches, c.memsets, c.uploads, c.upload_bytes, c.downloads,
-      c.download_bytes, c.device_copies, c.allocations, c.deallocations, c.staging_syncs);
+      c.host_syncs, c.launches, c.memsets, c.uploads, c.upload_bytes, c.downloads, c.download_bytes,
+      c.device_copies, c.allocations, c.deallocations, c.staging_syncs);
 }
 
 // Counting helpers for the runtime and the backend (runtime/sim/sim_runtime.cc).

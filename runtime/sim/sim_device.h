@@ -46,7 +46,7 @@ struct Counters {
   uint64_t uploads = 0, upload_bytes = 0;      // host -> device
   uint64_t downloads = 0, download_bytes = 0;  // device -> host
   uint64_t device_copies = 0;                  // device -> device
-  uint64_t allocations = 0;    // device memory taken from the system, kernels' scratch included
+  uint64_t allocations = 0;  // device memory taken from the system, kernels' scratch included
   uint64_t deallocations = 0;
 };
 Counters counters();

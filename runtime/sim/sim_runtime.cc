@@ -59,15 +59,14 @@ class SimRuntime final : public DeviceRuntime {
     stream_of(stream).enqueue([p, value, bytes] { std::memset(p, value, bytes); });
   }
 
-  void copy_async(void* dst, const void* src, size_t bytes, CopyKind kind,
-                  void* stream) override {
+  void copy_async(void* dst, const void* src, size_t bytes, CopyKind kind, void* stream) override {
     if (bytes == 0) return;
     Stream& s = stream_of(stream);
     switch (kind) {
       case CopyKind::HostToDevice: {
         count_upload(bytes);
-        auto staged = std::make_shared<std::vector<char>>(
-            static_cast<const char*>(src), static_cast<const char*>(src) + bytes);
+        auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(src),
+                                                          static_cast<const char*>(src) + bytes);
         void* p = host_address(dst);
         s.enqueue([p, staged] { std::memcpy(p, staged->data(), staged->size()); });
         break;

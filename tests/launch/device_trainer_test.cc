@@ -78,10 +78,14 @@ config::Config tiny(const std::string& checkpoint_dir, const std::string& device
                     const std::vector<std::string>& variant, int world_size) {
   const std::string data = MOWE_TEST_DATA;
   std::vector<std::string> sets = {
-      "data.tokenizer_model=" + data + "/spm.model", "data.routing_vocab=" + data + "/vocab.pb",
-      "training.checkpoint_dir=" + checkpoint_dir,   "parallel.device=" + device,
-      "model.dropout_rate=0.1",                      "training.learning_rate=1e-2",
-      "parallel.grad_bucket_mb=0.002",               "training.eval_every=0",
+      "data.tokenizer_model=" + data + "/spm.model",
+      "data.routing_vocab=" + data + "/vocab.pb",
+      "training.checkpoint_dir=" + checkpoint_dir,
+      "parallel.device=" + device,
+      "model.dropout_rate=0.1",
+      "training.learning_rate=1e-2",
+      "parallel.grad_bucket_mb=0.002",
+      "training.eval_every=0",
       "training.checkpoint_every=0",
       "parallel.ranks_per_node=" + std::to_string(world_size % 2 == 0 ? 2 : 1)};
   sets.insert(sets.end(), variant.begin(), variant.end());
@@ -181,7 +185,8 @@ TEST_P(DeviceTrainerTest, SteadyStepsSynchroniseAtMostThreeTimesAndAllocateNothi
     if (env.world->size() == 1) {
       EXPECT_EQ(c.staging_syncs, 0u) << what;
     }
-    if (env.world->rank() == 0 && i == 1) std::printf("a steady step on the device: %s\n", what.c_str());
+    if (env.world->rank() == 0 && i == 1)
+      std::printf("a steady step on the device: %s\n", what.c_str());
   }
 }
 
@@ -235,9 +240,9 @@ TEST(DeviceChoice, RulesOfTheSetting) {
   testing::expect_error([&] { resolve_device(P::CUDA, true, 4, why); },
                         {"parallel.device: CUDA", "model.x > 0"});
   EXPECT_EQ(gpu_for_local_rank(3, 4, 4), 3);
-  testing::expect_error([] { gpu_for_local_rank(0, 8, 4); },
-                        {"8 ranks run on this node but it has 4 visible GPUs",
-                         "--gpus-per-node=4"});
+  testing::expect_error(
+      [] { gpu_for_local_rank(0, 8, 4); },
+      {"8 ranks run on this node but it has 4 visible GPUs", "--gpus-per-node=4"});
 }
 
 }  // namespace

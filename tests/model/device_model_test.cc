@@ -122,10 +122,10 @@ TEST(ModelOnDevice, DenseTrainingStepsAreBitEqualToTheCpu) {
     // the first steps.
     EXPECT_EQ(counters.host_syncs, 1u) << "step " << t << ": " << sim::format_counters(counters);
     EXPECT_GT(counters.launches, 100u) << "the step ran on the simulated device";
-    if (t == 4) std::printf("step 4 on the simulated device: %s\n", sim::format_counters(counters).c_str());
+    if (t == 4)
+      std::printf("step 4 on the simulated device: %s\n", sim::format_counters(counters).c_str());
     if (t > 2) {
-      EXPECT_EQ(counters.allocations, 0u)
-          << "step " << t << ": " << sim::format_counters(counters);
+      EXPECT_EQ(counters.allocations, 0u) << "step " << t << ": " << sim::format_counters(counters);
     }
   }
   const auto& a = cpu.store.all();

@@ -242,20 +242,18 @@ TEST_P(DistributedEquivalence, LossGradientsAndThreeAdamWStepsMatchOneProcess) {
                  p->rows.rows);
 }
 
-INSTANTIATE_TEST_SUITE_P(AllToAll, DistributedEquivalence,
-                         ::testing::Values(Case{comm::AllToAll::Algorithm::Flat, 1, false},
-                                           Case{comm::AllToAll::Algorithm::Hierarchical, 2, false},
-                                           Case{comm::AllToAll::Algorithm::Flat, 1, true},
-                                           Case{comm::AllToAll::Algorithm::Flat, 1, false, true},
-                                           Case{comm::AllToAll::Algorithm::Hierarchical, 2, true,
-                                                true},
-                                           // The sharded model on the simulated device.
-                                           Case{comm::AllToAll::Algorithm::Flat, 1, false, false,
-                                                Device::SIMULATED},
-                                           Case{comm::AllToAll::Algorithm::Hierarchical, 2, false,
-                                                false, Device::SIMULATED},
-                                           Case{comm::AllToAll::Algorithm::Hierarchical, 2, true,
-                                                true, Device::SIMULATED, false}));
+INSTANTIATE_TEST_SUITE_P(
+    AllToAll, DistributedEquivalence,
+    ::testing::Values(
+        Case{comm::AllToAll::Algorithm::Flat, 1, false},
+        Case{comm::AllToAll::Algorithm::Hierarchical, 2, false},
+        Case{comm::AllToAll::Algorithm::Flat, 1, true},
+        Case{comm::AllToAll::Algorithm::Flat, 1, false, true},
+        Case{comm::AllToAll::Algorithm::Hierarchical, 2, true, true},
+        // The sharded model on the simulated device.
+        Case{comm::AllToAll::Algorithm::Flat, 1, false, false, Device::SIMULATED},
+        Case{comm::AllToAll::Algorithm::Hierarchical, 2, false, false, Device::SIMULATED},
+        Case{comm::AllToAll::Algorithm::Hierarchical, 2, true, true, Device::SIMULATED, false}));
 
 // One MoWE layer with K experts: the data all-to-alls of a forward and a backward pass send one
 // message to each peer per pass (dispatch and combine), for K = 1,024 and K = 65,536 alike.

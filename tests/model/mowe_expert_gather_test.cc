@@ -84,8 +84,10 @@ TEST(ExpertGather, RejectsBadArguments) {
   Buffer bad_ids = testing::ids_buffer({0, 2, 1});  // expert 2 of 2
   EXPECT_THROW(cpu_backend().expert_gather_matmul({}, x, w, bad_ids, out, false, 0.0f), Error);
   Buffer ids = testing::ids_buffer({0, 1, 1});
-  EXPECT_THROW(cpu_backend().expert_gather_matmul({}, x, w, ids, out, true, 0.0f), Error) << "w is not [E,M,K]";
-  EXPECT_THROW(cpu_backend().expert_gather_matmul({}, x, w, ids, out, false, 0.5f), Error) << "beta 0 or 1";
+  EXPECT_THROW(cpu_backend().expert_gather_matmul({}, x, w, ids, out, true, 0.0f), Error)
+      << "w is not [E,M,K]";
+  EXPECT_THROW(cpu_backend().expert_gather_matmul({}, x, w, ids, out, false, 0.5f), Error)
+      << "beta 0 or 1";
   Buffer f32 = testing::host_buffer({3, 5}, DType::F32);
   EXPECT_THROW(cpu_backend().expert_gather_matmul({}, x, w, ids, f32, false, 0.0f), Error);
 }

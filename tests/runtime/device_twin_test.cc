@@ -82,9 +82,8 @@ class DeviceVsCpu : public ::testing::TestWithParam<Device> {
     dctx = {.device = g_device, .stream = nullptr, .scratch = device_arena_.get()};
   }
   Backend& cpu = cpu_backend();
-  Backend& dev = backend_for(GetParam() == Device::CUDA && !cuda_backend_compiled()
-                                 ? Device::SIMULATED
-                                 : GetParam());
+  Backend& dev = backend_for(
+      GetParam() == Device::CUDA && !cuda_backend_compiled() ? Device::SIMULATED : GetParam());
   Arena host_arena_{host_allocator()};
   std::unique_ptr<Arena> device_arena_;
   Context cctx{.scratch = &host_arena_};
