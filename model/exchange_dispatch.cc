@@ -4,6 +4,7 @@
 #include <numeric>
 
 #include "runtime/backend.h"
+#include "runtime/device.h"
 
 namespace mowe::model {
 namespace {
@@ -145,7 +146,7 @@ Tensor ExchangeDispatch::send_order() const {
 
 void ExchangeDispatch::upload(Arena& device) {
   if (device.device() == Device::CPU) return;
-  device_send_order_ = upload_ids(device, send_order_);
+  device_send_order_ = upload_to(device, host_i32_view(send_order_, {rows_sent()}));
   received_.upload(device);
 }
 

@@ -45,16 +45,10 @@ Tensor Dispatch::order() const {
   return device_order_.empty() ? host_i32_view(order_, {num_routed()}) : device_order_;
 }
 
-Tensor upload_ids(Arena& device, const std::vector<int32_t>& ids) {
-  Tensor t = device.alloc({static_cast<int64_t>(ids.size())}, DType::I32);
-  upload(t, ids.data());
-  return t;
-}
-
 void Dispatch::upload(Arena& device) {
   if (device.device() == Device::CPU) return;
-  device_order_ = upload_ids(device, order_);
-  rows_.device_row_expert = upload_ids(device, rows_.row_expert);
+  device_order_ = upload_to(device, host_i32_view(order_, {num_routed()}));
+  rows_.device_row_expert = upload_to(device, host_i32_view(rows_.row_expert, {rows_.num_rows}));
 }
 
 Dispatch Dispatch::build(const RoutingTable& table, std::span<const int32_t> routing_ids,

@@ -65,9 +65,6 @@ class TokenRouter {
   virtual void combine(const Context& ctx, const Tensor& yp, const Tensor& y) const = 0;
 };
 
-// ids [n] i32 copied into a new tensor of `device` (queued; the source may change at once).
-Tensor upload_ids(Arena& device, const std::vector<int32_t>& ids);
-
 class Dispatch final : public TokenRouter {
  public:
   Dispatch() = default;

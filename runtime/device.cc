@@ -65,6 +65,12 @@ DeviceRuntime& device_runtime(Device device) {
       "nvcc and NCCL, or set parallel.device: CPU");
 }
 
+Tensor upload_to(Arena& arena, const Tensor& host) {
+  Tensor t = arena.alloc(host.shape, host.dtype);
+  upload(t, host.data);
+  return t;
+}
+
 void upload(const Tensor& dst, const void* host_src, void* stream) {
   device_runtime(dst.device)
       .copy_async(dst.data, host_src, dst.nbytes(), CopyKind::HostToDevice, stream);

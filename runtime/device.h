@@ -64,6 +64,10 @@ bool device_available(Device device);
 // The runtime of `device`; throws Error naming the build option for CUDA in a build without it.
 DeviceRuntime& device_runtime(Device device);
 
+// A copy of the host tensor `host` in a new tensor of `arena` (on the arena's device), queued
+// without a wait; the source may change at once.
+Tensor upload_to(Arena& arena, const Tensor& host);
+
 // Convenience over the seam for whole tensors (dst and src of the same size).
 void upload(const Tensor& dst, const void* host_src, void* stream = nullptr);
 // Queues the copy and synchronises `stream`: the host holds the data when it returns.

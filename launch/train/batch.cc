@@ -19,16 +19,6 @@ const model::RoutedBatch* attached_routing(const data::Batch& b) {
   return std::any_cast<model::RoutedBatch>(&b.prepared);
 }
 
-namespace {
-
-Tensor upload_to(Arena& arena, const Tensor& host) {
-  Tensor t = arena.alloc(host.shape, host.dtype);
-  upload(t, host.data);
-  return t;
-}
-
-}  // namespace
-
 model::ModelInputs model_inputs(const data::Batch& b, Arena* device) {
   model::ModelInputs in;
   in.batch = b.batch_size;

@@ -23,8 +23,9 @@ AtomicCounters& live_counters() {
   return *c;
 }
 
-// Kernels of every stream run one at a time: the CPU backend's thread pool and BLAS serve one
-// caller.
+// Kernels of every stream run one at a time, each with the whole thread pool and BLAS: two
+// streams' kernels side by side would oversubscribe the cores. Streams still order only by
+// events; this lock gives no ordering.
 std::mutex& kernel_mutex() {
   static std::mutex* m = new std::mutex;
   return *m;

@@ -172,11 +172,8 @@ TEST_P(DistributedEquivalence, LossGradientsAndThreeAdamWStepsMatchOneProcess) {
   Arena inputs(alloc);
   if (c.device != Device::CPU) {  // routing ids stay on the host, where routing happens
     for (Tensor* t : {&mine.in.enc_ids, &mine.in.enc_valid, &mine.in.dec_ids, &mine.in.dec_valid,
-                      &mine.in.targets, &mine.in.weights}) {
-      Tensor d = inputs.alloc(t->shape, t->dtype);
-      upload(d, t->data);
-      *t = d;
-    }
+                      &mine.in.targets, &mine.in.weights})
+      *t = upload_to(inputs, *t);
   }
   RoutedBatch routed;
   if (c.prerouted) {
